@@ -1,0 +1,45 @@
+"""All configuration in one settings class: environment (``IVR_*``) over the state
+directory's ``secrets.env`` over defaults. Secrets never have a default in code."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+STATE_DIR = Path(os.environ.get("IVR_STATE_DIR", "/var/lib/ivr14"))
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="IVR_", env_file=str(STATE_DIR / "secrets.env"),
+                                      env_file_encoding="utf-8", extra="ignore")
+
+    state_dir: Path = STATE_DIR
+    db_path: Path = STATE_DIR / "calls.sqlite"
+    plan_file: Path | None = None  # operator overrides (TOML)
+
+    agi_host: str = "127.0.0.1"
+    agi_port: int = 4573
+    audiosocket_host: str = "127.0.0.1"
+    audiosocket_port: int = 9092
+
+    ami_host: str = "127.0.0.1"
+    ami_port: int = 5038
+    ami_user: str = "ivr"
+    ami_secret: SecretStr | None = None
+
+    api_host: str = "127.0.0.1"
+    api_port: int = 9100
+    admin_token: SecretStr | None = None  # admin writes are refused without it
+
+    caller_salt: SecretStr = SecretStr("")  # pseudonymises callers' numbers in records
+
+    speech_engine: str = Field(default="whisper", pattern="^(whisper|vosk|none)$")
+    prompts_dir: Path = STATE_DIR / "prompts"  # the WAVs the speech path plays itself
+    misroute_window_s: float = 300.0  # a second call to the same area code within this window counts as a retry
+
+
+def load_settings(**overrides) -> Settings:
+    return Settings(**overrides)

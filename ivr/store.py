@@ -1,0 +1,155 @@
+"""Call records and the admin audit log in SQLite (WAL).
+
+One row per call, written when the call starts and updated as it goes, so a record
+exists even when the caller hangs up mid-prompt or the controller loses Asterisk.
+Nested parts (attempts, phase timings) are JSON columns; the columns that reports
+filter on are plain columns.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from dataclasses import fields
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+from .callrecord import Attempt, CallRecord
+
+SCHEMA_VERSION = 1
+
+_JSON_FIELDS = {"attempts", "phase_seconds"}
+_COLUMNS = [f.name for f in fields(CallRecord)]
+
+_SCHEMA = f"""
+CREATE TABLE IF NOT EXISTS calls (
+    call_id TEXT PRIMARY KEY,
+    {", ".join(f"{c} {'TEXT' if c in _JSON_FIELDS else ''}".strip() for c in _COLUMNS if c != "call_id")},
+    updated_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS calls_started ON calls(started_at);
+CREATE INDEX IF NOT EXISTS calls_area ON calls(area_code, started_at);
+CREATE TABLE IF NOT EXISTS audit (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    at REAL NOT NULL,
+    who TEXT NOT NULL,
+    action TEXT NOT NULL,
+    target TEXT NOT NULL,
+    before TEXT,
+    after TEXT
+);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
+"""
+
+
+class CallStore:
+    """Thread-safe: one connection, serialised by a lock (SQLite writes serialise anyway)."""
+
+    def __init__(self, path: Path | str):
+        self.path = Path(path)
+        if str(path) != ":memory:":
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+        self._db.row_factory = sqlite3.Row
+        self._lock = threading.Lock()
+        with self._lock:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.execute("PRAGMA busy_timeout=5000")
+            self._db.executescript(_SCHEMA)
+            self._db.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    # -- calls --------------------------------------------------------------------
+
+    def save(self, record: CallRecord) -> None:
+        self.save_many([record])
+
+    def save_many(self, records: Iterable[CallRecord]) -> None:
+        rows = [_to_row(r) for r in records]
+        if not rows:
+            return
+        placeholders = ", ".join("?" for _ in _COLUMNS)
+        sql = f"INSERT OR REPLACE INTO calls ({', '.join(_COLUMNS)}, updated_at) VALUES ({placeholders}, ?)"
+        now = time.time()
+        with self._lock:
+            self._db.execute("BEGIN")
+            try:
+                self._db.executemany(sql, [(*row, now) for row in rows])
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+
+    def get(self, call_id: str) -> CallRecord | None:
+        with self._lock:
+            row = self._db.execute("SELECT * FROM calls WHERE call_id = ?", (call_id,)).fetchone()
+        return _from_row(row) if row else None
+
+    def query(self, *, since: float | None = None, until: float | None = None, area_code: str | None = None,
+              municipality: str | None = None, outcome: str | None = None, limit: int | None = None,
+              offset: int = 0) -> list[CallRecord]:
+        return list(self.iter_query(since=since, until=until, area_code=area_code, municipality=municipality,
+                                    outcome=outcome, limit=limit, offset=offset))
+
+    def iter_query(self, *, since=None, until=None, area_code=None, municipality=None, outcome=None,
+                   limit=None, offset=0) -> Iterator[CallRecord]:
+        where, args = _filters(since, until, area_code, municipality, outcome)
+        sql = f"SELECT * FROM calls {where} ORDER BY started_at, call_id"
+        if limit is not None:
+            sql += " LIMIT ? OFFSET ?"
+            args += [int(limit), int(offset)]
+        with self._lock:
+            rows = self._db.execute(sql, args).fetchall()
+        for row in rows:
+            yield _from_row(row)
+
+    def count(self, *, since=None, until=None, area_code=None, municipality=None, outcome=None) -> int:
+        where, args = _filters(since, until, area_code, municipality, outcome)
+        with self._lock:
+            return self._db.execute(f"SELECT COUNT(*) FROM calls {where}", args).fetchone()[0]
+
+    # -- audit --------------------------------------------------------------------
+
+    def audit(self, who: str, action: str, target: str, before: Any, after: Any) -> int:
+        with self._lock:
+            cur = self._db.execute(
+                "INSERT INTO audit (at, who, action, target, before, after) VALUES (?, ?, ?, ?, ?, ?)",
+                (time.time(), who, action, target, json.dumps(before, default=str), json.dumps(after, default=str)),
+            )
+            return cur.lastrowid
+
+    def audit_log(self, limit: int = 100) -> list[dict[str, Any]]:
+        with self._lock:
+            rows = self._db.execute("SELECT * FROM audit ORDER BY id DESC LIMIT ?", (limit,)).fetchall()
+        return [{**dict(r), "before": json.loads(r["before"]), "after": json.loads(r["after"])} for r in rows]
+
+
+def _filters(since, until, area_code, municipality, outcome) -> tuple[str, list[Any]]:
+    clauses, args = [], []
+    for clause, value in (("started_at >= ?", since), ("started_at < ?", until), ("area_code = ?", area_code),
+                          ("municipality = ?", municipality), ("outcome = ?", outcome)):
+        if value is not None:
+            clauses.append(clause)
+            args.append(value)
+    return ("WHERE " + " AND ".join(clauses)) if clauses else "", args
+
+
+def _to_row(record: CallRecord) -> tuple[Any, ...]:
+    data = record.to_dict()
+    return tuple(json.dumps(data[c]) if c in _JSON_FIELDS else data[c] for c in _COLUMNS)
+
+
+def _from_row(row: sqlite3.Row) -> CallRecord:
+    data = {c: row[c] for c in _COLUMNS}
+    data["attempts"] = [Attempt(**a) for a in json.loads(data["attempts"] or "[]")]
+    data["phase_seconds"] = json.loads(data["phase_seconds"] or "{}")
+    for key in ("recognition_attempts", "rejected_confirmations"):
+        data[key] = int(data[key] or 0)
+    data["digits"] = data["digits"] or ""
+    return CallRecord(**data)
