@@ -64,6 +64,7 @@ class NoInput:
 class TransferAnswered:
     at: float
     answered_by: str = ""
+    setup_ms: float | None = None  # dial -> answer, when the driver measured it itself
 
 
 @dataclass(frozen=True, slots=True)
@@ -470,7 +471,9 @@ class CallFlow:
 
     def _answered(self, ev: TransferAnswered) -> list[Action]:
         rec = self.record
-        if self._state.transfer_started is not None:
+        if ev.setup_ms is not None:
+            rec.transfer_setup_ms = ev.setup_ms
+        elif self._state.transfer_started is not None:
             rec.transfer_setup_ms = (ev.at - self._state.transfer_started) * 1000
         rec.answered_by = ev.answered_by or rec.answered_by
         rec.outcome = (Outcome.OPERATOR if rec.decision == Verdict.OPERATOR.value else Outcome.ROUTED).value

@@ -1,0 +1,149 @@
+"""``ivr``: the command line. Each command module adds its own sub-commands."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import json
+import logging
+import sys
+from pathlib import Path
+
+from .overrides import load_plan
+from .plan import PlanError
+from .routing import route
+
+# Modules that contribute sub-commands through ``register(subparsers)``.
+COMMAND_MODULES: tuple[str, ...] = ()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="ivr", description="14+ netnummer routing controller and IVR")
+    parser.add_argument("--plan-file", type=Path, help="operator override file (TOML); default: $IVR_PLAN_FILE")
+    parser.add_argument("-v", "--verbose", action="store_true")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("serve", help="run the controller (FastAGI, AMI, speech, HTTP API, metrics)")
+    p.set_defaults(func=_serve)
+
+    plan = sub.add_parser("plan", help="inspect the numbering plan").add_subparsers(dest="plan_command", required=True)
+    p = plan.add_parser("check", help="validate the plan (and override file)")
+    p.set_defaults(func=_plan_check)
+    p = plan.add_parser("show", help="one area code: its municipalities and routing mode")
+    p.add_argument("area_code")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_plan_show)
+
+    p = sub.add_parser("route", help="dry run: the routing decision for a dialled number, and why")
+    p.add_argument("number")
+    p.add_argument("--dtmf", help="menu digit(s) the caller presses")
+    p.add_argument("--no-speech", action="store_true", help="as if no recogniser were available")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_route)
+
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(sub)
+
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args.func(args) or 0)
+    except PlanError as exc:
+        print(f"plan error: {exc}", file=sys.stderr)
+        return 2
+
+
+def plan_from_args(args):
+    from .config import load_settings
+
+    path = args.plan_file or load_settings().plan_file
+    return load_plan(path)
+
+
+def _serve(args) -> int:
+    from .config import load_settings
+    from .service import serve
+
+    settings = load_settings(**({"plan_file": args.plan_file} if args.plan_file else {}))
+    asyncio.run(serve(settings))
+    return 0
+
+
+def _plan_check(args) -> int:
+    plan = plan_from_args(args)
+    shared = sum(1 for a in plan.area_codes.values() if a.shared)
+    modes: dict[str, int] = {}
+    for a in plan.area_codes.values():
+        modes[a.mode.value] = modes.get(a.mode.value, 0) + 1
+    statuses: dict[str, int] = {}
+    for m in plan.municipalities.values():
+        statuses[m.status.value] = statuses.get(m.status.value, 0) + 1
+    print(f"plan {plan.version}: OK")
+    print(f"  {len(plan.municipalities)} municipalities ({_fmt(statuses)})")
+    print(f"  {len(plan.area_codes)} area codes, {shared} shared ({_fmt(modes)})")
+    print(f"  {len(plan.calamities)} calamity override(s)")
+    return 0
+
+
+def _fmt(counts: dict[str, int]) -> str:
+    return ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
+
+
+def _plan_show(args) -> int:
+    plan = plan_from_args(args)
+    code = args.area_code.strip()
+    code = code if code.startswith("0") else "0" + code
+    if code not in plan.area_codes:
+        print(f"unknown area code {args.area_code!r}", file=sys.stderr)
+        return 1
+    area = plan.area_codes[code]
+    rows = [{"cbs_code": m.cbs_code, "name": m.name, "status": m.status.value, "destination": m.destination,
+             "alt_number": m.alt_number} for m in plan.candidates(code)]
+    if args.json:
+        print(json.dumps({"area_code": code, "main_place": area.main_place, "mode": area.mode.value,
+                          "population": area.population, "municipalities": rows}, indent=2))
+        return 0
+    print(f"area code {code} ({area.main_place}), mode {area.mode.value}, {area.population:,} residents")
+    for i, r in enumerate(rows, 1):
+        alt = f"  alt {r['alt_number']}" if r["alt_number"] else ""
+        print(f"  {i}. {r['name']:<28} {r['cbs_code']}  {r['status']:<13} {r['destination']}{alt}")
+    return 0
+
+
+def _route(args) -> int:
+    from .flow import CallFlow, CallStarted, Digit, Transfer
+    from .routing import Verdict
+
+    plan = plan_from_args(args)
+    decision = route(plan, args.number, speech_available=not args.no_speech)
+    out = {"number": args.number, "verdict": decision.verdict.value, "reason": decision.reason,
+           "area_code": decision.area_code, "mode": decision.mode.value if decision.mode else None,
+           "municipality": decision.municipality.name if decision.municipality else None,
+           "destination": decision.destination,
+           "candidates": [m.name for m in decision.candidates]}
+    if args.dtmf and decision.verdict is Verdict.ASK:
+        flow = CallFlow(plan, speech_available=False)
+        actions = flow.handle(CallStarted(0.0, "dry-run", args.number))
+        for i, digit in enumerate(args.dtmf):
+            actions = flow.handle(Digit(float(i + 1), digit))
+        rec = flow.record
+        transfer = next((a for a in actions if isinstance(a, Transfer)), None)
+        out.update(verdict=rec.decision, reason=rec.reason,
+                   municipality=plan.municipalities[rec.municipality].name if rec.municipality else None,
+                   destination=transfer.destination if transfer else rec.destination)
+    if args.json:
+        print(json.dumps(out, indent=2))
+    else:
+        print(f"{out['number']}: {out['verdict']} — {out['reason']}")
+        for key in ("area_code", "mode", "municipality", "destination"):
+            if out[key]:
+                print(f"  {key}: {out[key]}")
+        if out["candidates"] and not args.dtmf:
+            print("  candidates: " + ", ".join(out["candidates"]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

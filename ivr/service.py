@@ -1,0 +1,120 @@
+"""The running controller: plan, store, AMI, FastAGI (and speech) wired together.
+
+``ivr serve`` builds one :class:`Service` and runs it; the HTTP API reads and changes
+the same object. The plan is swapped atomically: a call keeps the plan it started with.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from pathlib import Path
+
+from .asterisk.agi import CallController, CallObserver
+from .callrecord import CallRecord
+from .config import Settings
+from .flow import CallFlow
+from .overrides import load_plan
+from .plan import NumberingPlan, PlanError
+from .store import CallStore
+
+log = logging.getLogger(__name__)
+
+
+class Service:
+    def __init__(self, settings: Settings, *, plan: NumberingPlan | None = None,
+                 observer: CallObserver | None = None):
+        self.settings = settings
+        self.plan = plan or load_plan(settings.plan_file)
+        self.plan_error: str = ""  # why the last reload was refused
+        self.store = CallStore(settings.db_path)
+        self.observer = observer
+        self.ami = None
+        self.speech = None  # set when a recogniser is loaded
+        self.speech_error = "" if settings.speech_engine != "none" else "speech disabled by configuration"
+        self._matcher_factory = None
+        self._yes_no = None
+        self.controller = CallController(
+            flow_factory=self.new_flow, save=self.store.save,
+            caller_salt=settings.caller_salt.get_secret_value(), observer=observer,
+        )
+        self._servers: list[asyncio.AbstractServer] = []
+
+    # -- plan ---------------------------------------------------------------------
+
+    def swap_plan(self, plan: NumberingPlan) -> None:
+        self.plan = plan
+
+    def reload_plan(self, path: Path | None = None) -> NumberingPlan:
+        """Load the override file again; a broken file keeps the last good plan."""
+        try:
+            plan = load_plan(path or self.settings.plan_file)
+        except PlanError as exc:
+            self.plan_error = str(exc)
+            log.error("plan reload refused, keeping version %s: %s", self.plan.version, exc)
+            raise
+        self.plan_error = ""
+        self.swap_plan(plan)
+        return plan
+
+    def new_flow(self) -> CallFlow:
+        return CallFlow(self.plan, speech_available=self.speech is not None,
+                        matcher_factory=self._matcher_factory, yes_no=self._yes_no)
+
+    def enable_speech(self, speech_path, matcher_factory, yes_no) -> None:
+        self.speech = speech_path
+        self._matcher_factory = matcher_factory
+        self._yes_no = yes_no
+        self.controller.speech = speech_path
+        self.speech_error = ""
+
+    # -- running ------------------------------------------------------------------
+
+    async def start(self) -> None:
+        from .asterisk.ami import AmiClient
+
+        s = self.settings
+        server = await asyncio.start_server(self.controller.handle, s.agi_host, s.agi_port)
+        self._servers.append(server)
+        log.info("FastAGI listening on %s:%s", s.agi_host, s.agi_port)
+        if s.ami_secret is not None:
+            self.ami = AmiClient(s.ami_host, s.ami_port, s.ami_user, s.ami_secret.get_secret_value())
+            self.controller.answered_by = self.ami.answered_by
+            self.ami.start()
+        else:
+            log.warning("no AMI secret configured (IVR_AMI_SECRET): running without AMI events")
+
+    async def stop(self) -> None:
+        for server in self._servers:
+            server.close()
+            await server.wait_closed()
+        if self.ami:
+            self.ami.close()
+        self.store.close()
+
+    def readiness(self) -> dict[str, object]:
+        checks = {
+            "plan": {"ok": True, "version": self.plan.version, "last_reload_error": self.plan_error},
+            "ami": {"ok": bool(self.ami and self.ami.connected),
+                    "reason": "" if self.ami and self.ami.connected else
+                    (self.ami.last_error if self.ami else "AMI not configured")},
+            "recogniser": {"ok": self.speech is not None or self.settings.speech_engine == "none",
+                           "reason": self.speech_error},
+        }
+        return {"ready": all(c["ok"] for c in checks.values()), "checks": checks}
+
+    def record(self, call_id: str) -> CallRecord | None:
+        return self.store.get(call_id)
+
+
+async def serve(settings: Settings) -> None:
+    """Run until SIGINT/SIGTERM."""
+    service = Service(settings)
+    await service.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    await service.stop()
