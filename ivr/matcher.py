@@ -258,7 +258,7 @@ class _Kind:
     PLACE = 3
 
 
-_KIND_WEIGHT = {_Kind.NAME: 1.0, _Kind.ALIAS: 1.0, _Kind.FORMER: 0.97, _Kind.PLACE: 0.9}
+_KIND_WEIGHT = {_Kind.NAME: 1.0, _Kind.ALIAS: 1.0, _Kind.FORMER: 0.97, _Kind.PLACE: 0.92}
 
 _GEM_SUFFIX = re.compile(r"\s+gem\.?\s.*$", re.IGNORECASE)
 _GLUED_PARENS = re.compile(r"(?<=\w)\(([^)]*)\)|\(([^)]*)\)(?=\w)")
