@@ -51,6 +51,8 @@ def parse_dialled(plan: NumberingPlan, dialled: str) -> ParsedNumber:
     if len(raw) > MAX_DIGITS:
         return ParsedNumber(None, None, f"number longer than {MAX_DIGITS} characters")
     digits = "".join(ch for ch in raw if ch not in " -.()")
+    if not digits:
+        return ParsedNumber(None, None, "no number dialled")
     if digits.startswith("+"):
         digits = "00" + digits[1:]
     if not digits.isdigit():
