@@ -72,6 +72,8 @@ class CallRecord:
     ivr_seconds: float | None = None  # call start -> transfer or end
     error: str | None = None
     plan_version: str = ""
+    # ground truth where a driver knows it (simulator, replay): the CBS code the caller wanted
+    expected_municipality: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
