@@ -16,6 +16,8 @@
 #   IVR_ARI_PASSWORD   ARI password of user `ivr` (default: generated once, kept in secrets.env)
 #   IVR_PROMPTS_DIR    optional folder of recorded WAVs overriding the generated prompts
 set -euo pipefail
+# the whole body is one function so that editing this file while it runs cannot break the run
+main() {
 ROOT=${IVR_ASTERISK_ROOT:-/var/lib/ivr14/asterisk-root}
 CACHE=${IVR_CACHE_DIR:-/var/cache/ivr14}
 STATE=${IVR_STATE_DIR:-/var/lib/ivr14}
@@ -90,8 +92,11 @@ if ! root_ok "$ROOT"; then
   [ -d "$ROOT.partial/etc/asterisk.dist" ] || mv "$ROOT.partial/etc/asterisk" "$ROOT.partial/etc/asterisk.dist"
   mkdir -p "$ROOT.partial/etc/asterisk"
   log "packing the root into $PACKED"
-  tar -C "$ROOT.partial" -cf - . | zstd -q -T0 -3 -o "$PACKED.tmp" -f && mv "$PACKED.tmp" "$PACKED" \
-    || { rm -f "$PACKED.tmp"; log "warning: could not pack the root (next install from scratch will be slow)"; }
+  if tar -C "$ROOT.partial" -cf - . | zstd -q -T0 -3 -o "$PACKED.tmp" -f; then
+    mv "$PACKED.tmp" "$PACKED"
+  else
+    rm -f "$PACKED.tmp"; log "warning: could not pack the root (the next install from scratch will be slow)"
+  fi
   mv "$ROOT.partial" "$ROOT"
 fi
 
@@ -141,3 +146,5 @@ rm -f "$SOUNDS/.manifest.json"
 
 mkdir -p "$ROOT/run/asterisk" "$ROOT/var/spool/asterisk/recording" "$ROOT/var/log/asterisk"
 log "ready: $(chroot "$ROOT" /usr/sbin/asterisk -V), configs from dialplan/, $(find "$SOUNDS" -name '*.wav' | wc -l) prompts"
+}
+main "$@"

@@ -1,0 +1,30 @@
+#!/bin/bash
+# Render the project's Asterisk configs with the secrets, then run Asterisk in the foreground.
+# Secrets: IVR_AMI_SECRET / IVR_ARI_PASSWORD from the environment, else from (or generated once
+# into) $IVR_STATE_DIR/secrets.env - a volume the controller container mounts too.
+# IVR_SIP_BIND (default 127.0.0.1:5060) lets SIP listen beyond the container's loopback.
+set -euo pipefail
+STATE=${IVR_STATE_DIR:-/var/lib/ivr14}
+SECRETS=$STATE/secrets.env
+mkdir -p "$STATE"; touch "$SECRETS"; chmod 600 "$SECRETS"
+for name in IVR_AMI_SECRET IVR_ARI_PASSWORD; do
+  val=${!name:-}
+  [ -n "$val" ] || val=$(sed -n "s/^$name=//p" "$SECRETS" | tail -n 1)
+  if [ -z "$val" ]; then
+    val=$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')
+    echo "$name=$val" >>"$SECRETS"
+  fi
+  export "$name=$val"
+done
+rm -rf /etc/asterisk/*
+for f in /usr/local/share/ivr14/dialplan/*.conf; do
+  # only our two placeholders; Asterisk's own ${VARIABLES} stay as they are
+  # shellcheck disable=SC2016,SC2094
+  envsubst '${IVR_AMI_SECRET} ${IVR_ARI_PASSWORD}' <"$f" >"/etc/asterisk/$(basename "$f")"
+done
+if [ -n "${IVR_SIP_BIND:-}" ]; then
+  sed -i "s/^bind = 127.0.0.1:5060\$/bind = ${IVR_SIP_BIND}/" /etc/asterisk/pjsip.conf
+fi
+chmod 640 /etc/asterisk/*.conf
+mkdir -p /run/asterisk /var/log/asterisk /var/spool/asterisk
+exec "$@"
