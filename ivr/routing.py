@@ -59,6 +59,8 @@ def parse_dialled(plan: NumberingPlan, dialled: str) -> ParsedNumber:
         return ParsedNumber(None, None, "number contains characters other than digits")
     if digits.startswith("0031"):
         digits = digits[4:]
+    elif digits.startswith("3114"):  # +31 14… after a dialplan stripped the plus
+        digits = digits[2:]
     if not digits.startswith("14"):
         return ParsedNumber(None, None, "not a 14+ number (must start with 14)")
     rest = digits[2:]

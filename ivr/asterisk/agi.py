@@ -79,6 +79,7 @@ class AgiChannel:
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, headers: dict[str, str]):
         self.reader, self.writer, self.headers = reader, writer, headers
         self.hung_up = False
+        self.answered = False
 
     async def command(self, text: str, *, dead_ok: bool = False) -> AgiResult:
         if self.hung_up and not dead_ok:
@@ -144,7 +145,7 @@ class CallController:
 
     def __init__(self, *, flow_factory: Callable[[], CallFlow], save: Callable[[CallRecord], None],
                  caller_salt: str = "", speech: SpeechPath | None = None,
-                 answered_by: Callable[[str], Awaitable[str | None]] | None = None,
+                 answered_by: Callable[[str], Awaitable[tuple[str, float] | None]] | None = None,
                  observer: CallObserver | None = None, clock: Callable[[], float] = time.monotonic):
         self.flow_factory = flow_factory
         self.save = save
@@ -154,6 +155,7 @@ class CallController:
         self.observer = observer
         self.clock = clock
         self.active = 0
+        self._call_started: dict[str, float] = {}
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         """asyncio server callback for one FastAGI connection."""
@@ -176,6 +178,7 @@ class CallController:
         dialled = h.get("agi_extension", "")
         started = CallStarted(self.clock(), call_id, dialled,
                               caller=hash_caller(h.get("agi_callerid", ""), self.caller_salt), wall_time=time.time())
+        self._call_started[call_id] = started.at
         actions = flow.handle(started)
         record = flow.record
         self._persist(record)
@@ -184,7 +187,9 @@ class CallController:
             self.observer.call_event(record, started, actions)
         try:
             await channel.set_variable("__IVR_CALL_ID", call_id)
-            await channel.command("ANSWER")
+            if not isinstance(actions[0], Transfer):  # straight through: the caller hears the far end ring
+                await channel.command("ANSWER")
+                channel.answered = True
             while actions and not flow.ended:
                 events = await self._carry_out(channel, flow, actions)
                 if not events:
@@ -206,6 +211,7 @@ class CallController:
         finally:
             if not flow.ended:
                 self._feed(flow, CallerHungUp(self.clock(), await self._hangup_cause(channel)))
+            self._call_started.pop(call_id, None)
             record.ended_at = time.time()
             self._persist(record)
             if self.observer:
@@ -268,16 +274,22 @@ class CallController:
         for key in action.prompts:
             await channel.stream(key)
         # 'r': the caller hears ringback while the destination is set up
+        answered_before = channel.answered
+        dial_started = self.clock()
+        if record.decision_ms is not None and not record.attempts:  # decided on arrival: time it here
+            record.decision_ms = (dial_started - self._call_started[record.call_id]) * 1000
         await channel.command(f"EXEC Dial {action.destination},{DIAL_TIMEOUT_S},r", dead_ok=True)
         status = await channel.get_variable("DIALSTATUS")
         now = self.clock()
         if status == "ANSWER":
             # Dial returns when the connected call ends; ANSWEREDTIME_MS dates the answer
-            answered_ms = _int(await channel.get_variable("ANSWEREDTIME_MS")) or 0
-            dialled_ms = _int(await channel.get_variable("DIALEDTIME_MS"))
-            setup_ms = dialled_ms - answered_ms if dialled_ms is not None else None
-            who = await self.answered_by(record.call_id) if self.answered_by else None
-            return [TransferAnswered(now - answered_ms / 1000, who or "", setup_ms), CallerHungUp(now, "normal")]
+            answer = await self.answered_by(record.call_id) if self.answered_by else None
+            who, answered_at = answer if answer else ("", None)
+            if answered_at is None and not answered_before:
+                # ANSWEREDTIME counts from the caller channel's answer: usable only when Dial answered it
+                answered_at = now - (_int(await channel.get_variable("ANSWEREDTIME_MS")) or 0) / 1000
+            setup_ms = max(0.0, (answered_at - dial_started) * 1000) if answered_at is not None else None
+            return [TransferAnswered(answered_at or now, who, setup_ms), CallerHungUp(now, "normal")]
         if status == "CANCEL" or channel.hung_up:
             return [CallerHungUp(now, await self._hangup_cause(channel))]
         return [TransferFailed(now, status or "UNKNOWN")]

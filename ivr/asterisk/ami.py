@@ -26,7 +26,7 @@ class AmiClient:
         self.reconnects = 0
         self.last_error = "not connected yet"
         self._ever_connected = False
-        self._answered: OrderedDict[str, str] = OrderedDict()
+        self._answered: OrderedDict[str, tuple[str, float]] = OrderedDict()
         self._waiters: dict[str, asyncio.Event] = {}
         self.manager = Manager(host=host, port=port, username=user, secret=secret, ping_delay=10,
                                reconnect_timeout=reconnect_s, on_login=self._on_login,
@@ -59,15 +59,15 @@ class AmiClient:
         call_id, cbs = event.get("Call", ""), event.get("CBS", "")
         if not call_id:
             return
-        self._answered[call_id] = cbs
+        self._answered[call_id] = (cbs, time.monotonic())
         while len(self._answered) > _KEEP:
             self._answered.popitem(last=False)
         waiter = self._waiters.get(call_id)
         if waiter:
             waiter.set()
 
-    async def answered_by(self, call_id: str, wait_s: float = 0.5) -> str | None:
-        """Who answered the call's transfer, waiting briefly for a late event."""
+    async def answered_by(self, call_id: str, wait_s: float = 0.5) -> tuple[str, float] | None:
+        """Who answered the call's transfer and when (monotonic), waiting briefly for a late event."""
         if call_id not in self._answered and self.connected:
             waiter = self._waiters.setdefault(call_id, asyncio.Event())
             try:

@@ -1,0 +1,126 @@
+"""14+ calls through the real Asterisk and the real controller, placed by SIPp.
+
+Each test asserts which municipality extension answered (the lab's MunicipalityAnswered
+AMI event, as recorded by the controller and seen by the test's own AMI connection) and
+what the call record in the real SQLite file holds.
+"""
+
+from __future__ import annotations
+
+import pytest
+from e2e import run_calls, start_controller
+
+from ivr.lab.sipp import CallScript, Dtmf, HangUp, Pause
+from ivr.plan import load_base_plan
+
+pytestmark = pytest.mark.asterisk
+
+PLAN_OVERRIDES = '''
+# Kapelle's line rings and rings: lets a caller hang up during the transfer
+[municipalities.GM0678]
+destination = "Local/noanswer@ivr14-lab"
+'''
+
+
+def menu_digit(area_code: str, cbs_code: str) -> str:
+    return str([m.cbs_code for m in load_base_plan().candidates(area_code)].index(cbs_code) + 1)
+
+
+CALLS = {
+    # name: (script, expected outcome)
+    "unique": CallScript("140111", caller="0610000001"),
+    "plus31": CallScript("+31140111", caller="0610000002"),
+    "dtmf": CallScript("140113", caller="0610000003", steps=[Pause(1200), Dtmf(menu_digit("0113", "GM0703"))]),
+    "not_connected": CallScript("14023", caller="0610000004",
+                                steps=[Pause(1200), Dtmf(menu_digit("023", "GM0394"))]),
+    "unknown": CallScript("140999", caller="0610000005"),
+    "hangup_menu": CallScript("140113", caller="0610000006", steps=[Pause(2500), HangUp()]),
+    "hangup_transfer": CallScript("140113", caller="0610000007",
+                                  steps=[Pause(1200), Dtmf(menu_digit("0113", "GM0678")), Pause(4000), HangUp()]),
+    # SIPp's stock DTMF pcaps carry fixed RTP sequence numbers: Asterisk drops a later digit whose
+    # numbers run backwards, so the two digits here are in the pcaps' own order (7 < 8)
+    "invalid_twice": CallScript("140113", caller="0610000008",
+                                steps=[Pause(1200), Dtmf("7"), Pause(1500), Dtmf("8")]),
+}
+
+
+@pytest.fixture(scope="module")
+def calls(asterisk, ami, tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("e2e-routing")
+    plan_file = workdir / "plan.toml"
+    plan_file.write_text(PLAN_OVERRIDES)
+    controller = start_controller(workdir / "controller", plan_file=plan_file)
+    mark = ami.mark()
+    try:
+        results = run_calls(CALLS, workdir / "sipp")
+        records = {name: controller.record_of(CALLS[name].caller) for name in CALLS}
+    finally:
+        controller.stop()
+    answered = {e.get("Call"): e.get("CBS") for e in ami.find(mark, Event="UserEvent", UserEvent="MunicipalityAnswered")}
+    return results, records, answered
+
+
+def test_every_sipp_call_completed(calls):
+    results, _, _ = calls
+    for name, result in results.items():
+        assert result.ok, f"{name}: {result.describe()}"
+
+
+@pytest.mark.parametrize("name", ["unique", "plus31"])
+def test_unique_code_reaches_schouwen_duiveland(calls, name):
+    _, records, answered = calls
+    rec = records[name]
+    assert answered.get(rec.call_id) == "GM1676"
+    assert (rec.outcome, rec.area_code, rec.mode, rec.municipality, rec.answered_by) == (
+        "routed", "0111", "direct", "GM1676", "GM1676")
+    assert rec.phase == "connected" and rec.hangup_phase is None
+    assert rec.decision_ms is not None and rec.decision_ms < 1000
+    assert rec.transfer_setup_ms is not None and rec.transfer_setup_ms >= 250  # the lab rings 0.3 s
+    assert rec.recognition_attempts == 0
+
+
+def test_shared_code_routed_by_dtmf(calls):
+    _, records, answered = calls
+    rec = records["dtmf"]
+    assert answered.get(rec.call_id) == "GM0703"  # Reimerswaal
+    assert (rec.outcome, rec.mode, rec.municipality, rec.answered_by, rec.digits) == (
+        "routed", "dtmf", "GM0703", "GM0703", menu_digit("0113", "GM0703"))
+    assert rec.recognition_attempts == 1
+    assert rec.phase_seconds["menu"] > 0
+
+
+def test_not_connected_municipality_is_told_not_transferred(calls):
+    _, records, answered = calls
+    rec = records["not_connected"]
+    assert rec.call_id not in answered  # nobody answered: no transfer, least of all to Haarlem
+    assert (rec.outcome, rec.municipality, rec.answered_by, rec.destination) == (
+        "not_connected", "GM0394", None, None)
+
+
+def test_unknown_area_code_is_told(calls):
+    _, records, answered = calls
+    rec = records["unknown"]
+    assert rec.call_id not in answered
+    assert (rec.outcome, rec.area_code, rec.decision) == ("unknown_area_code", None, "unknown_area_code")
+
+
+def test_caller_hangs_up_during_the_menu(calls):
+    _, records, _ = calls
+    rec = records["hangup_menu"]
+    assert (rec.outcome, rec.hangup_phase, rec.answered_by) == ("caller_hangup", "menu", None)
+    assert rec.ended_at is not None
+
+
+def test_caller_hangs_up_during_the_transfer(calls):
+    _, records, answered = calls
+    rec = records["hangup_transfer"]
+    assert rec.call_id not in answered
+    assert (rec.outcome, rec.hangup_phase, rec.municipality, rec.destination) == (
+        "caller_hangup", "transfer", "GM0678", "Local/noanswer@ivr14-lab")
+
+
+def test_invalid_digit_twice_goes_to_a_person(calls):
+    _, records, answered = calls
+    rec = records["invalid_twice"]
+    assert answered.get(rec.call_id) == "operator"
+    assert (rec.outcome, rec.decision, rec.answered_by, rec.digits) == ("operator", "operator", "operator", "78")
