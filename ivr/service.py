@@ -40,6 +40,8 @@ class Service:
             caller_salt=settings.caller_salt.get_secret_value(), observer=observer,
         )
         self._servers: list[asyncio.AbstractServer] = []
+        self._audiosocket = None
+        self._speech_task: asyncio.Task | None = None
 
     # -- plan ---------------------------------------------------------------------
 
@@ -78,6 +80,8 @@ class Service:
         server = await asyncio.start_server(self.controller.handle, s.agi_host, s.agi_port)
         self._servers.append(server)
         log.info("FastAGI listening on %s:%s", s.agi_host, s.agi_port)
+        if s.speech_engine != "none":
+            self._speech_task = asyncio.create_task(self._start_speech())
         if s.ami_secret is not None:
             self.ami = AmiClient(s.ami_host, s.ami_port, s.ami_user, s.ami_secret.get_secret_value())
             self.controller.answered_by = self.ami.answered_by
@@ -85,7 +89,30 @@ class Service:
         else:
             log.warning("no AMI secret configured (IVR_AMI_SECRET): running without AMI events")
 
+    async def _start_speech(self) -> None:
+        """Load the recogniser off the event loop; until it is ready shared codes use the menu."""
+        from .asterisk.audiosocket import AudioSocketServer
+        from .asterisk.speech_path import AudioSocketSpeech, PromptAudio, cached_matcher, load_recogniser
+        from .matcher import yes_no
+
+        s = self.settings
+        self.speech_error = f"loading {s.speech_engine}"
+        try:
+            recogniser = await asyncio.to_thread(load_recogniser, s.speech_engine, self.plan)
+            server = AudioSocketServer(s.audiosocket_host, s.audiosocket_port)
+            await server.start()
+        except Exception as exc:  # no speech: the DTMF menu serves shared codes
+            self.speech_error = f"{s.speech_engine} unavailable: {exc}"
+            log.error("speech recognition unavailable, shared area codes use the DTMF menu: %s", exc)
+            return
+        self._audiosocket = server
+        path = AudioSocketSpeech(server, recogniser, PromptAudio(s.prompts_dir), lambda: self.plan)
+        self.enable_speech(path, lambda candidates: cached_matcher(tuple(candidates)), yes_no)
+        log.info("speech recognition ready (%s), AudioSocket on %s:%s", s.speech_engine, server.host, server.port)
+
     async def stop(self) -> None:
+        if self._audiosocket is not None:
+            await self._audiosocket.close()
         for server in self._servers:
             server.close()
             await server.wait_closed()

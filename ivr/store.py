@@ -59,7 +59,15 @@ class CallStore:
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.execute("PRAGMA busy_timeout=5000")
             self._db.executescript(_SCHEMA)
+            self._add_missing_columns()
             self._db.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+
+    def _add_missing_columns(self) -> None:
+        """Files written by an older version lack newer CallRecord fields: add them (as NULL)."""
+        have = {row[1] for row in self._db.execute("PRAGMA table_info(calls)")}
+        for column in _COLUMNS:
+            if column not in have:
+                self._db.execute(f"ALTER TABLE calls ADD COLUMN {column} {'TEXT' if column in _JSON_FIELDS else ''}")
 
     def close(self) -> None:
         with self._lock:
