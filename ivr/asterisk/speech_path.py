@@ -19,16 +19,14 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from ..flow import Digit, Event, Listen, NoInput, SpeechHeard
-from ..matcher import NO_WORDS, YES_WORDS, Matcher
+from ..grammar import YES_NO_PHRASES
+from ..matcher import Matcher
 from ..plan import NumberingPlan
 from ..speech.base import Recogniser
 from .agi import AgiChannel, ChannelHungUp
 from .audiosocket import AudioSocketServer
 
 log = logging.getLogger(__name__)
-
-YES_NO_PHRASES = tuple(sorted(YES_WORDS | NO_WORDS))
-
 
 class PromptAudio:
     """The prompts as raw slin (8 kHz, 16-bit mono), read once from the prompts folder."""
@@ -107,7 +105,12 @@ def load_recogniser(engine: str, plan: NumberingPlan) -> Recogniser:
 
         return WhisperEngine(plan).warm_up()
     if engine == "vosk":
+        from ..grammar import grammar_for
         from ..speech.vosk_engine import VoskRecogniser
 
-        return VoskRecogniser()
+        recogniser = VoskRecogniser()
+        # fail at start-up, with the list, rather than drop words silently on calls
+        recogniser.verify_vocabulary(
+            phrase for code, area in plan.area_codes.items() if area.shared for phrase in grammar_for(plan, code))
+        return recogniser
     raise ValueError(f"unknown speech engine {engine!r}")
