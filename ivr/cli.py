@@ -15,7 +15,7 @@ from .plan import PlanError
 from .routing import route
 
 # Modules that contribute sub-commands through ``register(subparsers)``.
-COMMAND_MODULES: tuple[str, ...] = ("ivr.grammar",)
+COMMAND_MODULES: tuple[str, ...] = ("ivr.grammar", "ivr.report_render")
 
 
 def main(argv: list[str] | None = None) -> int:
