@@ -119,3 +119,31 @@ def pcap_duration_s(pcap_path: Path | str) -> float:
         last = t
         off += 16 + incl
     return 0.0 if first is None else (last - first) + 0.02
+
+
+def rebase_rtp_pcap(src: Path | str, dst: Path | str, seq0: int, ts0: int) -> int:
+    """Copy an RTP pcap with its sequence numbers and timestamps moved to start at
+    ``seq0``/``ts0``; returns the number of packets.
+
+    SIPp replays pcaps verbatim, and SIPp's stock DTMF pcaps carry fixed numbers: a digit
+    whose numbers run backwards from the previous one is dropped by Asterisk as stale.
+    Giving each play of a call its own, rising block keeps every digit and utterance.
+    """
+    data = bytearray(Path(src).read_bytes())
+    if len(data) < 24 or struct.unpack("<I", data[:4])[0] != 0xA1B2C3D4:
+        raise ValueError(f"{src}: not a little-endian microsecond pcap")
+    off, n, first_seq, first_ts = 24, 0, None, None
+    while off + 16 <= len(data):
+        incl = struct.unpack("<I", data[off + 8:off + 12])[0]
+        frame_start = off + 16
+        rtp = frame_start + 14 + 20 + 8  # Ethernet, IPv4 (no options), UDP
+        if rtp + 12 <= frame_start + incl:
+            seq, ts = struct.unpack("!HI", data[rtp + 2:rtp + 8])
+            if first_seq is None:
+                first_seq, first_ts = seq, ts
+            struct.pack_into("!HI", data, rtp + 2, (seq0 + ((seq - first_seq) & 0xFFFF)) & 0xFFFF,
+                             (ts0 + ((ts - first_ts) & 0xFFFFFFFF)) & 0xFFFFFFFF)
+            n += 1
+        off = frame_start + incl
+    Path(dst).write_bytes(bytes(data))
+    return n

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Union
 from xml.sax.saxutils import quoteattr
 
-from ivr.lab.pcap import pcap_duration_s
+from ivr.lab.pcap import pcap_duration_s, rebase_rtp_pcap
 
 DTMF_DIR = Path("/usr/share/sip-tester")
 DTMF_NAMES = {**{str(d): str(d) for d in range(10)}, "*": "star", "#": "pound"}
@@ -211,8 +211,12 @@ def _play(pcap: Path) -> str:
     return f"  <nop><action><exec play_pcap_audio={quoteattr(str(pcap))}/></action></nop>\n"
 
 
-def render_scenario(script: CallScript) -> str:
-    """The SIPp XML scenario for one caller."""
+def render_scenario(script: CallScript, media_dir: Path | None = None) -> str:
+    """The SIPp XML scenario for one caller.
+
+    With ``media_dir``, each pcap the caller plays is copied there with its own rising
+    RTP sequence numbers and timestamps (see :func:`rebase_rtp_pcap`), so any order of
+    digits and utterances reaches Asterisk."""
     if any(c in script.caller for c in "<>\"\r\n ") or not script.caller:
         raise ValueError(f"bad caller number {script.caller!r}")
     c = script.caller
@@ -237,6 +241,16 @@ def render_scenario(script: CallScript) -> str:
         return (f'  <recv request="BYE" timeout="{ms}" ontimeout="{label}" next="bye"/>\n'
                 f'  <label id="{label}"/>\n')
 
+    plays = iter(range(1, 1_000_000))
+
+    def media(pcap: Path) -> Path:
+        if media_dir is None:
+            return pcap
+        k = next(plays)
+        copy = Path(media_dir) / f"play{k:03d}-{pcap.name}"
+        rebase_rtp_pcap(pcap, copy, seq0=k * 2000, ts0=k * 8000 * 60)
+        return copy
+
     hung_up = False
     for i, step in enumerate(script.steps):
         if hung_up:
@@ -248,13 +262,13 @@ def render_scenario(script: CallScript) -> str:
                 pcap = DTMF_DIR / f"dtmf_2833_{DTMF_NAMES[d]}.pcap"
                 if not pcap.is_file():
                     raise FileNotFoundError(f"{pcap} missing (apt-get install sip-tester)")
-                body.append(_play(pcap))
+                body.append(_play(media(pcap)))
                 body.append(wait(int(pcap_duration_s(pcap) * 1000) + step.gap_ms))
         elif isinstance(step, Audio):
             pcap = Path(step.pcap).resolve()
             if not pcap.is_file():
                 raise FileNotFoundError(pcap)
-            body.append(_play(pcap))
+            body.append(_play(media(pcap)))
             if step.wait:
                 body.append(wait(int(pcap_duration_s(pcap) * 1000) + 40))
         elif isinstance(step, HangUp):
@@ -339,7 +353,7 @@ def run_sipp(
     workdir = Path(workdir or tempfile.mkdtemp(prefix="ivr14-sipp-"))
     workdir.mkdir(parents=True, exist_ok=True)
     scenario = workdir / "scenario.xml"
-    scenario.write_text(render_scenario(script), encoding="latin-1")
+    scenario.write_text(render_scenario(script, media_dir=workdir), encoding="latin-1")
     stats = workdir / "stats.csv"
     errors = workdir / "errors.log"
     base = free_port_block(script.local_ip)
