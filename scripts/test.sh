@@ -5,15 +5,7 @@
 # test fixture; if it was not running before, it is stopped again at the end.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PY=${PYTHON:-python3}
-[ -x .venv/bin/python ] || "$PY" -m venv .venv
-stamp=.venv/.ivr14-installed-$(sha256sum pyproject.toml | cut -c1-16)
-if [ ! -e "$stamp" ]; then
-  .venv/bin/python -m pip install -q --upgrade pip
-  .venv/bin/python -m pip install -q -e '.[test,speech]'
-  rm -f .venv/.ivr14-installed-*; touch "$stamp"
-fi
-bash scripts/asterisk-install.sh
+bash scripts/install.sh
 ROOT=${IVR_ASTERISK_ROOT:-/var/lib/ivr14/asterisk-root}
 pid=$(cat "$ROOT/run/asterisk/asterisk.pid" 2>/dev/null || true)
 if [ -z "$pid" ] || [ "$(cat /proc/"$pid"/comm 2>/dev/null)" != asterisk ]; then
