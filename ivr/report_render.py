@@ -140,7 +140,7 @@ def svg_bars(title: str, categories: list[str], series: list[tuple[str, str, lis
     left, right, top, bottom = 48, 12, 34, 40
     pw, ph = width - left - right, height - top - bottom
     vmax = max([v for _, _, vals in series for v in vals] + [0.0])
-    vmax = 1.0 if percent and vmax > 0.5 else _nice(vmax if vmax > 0 else 1.0)
+    vmax = 1.0 if percent and vmax > 0.5 else _nice(vmax if vmax > 0 else 1.0) if percent else _nice(max(vmax, 4.0))
     parts = [f"<svg xmlns='http://www.w3.org/2000/svg' width='{width}' height='{height}' role='img' "
              f"aria-label='{html.escape(title)}' {_FONT}>",
              f"<text x='{left}' y='18' font-size='14' font-weight='600' fill='{_INK}'>{html.escape(title)}</text>"]

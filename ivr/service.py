@@ -136,12 +136,22 @@ class Service:
 
 
 async def serve(settings: Settings) -> None:
-    """Run until SIGINT/SIGTERM."""
-    service = Service(settings)
+    """Run until SIGINT/SIGTERM: FastAGI, AMI and the HTTP API with /metrics."""
+    from .api import run_api
+    from .metrics import MetricsObserver
+
+    metrics = MetricsObserver(misroute_window_s=settings.misroute_window_s)
+    service = Service(settings, observer=metrics)
+    metrics.bind(service)
     await service.start()
+    api = asyncio.create_task(run_api(service, settings.api_host, settings.api_port, metrics=metrics))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
+    done, _ = await asyncio.wait({api, asyncio.ensure_future(stop.wait())}, return_when=asyncio.FIRST_COMPLETED)
+    if api in done and not stop.is_set():
+        log.error("HTTP API stopped (%s); shutting down", api.exception() or "no error")
+    api.cancel()
+    await asyncio.gather(api, return_exceptions=True)
     await service.stop()
