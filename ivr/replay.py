@@ -1,0 +1,322 @@
+"""Replay labelled recordings through the live recognition path and score it.
+
+``ivr replay MANIFEST.csv [--json OUT.json] [--engine whisper|vosk]``
+
+The manifest needs ``path,area_code,expected_cbs_code`` (paths relative to the
+manifest; other columns are ignored, ``kind`` gives a per-kind breakdown). Each WAV
+(8 kHz mono 16-bit, what ``ivr corpus synth`` writes) goes through exactly what a
+call does: 20 ms frames into the energy endpointer and the recogniser session, the
+session finished at end of speech (or end of audio), the n-best into the area code's
+:class:`~ivr.matcher.Matcher`, and its verdict is the action.
+
+Metrics:
+  accuracy_first_attempt  accepted or confirmed, and the right municipality
+  misroutes               accepted (transferred without asking) but wrong
+  confirm_rate / choose_rate / reject_rate   share of items with that verdict
+  latency_ms_p50 / _p95   end of speech (endpoint or end of audio) -> decision
+
+A bad row (missing file, not a WAV, unknown area code...) is reported as an error
+for that item and counted in ``errors``; it never stops the run.
+
+Real SIP calls (``--sip``) are a later addition by the call driver: see
+:func:`drive_sip` for the hook.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+import time
+import wave
+from collections import Counter, defaultdict
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable, Iterable, Sequence
+
+import numpy as np
+
+from ivr.matcher import Matcher, MatchResult
+from ivr.plan import NumberingPlan, load_base_plan
+from ivr.speech.base import FRAME_BYTES, SAMPLE_RATE, Recogniser
+from ivr.speech.endpoint import EndpointEvent, Endpointer
+
+ACTIONS = {"accept": "transfer", "confirm": "confirm", "choose": "choose", "reject": "retry"}
+
+
+@dataclass
+class ItemResult:
+    path: str
+    area_code: str
+    expected_cbs_code: str
+    kind: str = ""
+    decided_cbs_code: str = ""  # the matcher's best (what accept routes to / confirm asks about)
+    verdict: str = ""  # accept | confirm | choose | reject | no_input | error
+    action: str = ""  # transfer | confirm | choose | retry | no_input | error
+    confidence: float = 0.0  # the recogniser's confidence of its best hypothesis
+    score: float = 0.0  # the matcher's score of its best
+    heard: str = ""  # the recogniser's best hypothesis
+    latency_ms: float = 0.0
+    engine_ms: float = 0.0
+    error: str = ""
+
+
+# --- one item ------------------------------------------------------------------------------
+
+class ItemError(ValueError):
+    pass
+
+
+def read_slin(path: Path) -> bytes:
+    """8 kHz mono 16-bit PCM WAV -> slin bytes (clear errors for anything else)."""
+    if not path.is_file():
+        raise ItemError(f"missing file {path}")
+    try:
+        with wave.open(str(path), "rb") as w:
+            if w.getnchannels() != 1 or w.getsampwidth() != 2 or w.getframerate() != SAMPLE_RATE:
+                raise ItemError(
+                    f"{path.name}: expected 8 kHz mono 16-bit PCM, got {w.getframerate()} Hz, "
+                    f"{w.getnchannels()} channel(s), {8 * w.getsampwidth()}-bit"
+                )
+            data = w.readframes(w.getnframes())
+    except (wave.Error, EOFError) as exc:
+        raise ItemError(f"{path.name}: not a PCM WAV file ({exc})") from exc
+    if len(data) < FRAME_BYTES:
+        raise ItemError(f"{path.name}: empty audio")
+    return data
+
+
+def decide(recogniser: Recogniser, matcher: Matcher, vocabulary: Sequence[str], slin: bytes,
+           endpointer: Endpointer | None = None) -> tuple[MatchResult | None, "object", float, str]:
+    """Feed ``slin`` as a live call would; return (match, hypotheses, latency_ms, endpoint)."""
+    endpointer = endpointer or Endpointer()
+    session = recogniser.start(vocabulary)
+    event = EndpointEvent.NONE
+    for i in range(0, len(slin), FRAME_BYTES):
+        frame = slin[i: i + FRAME_BYTES]
+        if len(frame) < FRAME_BYTES:
+            frame = frame + b"\0" * (FRAME_BYTES - len(frame))
+        session.feed(frame)
+        event = endpointer.feed(frame)
+        if event in (EndpointEvent.SPEECH_END, EndpointEvent.MAX_SPEECH, EndpointEvent.NO_INPUT):
+            break
+    t0 = time.perf_counter()  # end of speech: the endpoint fired, or the audio ended
+    if event is EndpointEvent.NO_INPUT or not endpointer.speech_started:
+        hyps = session.finish()
+        return None, hyps, (time.perf_counter() - t0) * 1000, "no_input"
+    hyps = session.finish()
+    result = matcher.match(hyps.nbest)
+    return result, hyps, (time.perf_counter() - t0) * 1000, str(event.value if event else "end_of_audio")
+
+
+def run_item(row: dict[str, str], base: Path, plan: NumberingPlan, recogniser: Recogniser,
+             matchers: dict[str, Matcher]) -> ItemResult:
+    item = ItemResult(
+        path=(row.get("path") or "").strip(), area_code=(row.get("area_code") or "").strip(),
+        expected_cbs_code=(row.get("expected_cbs_code") or "").strip(), kind=(row.get("kind") or "").strip(),
+    )
+    try:
+        if not item.path:
+            raise ItemError("row has no path")
+        area = plan.area_codes.get(item.area_code)
+        if area is None:
+            raise ItemError(f"unknown area code {item.area_code!r}")
+        if not area.shared:
+            raise ItemError(f"area code {item.area_code} routes directly (one municipality): nothing to recognise")
+        if item.expected_cbs_code not in area.municipalities:
+            raise ItemError(f"{item.expected_cbs_code!r} is not a candidate of area code {item.area_code}")
+        slin = read_slin(base / item.path)
+        if item.area_code not in matchers:
+            matchers[item.area_code] = Matcher(plan.candidates(item.area_code))
+        result, hyps, latency, _ = decide(recogniser, matchers[item.area_code], area.municipalities, slin)
+        item.latency_ms = round(latency, 1)
+        item.engine_ms = round(float(getattr(hyps, "engine_ms", 0.0)), 1)
+        item.heard = hyps.nbest[0][0] if hyps.nbest else ""
+        item.confidence = round(float(hyps.nbest[0][1]), 4) if hyps.nbest else 0.0
+        if result is None:
+            item.verdict = item.action = "no_input"
+        else:
+            item.verdict = str(result.verdict)
+            item.action = ACTIONS[item.verdict]
+            if result.best is not None:
+                item.decided_cbs_code = result.best.cbs_code
+                item.score = result.best.score
+    except ItemError as exc:
+        item.verdict = item.action = "error"
+        item.error = str(exc)
+    except Exception as exc:  # noqa: BLE001 - one bad item must not end the run
+        item.verdict = item.action = "error"
+        item.error = f"{type(exc).__name__}: {exc}"
+    return item
+
+
+# --- metrics -------------------------------------------------------------------------------
+
+def _pct(values: Sequence[float], q: float) -> float:
+    return round(float(np.percentile(values, q)), 1) if values else 0.0
+
+
+def compute_metrics(items: Sequence[ItemResult]) -> dict:
+    """The headline figures over ``items`` (errors excluded from rates, counted apart)."""
+    ok = [i for i in items if i.verdict != "error"]
+    n = len(ok)
+
+    def rate(k: int) -> float:
+        return round(k / n, 4) if n else 0.0
+
+    right = [i for i in ok if i.decided_cbs_code == i.expected_cbs_code]
+    lat = [i.latency_ms for i in ok]
+    return {
+        "n": n,
+        "errors": len(items) - n,
+        "accuracy_first_attempt": rate(sum(1 for i in right if i.verdict in ("accept", "confirm"))),
+        "misroutes": sum(1 for i in ok if i.verdict == "accept" and i.decided_cbs_code != i.expected_cbs_code),
+        "misroute_rate": rate(sum(1 for i in ok if i.verdict == "accept" and i.decided_cbs_code != i.expected_cbs_code)),
+        "accept_rate": rate(sum(1 for i in ok if i.verdict == "accept")),
+        "confirm_rate": rate(sum(1 for i in ok if i.verdict == "confirm")),
+        "choose_rate": rate(sum(1 for i in ok if i.verdict == "choose")),
+        "reject_rate": rate(sum(1 for i in ok if i.verdict in ("reject", "no_input"))),
+        "top1_accuracy": rate(len(right)),
+        "latency_ms_p50": _pct(lat, 50),
+        "latency_ms_p95": _pct(lat, 95),
+    }
+
+
+def confusion(items: Iterable[ItemResult]) -> dict[str, dict[str, int]]:
+    """expected -> decided (or the verdict when nothing was decided) -> count; errors only."""
+    table: dict[str, Counter] = defaultdict(Counter)
+    for i in items:
+        if i.verdict == "error":
+            continue
+        table[i.expected_cbs_code][i.decided_cbs_code or i.verdict] += 1
+    return {k: dict(v) for k, v in sorted(table.items())}
+
+
+def report(items: Sequence[ItemResult]) -> dict:
+    out = {"metrics": compute_metrics(items)}
+    kinds = sorted({i.kind for i in items if i.kind})
+    if kinds:
+        out["per_kind"] = {k: compute_metrics([i for i in items if i.kind == k]) for k in kinds}
+    out["confusion"] = confusion(items)
+    out["items"] = [asdict(i) for i in items]
+    return out
+
+
+# --- running a manifest -----------------------------------------------------------------------
+
+def read_manifest(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="", encoding="utf-8") as fh:
+        reader = csv.DictReader(fh)
+        missing = {"path", "area_code", "expected_cbs_code"} - set(reader.fieldnames or ())
+        if missing:
+            raise ValueError(f"{path}: manifest lacks column(s) {', '.join(sorted(missing))}")
+        return list(reader)
+
+
+def replay(manifest: Path, recogniser: Recogniser, plan: NumberingPlan | None = None,
+           progress: Callable[[int, int], None] | None = None) -> list[ItemResult]:
+    plan = plan or load_base_plan()
+    rows = read_manifest(manifest)
+    matchers: dict[str, Matcher] = {}
+    out = []
+    for k, row in enumerate(rows):
+        out.append(run_item(row, manifest.parent, plan, recogniser, matchers))
+        if progress:
+            progress(k + 1, len(rows))
+    return out
+
+
+def make_recogniser(engine: str, plan: NumberingPlan) -> Recogniser:
+    if engine == "whisper":
+        from ivr.speech.whisper_engine import WhisperEngine
+
+        return WhisperEngine(plan).warm_up()
+    if engine == "vosk":
+        try:
+            from ivr.speech import vosk_engine  # written by the Vosk adapter's owner
+        except ImportError as exc:
+            raise SystemExit(f"vosk engine not available: {exc}") from exc
+        factory = getattr(vosk_engine, "make_recogniser", None) or getattr(vosk_engine, "VoskRecogniser")
+        return factory(plan) if factory is not None else None
+    raise SystemExit(f"unknown engine {engine!r}")
+
+
+def drive_sip(manifest: Path, args: argparse.Namespace) -> list[ItemResult]:
+    """Hook for ``--sip``: place a real call per row (dial 14+area code, play the WAV
+    when the IVR listens, read the outcome from the call record) and return the same
+    :class:`ItemResult` list, so metrics and output stay identical. Not built yet."""
+    raise NotImplementedError("--sip replay is not implemented yet (owned by the call driver)")
+
+
+def _progress_bar(done: int, total: int) -> None:
+    width = 30
+    filled = int(width * done / max(total, 1))
+    print(f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total}", end="", file=sys.stderr, flush=True)
+    if done == total:
+        print(file=sys.stderr)
+
+
+def format_text(rep: dict) -> str:
+    lines = []
+    m = rep["metrics"]
+    lines.append("  ".join(f"{k}={v}" for k, v in m.items()))
+    for kind, km in rep.get("per_kind", {}).items():
+        lines.append(f"  {kind:8s} n={km['n']:4d} first={km['accuracy_first_attempt']:.3f} "
+                     f"misroutes={km['misroutes']} confirm={km['confirm_rate']:.3f} choose={km['choose_rate']:.3f} "
+                     f"reject={km['reject_rate']:.3f} p50={km['latency_ms_p50']}ms p95={km['latency_ms_p95']}ms")
+    lines.append("items (path expected decided action confidence latency_ms):")
+    for i in rep["items"]:
+        mark = "" if i["decided_cbs_code"] == i["expected_cbs_code"] else "  <-- " + (i["error"] or "wrong")
+        lines.append(f"  {i['path']} {i['expected_cbs_code']} {i['decided_cbs_code'] or '-'} {i['action']} "
+                     f"{i['confidence']:.3f} {i['latency_ms']}{mark}")
+    lines.append("confusion (expected: decided=count):")
+    for exp, row in rep["confusion"].items():
+        lines.append(f"  {exp}: " + ", ".join(f"{k}={v}" for k, v in sorted(row.items(), key=lambda kv: -kv[1])))
+    return "\n".join(lines)
+
+
+def _cmd_replay(args: argparse.Namespace) -> int:
+    manifest = Path(args.manifest)
+    if not manifest.is_file():
+        print(f"no such manifest: {manifest}", file=sys.stderr)
+        return 2
+    plan = load_base_plan()
+    try:
+        if args.sip:
+            items = drive_sip(manifest, args)
+        else:
+            recogniser = make_recogniser(args.engine, plan)
+            items = replay(manifest, recogniser, plan, progress=None if args.quiet else _progress_bar)
+    except (ValueError, NotImplementedError) as exc:
+        print(str(exc), file=sys.stderr)
+        return 2
+    rep = report(items)
+    rep["engine"] = "sip" if args.sip else args.engine
+    rep["manifest"] = str(manifest)
+    print(format_text(rep))
+    if args.json:
+        Path(args.json).write_text(json.dumps(rep, indent=1, ensure_ascii=False), encoding="utf-8")
+    return 0
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("replay", help="replay labelled WAVs through recogniser + matcher; print metrics")
+    p.add_argument("manifest", help="CSV with path,area_code,expected_cbs_code[,kind,...]")
+    p.add_argument("--json", help="write the full report (metrics, per kind, items, confusion) here")
+    p.add_argument("--engine", choices=("whisper", "vosk"), default="whisper")
+    p.add_argument("--sip", action="store_true", help="place real SIP calls instead (not implemented yet)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_replay)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="ivr-replay")
+    sub = parser.add_subparsers(dest="command", required=True)
+    register(sub)
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
