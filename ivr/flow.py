@@ -65,6 +65,7 @@ class TransferAnswered:
     at: float
     answered_by: str = ""
     setup_ms: float | None = None  # dial -> answer, when the driver measured it itself
+    timed: bool = True  # False: the driver could not tell when the answer came
 
 
 @dataclass(frozen=True, slots=True)
@@ -471,7 +472,9 @@ class CallFlow:
 
     def _answered(self, ev: TransferAnswered) -> list[Action]:
         rec = self.record
-        if ev.setup_ms is not None:
+        if not ev.timed:
+            rec.transfer_setup_ms = None
+        elif ev.setup_ms is not None:
             rec.transfer_setup_ms = ev.setup_ms
         elif self._state.transfer_started is not None:
             rec.transfer_setup_ms = (ev.at - self._state.transfer_started) * 1000

@@ -289,7 +289,8 @@ class CallController:
                 # ANSWEREDTIME counts from the caller channel's answer: usable only when Dial answered it
                 answered_at = now - (_int(await channel.get_variable("ANSWEREDTIME_MS")) or 0) / 1000
             setup_ms = max(0.0, (answered_at - dial_started) * 1000) if answered_at is not None else None
-            return [TransferAnswered(answered_at or now, who, setup_ms), CallerHungUp(now, "normal")]
+            answered = TransferAnswered(answered_at or now, who, setup_ms, timed=answered_at is not None)
+            return [answered, CallerHungUp(now, "normal")]
         if status == "CANCEL" or channel.hung_up:
             return [CallerHungUp(now, await self._hangup_cause(channel))]
         return [TransferFailed(now, status or "UNKNOWN")]
