@@ -32,7 +32,7 @@ import tomllib
 from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -162,3 +162,42 @@ def _line_of(text: str, loc: tuple[str, ...]) -> int | None:
         if key.match(lines[i]):
             return i + 1
     return start + 1 if start else None
+
+
+def overrides_from_audit(entries: Iterable[dict[str, Any]]) -> Overrides:
+    """The admin API's changes, replayed from the audit log (oldest first), as one layer.
+
+    The audit log is the durable record of every admin write, so a restart or a reload of
+    the override file re-applies them on top instead of losing them.
+    """
+    municipalities: dict[str, dict[str, Any]] = {}
+    area_codes: dict[str, dict[str, Any]] = {}
+    calamities: dict[str, dict[str, Any]] = {}
+    def only(model: type[BaseModel], state: dict[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in state.items() if k in model.model_fields}
+
+    for entry in entries:
+        action, target, after = entry["action"], entry["target"], entry.get("after")
+        if action == "municipality" and after:
+            after = only(MunicipalityOverride, after)
+        elif action == "area_code" and after:
+            after = only(AreaCodeOverride, after)
+        elif action == "calamity" and after:
+            after = only(CalamityOverride, after)
+        if action == "municipality" and after:
+            municipalities[target] = after
+        elif action == "area_code" and after:
+            area_codes[target] = after
+        elif action == "calamity" and after:
+            calamities[target] = after
+        elif action == "calamity_clear":
+            calamities.pop(target, None)
+    return Overrides.model_validate({"municipalities": municipalities, "area_codes": area_codes,
+                                     "calamities": list(calamities.values())})
+
+
+def layer(plan: NumberingPlan, overrides: Overrides) -> NumberingPlan:
+    """Apply a layer on top of a plan: its calamities replace those with the same target."""
+    kept = tuple(c for c in plan.calamities if c.target not in {o.target for o in overrides.calamities})
+    changed = apply_overrides(plan, overrides)
+    return changed.with_changes(calamities=kept + changed.calamities)

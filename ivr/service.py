@@ -15,7 +15,7 @@ from .asterisk.agi import CallController, CallObserver
 from .callrecord import CallRecord
 from .config import Settings
 from .flow import CallFlow
-from .overrides import load_plan
+from .overrides import layer, load_plan, overrides_from_audit
 from .plan import NumberingPlan, PlanError
 from .store import CallStore
 
@@ -26,9 +26,9 @@ class Service:
     def __init__(self, settings: Settings, *, plan: NumberingPlan | None = None,
                  observer: CallObserver | None = None):
         self.settings = settings
-        self.plan = plan or load_plan(settings.plan_file)
-        self.plan_error: str = ""  # why the last reload was refused
         self.store = CallStore(settings.db_path)
+        self.plan = plan or self._load(settings.plan_file)
+        self.plan_error: str = ""  # why the last reload was refused
         self.observer = observer
         self.ami = None
         self.speech = None  # set when a recogniser is loaded
@@ -51,7 +51,7 @@ class Service:
     def reload_plan(self, path: Path | None = None) -> NumberingPlan:
         """Load the override file again; a broken file keeps the last good plan."""
         try:
-            plan = load_plan(path or self.settings.plan_file)
+            plan = self._load(path or self.settings.plan_file)
         except PlanError as exc:
             self.plan_error = str(exc)
             log.error("plan reload refused, keeping version %s: %s", self.plan.version, exc)
@@ -59,6 +59,10 @@ class Service:
         self.plan_error = ""
         self.swap_plan(plan)
         return plan
+
+    def _load(self, path: Path | None) -> NumberingPlan:
+        """The override file's plan with the admin API's changes (from the audit log) on top."""
+        return layer(load_plan(path), overrides_from_audit(self.store.audit_entries()))
 
     def new_flow(self) -> CallFlow:
         return CallFlow(self.plan, speech_available=self.speech is not None,

@@ -143,6 +143,12 @@ class CallStore:
             )
             return cur.lastrowid
 
+    def audit_entries(self) -> list[dict[str, Any]]:
+        """Every audit row, oldest first."""
+        with self._lock:
+            rows = self._db.execute("SELECT * FROM audit ORDER BY id").fetchall()
+        return [{**dict(r), "before": json.loads(r["before"]), "after": json.loads(r["after"])} for r in rows]
+
     def audit_log(self, limit: int = 100) -> list[dict[str, Any]]:
         with self._lock:
             rows = self._db.execute("SELECT * FROM audit ORDER BY id DESC LIMIT ?", (limit,)).fetchall()

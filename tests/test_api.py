@@ -335,3 +335,18 @@ def test_ivr_serve_runs_the_api_and_counts_a_real_agi_call(tmp_path):
             proc.kill()
             out, _ = proc.communicate()
     assert proc.returncode == 0, out
+
+
+def test_admin_changes_survive_a_restart(client, service, tmp_path):
+    r = client.patch("/v1/area-codes/0113", json={"mode": "dtmf"}, headers=AUTH)
+    assert r.status_code == 200, r.text
+    r = client.put("/v1/calamities/0111", headers=AUTH,
+                   json={"target": "0111", "destination": "Local/operator@ivr14-lab", "message": "storing"})
+    assert r.status_code == 200, r.text
+    restarted = Service(Settings(state_dir=tmp_path, db_path=tmp_path / "calls.sqlite", speech_engine="none"))
+    try:
+        assert restarted.plan.area_codes["0113"].mode.value == "dtmf"
+        assert [c.target for c in restarted.plan.calamities] == ["0111"]
+        assert restarted.plan.version == service.plan.version
+    finally:
+        restarted.store.close()

@@ -152,3 +152,23 @@ def test_broken_data_file_is_rejected_with_file_and_line(tmp_path: Path):
     (tmp_path / "municipalities.csv").write_text("\n".join(lines) + "\n")
     with pytest.raises(PlanError, match=r"municipalities.csv:6: missing value for column 'cbs_code'"):
         load_base_plan(tmp_path)
+
+
+def test_admin_changes_replay_from_the_audit_log(plan):
+    from ivr.overrides import layer, overrides_from_audit
+
+    entries = [
+        {"action": "municipality", "target": "GM0664", "after": {"status": "not_connected", "destination":
+         "Local/GM0664@ivr14-lab", "alt_number": "0113 249 249", "aliases": ["Goes stad"]}},
+        {"action": "area_code", "target": "0113", "after": {"mode": "dtmf"}},
+        {"action": "calamity", "target": "0111", "after": {"target": "0111", "destination": "Local/operator@x",
+                                                            "message": "storing", "expires": None}},
+        {"action": "calamity", "target": "0113", "after": {"target": "0113", "destination": "Local/operator@x",
+                                                            "message": "", "expires": None}},
+        {"action": "calamity_clear", "target": "0113", "after": None},
+    ]
+    replayed = layer(plan, overrides_from_audit(entries))
+    goes = replayed.municipalities["GM0664"]
+    assert (goes.status, goes.alt_number, goes.aliases) == (Status.NOT_CONNECTED, "0113 249 249", ("Goes stad",))
+    assert replayed.area_codes["0113"].mode is RoutingMode.DTMF
+    assert [c.target for c in replayed.calamities] == ["0111"]
