@@ -7,8 +7,13 @@ what the call record in the real SQLite file holds.
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+
+import httpx
 import pytest
-from e2e import run_calls, start_controller
+from e2e import REPO, run_calls, start_controller
 
 from ivr.lab.sipp import CallScript, Dtmf, HangUp, Pause
 from ivr.plan import load_base_plan
@@ -54,10 +59,16 @@ def calls(asterisk, ami, tmp_path_factory):
     try:
         results = run_calls(CALLS, workdir / "sipp")
         records = {name: controller.record_of(CALLS[name].caller) for name in CALLS}
+        published["metrics"] = httpx.get(f"{controller.api_url}/metrics").text
+        published["report"] = httpx.get(f"{controller.api_url}/v1/report").json()
+        published["db"] = controller.db_path
     finally:
         controller.stop()
     answered = {e.get("Call"): e.get("CBS") for e in ami.find(mark, Event="UserEvent", UserEvent="MunicipalityAnswered")}
     return results, records, answered
+
+
+published: dict = {}
 
 
 def test_every_sipp_call_completed(calls):
@@ -124,3 +135,30 @@ def test_invalid_digit_twice_goes_to_a_person(calls):
     rec = records["invalid_twice"]
     assert answered.get(rec.call_id) == "operator"
     assert (rec.outcome, rec.decision, rec.answered_by, rec.digits) == ("operator", "operator", "operator", "87")
+
+
+def test_metrics_report_and_records_agree(calls):
+    """/metrics, /v1/report and `ivr report` tell the same story as the call records."""
+    from ivr.metrics import parse_exposition, reconcile, total
+    from ivr.report import compute_kpis
+    from ivr.store import CallStore
+
+    store = CallStore(published["db"])
+    records = store.query()
+    kpis = compute_kpis(store.iter_query())
+    store.close()
+    assert len(records) == len(CALLS)
+    snapshot = parse_exposition(published["metrics"])
+    assert reconcile(snapshot, kpis) == []
+    assert published["report"]["overall"] == kpis.to_dict()["overall"]
+    cli = subprocess.run([sys.executable, "-m", "ivr.cli", "report", "--db", str(published["db"]), "--format", "json"],
+                         cwd=REPO, capture_output=True, text=True, check=True)
+    assert json.loads(cli.stdout)["overall"] == kpis.to_dict()["overall"]
+    # and the figures are the ones these calls must produce
+    assert total(snapshot, "ivr_calls_total") == len(CALLS)
+    assert total(snapshot, "ivr_calls_total", outcome="routed") == 3
+    assert total(snapshot, "ivr_calls_total", outcome="not_connected") == 1
+    assert total(snapshot, "ivr_calls_total", outcome="unknown_area_code") == 1
+    assert total(snapshot, "ivr_hangups_total", phase="menu") == 1
+    assert total(snapshot, "ivr_hangups_total", phase="transfer") == 1
+    assert total(snapshot, "ivr_calls_total", area_code="0111", mode="direct", outcome="routed") == 2
