@@ -16,7 +16,7 @@ call does, plus ``expected_municipality`` (ground truth), written with
 
 Deterministic for a seed, whatever the number of workers: calls are cut into fixed
 chunks, each with its own random stream. KPIs are always accumulated over *all* calls
-(:class:`SimKpis`) and written next to the database (``<db>.summary.json``), also when
+(the report's :class:`~ivr.report.KpiAccumulator`, merged across workers) and written next to the database (``<db>.summary.json``), also when
 only a sample of the records is stored (``--records sample``).
 """
 
@@ -58,20 +58,13 @@ from .flow import (
     TransferFailed,
 )
 from .matcher import Matcher, normalise, phonetic, yes_no
+from .report import BASELINE_2020 as REPORT_BASELINE
+from .report import KpiAccumulator, Kpis
 from .plan import DATA_DIR, Municipality, NumberingPlan, RoutingMode, Status, load_base_plan
 
 CALLS_PER_YEAR_2020 = 12_000_000
 CHUNK = 10_000  # calls per random stream; fixed so results do not depend on --workers
 START_DATE = date(2020, 1, 6)  # a Monday
-
-# The 2020 evaluation (docs: findings.md), as fractions; see kpi definitions in SimKpis.
-BASELINE_2020 = {
-    "speech_first_attempt": 0.85,
-    "speech_second_attempt": 0.10,
-    "speech_several_attempts": 0.03,
-    "speech_right_municipality": 0.95,
-    "speech_transfer_hangup": 0.05,
-}
 
 # --- the traffic model -----------------------------------------------------------------------
 
@@ -101,6 +94,8 @@ class CallerProfile:
     accent_share: float = 0.105
     alias_share: float = 0.10  # say an alias (Frisian name, 'Den Bosch') instead of the name
     switch_to_name: float = 0.5  # on a repeat, a village/sentence caller says the plain name instead
+    nbest_alt_when_correct: float = 0.10  # P(a similar name as 2nd hypothesis) when recognised right
+    nbest_alt_when_confused: float = 0.20  # P(the right words as 2nd hypothesis) when confused
     dtmf_during_speech: float = 0.01  # press a key instead of speaking (-> menu; '0' -> operator)
     # impatience: P(hang up) per question, by phase, and during the transfer
     hangup_speech: float = 0.006
@@ -300,9 +295,10 @@ def _cumulative(weights: Sequence[float]) -> list[float]:
 
 
 def _dtmf_codes(plan: NumberingPlan, share: float, seed: int) -> frozenset[str]:
-    """A fixed share of the shared area codes that use the DTMF menu (same for every worker)."""
+    """A fixed share of the shared area codes that use the DTMF menu: part of the modelled
+    world, not of the randomness, so the same codes for every seed and worker."""
     shared = sorted(c for c, a in plan.area_codes.items() if a.mode is RoutingMode.SPEECH)
-    rng = random.Random(f"dtmf-codes-{seed}")
+    rng = random.Random("dtmf-codes")
     return frozenset(rng.sample(shared, round(share * len(shared))))
 
 
@@ -390,12 +386,12 @@ class SimulatedCall:
         right = caller.phrase.format(caller.said_name)
         if u < c0:
             nbest = [(right, _q(0.75 + 0.2 * rng.random()))]
-            if rng.random() < 0.3:
+            if rng.random() < w.profile.nbest_alt_when_correct:
                 nbest.append((caller.phrase.format(self._confusable_name(caller)), _q(0.3 + 0.3 * rng.random())))
             return tuple(nbest), latency
         if u < c1:
             nbest = [(caller.phrase.format(self._confusable_name(caller)), _q(0.5 + 0.35 * rng.random()))]
-            if rng.random() < 0.4:
+            if rng.random() < w.profile.nbest_alt_when_confused:
                 nbest.append((right, _q(0.3 + 0.3 * rng.random())))
             return tuple(nbest), latency
         if u < c2:
@@ -558,144 +554,81 @@ def _lat_params(rates) -> tuple[float, float]:
 
 
 # --- KPIs over all calls ------------------------------------------------------------------------
+# The KPIs are the report's (ivr.report.KpiAccumulator): the simulator, `ivr report` and the API
+# count the same things the same way. Each worker accumulates its calls; the parent merges.
 
-NAME_QUESTIONS = ("speech", "menu")
-
-
-def classify_2020(rec: CallRecord) -> dict[str, Any]:
-    """How one call counts towards the 2020 figures (see docs/simulator.md for the mapping).
-
-    * *asked*: a shared area code, and the caller answered the first question (spoke,
-      stayed silent or pressed a key) — "callers who met speech recognition" when the
-      mode is speech;
-    * *attempts*: questions asking for the municipality (each speech question and each
-      menu round; confirmations belong to the question before them; paging the menu is
-      not a new question) up to the decision;
-    * *decided*: the flow named a municipality (transfer or "not connected"), not the
-      operator; *right*: that municipality is the one the caller wanted;
-    * *transfer hang-up*: decided with a transfer, and the caller hung up during it.
-    """
-    questions = [a for a in rec.attempts if a.kind in NAME_QUESTIONS and a.verdict != "more"]
-    asked = rec.mode in ("speech", "dtmf") and bool(rec.attempts)
-    decided = rec.municipality is not None and rec.decision in ("transfer", "not_connected") and asked
-    return {
-        "asked": asked,
-        "attempts": len(questions),
-        "decided": decided,
-        "right": decided and rec.municipality == rec.expected_municipality,
-        "transferred": decided and rec.decision == "transfer",
-        "transfer_hangup": decided and rec.decision == "transfer" and rec.outcome == "caller_hangup"
-        and rec.hangup_phase == "transfer",
-    }
+BASELINE_2020 = {k: v for k, v in REPORT_BASELINE.items() if v is not None}
 
 
-class SimKpis:
-    """Counts over every simulated call; mergeable across workers (plain dicts of ints)."""
+def new_accumulator() -> KpiAccumulator:
+    return KpiAccumulator(misroute_window_s=300.0, groups=True)
 
-    def __init__(self) -> None:
-        self.c: Counter = Counter()
-        self.ivr_s_hist: Counter = Counter()  # whole seconds in the IVR
-        self.decision_ms: Counter = Counter()  # speech decision ms (end of speech -> decision), 10 ms bins
 
-    def add(self, rec: CallRecord) -> None:
-        c = self.c
-        c["calls"] += 1
-        c[f"outcome:{rec.outcome}"] += 1
-        mode = rec.mode or "invalid"
-        c[f"mode:{mode}"] += 1
-        if rec.hangup_phase:
-            c[f"hangup_phase:{rec.hangup_phase}"] += 1
-        if rec.ivr_seconds is not None:
-            self.ivr_s_hist[int(rec.ivr_seconds)] += 1
-        for a in rec.attempts:
-            if a.decision_ms is not None:
-                self.decision_ms[int(a.decision_ms // 10) * 10] += 1
-        k = classify_2020(rec)
-        if not k["asked"]:
-            return
-        pre = f"{mode}:"
-        c[pre + "asked"] += 1
-        if k["decided"]:
-            n = k["attempts"]
-            c[pre + ("first" if n <= 1 else "second" if n == 2 else "several")] += 1
+def merge_accumulators(into: KpiAccumulator, other: KpiAccumulator) -> KpiAccumulator:
+    """Add ``other``'s counts to ``into`` (both fed disjoint sets of calls)."""
+    if hasattr(into, "merge"):  # if the report module grows its own merge, trust it
+        into.merge(other)
+        return into
+    _merge_group(into.overall, other.overall)
+    for attr in ("by_area", "by_municipality"):
+        mine = getattr(into, attr)
+        for key, group in getattr(other, attr).items():
+            if key in mine:
+                _merge_group(mine[key], group)
+            else:
+                mine[key] = group
+    into.unfinished += other.unfinished
+    return into
+
+
+def _merge_group(a, b) -> None:
+    for name in type(a).__slots__:
+        x, y = getattr(a, name), getattr(b, name)
+        if isinstance(x, Counter):
+            x.update(y)
+        elif isinstance(x, (int, float)):
+            setattr(a, name, x + y)
+        elif isinstance(x, dict):  # name -> LogHistogram
+            for key, h in y.items():
+                if key in x:
+                    _merge_hist(x[key], h)
+                else:
+                    x[key] = h
+        else:  # pragma: no cover - the report's accumulator changed shape
+            raise TypeError(f"cannot merge KPI field {name!r} of type {type(x).__name__}")
+
+
+def _merge_hist(a, b) -> None:
+    for key, (n, total) in b.bins.items():
+        got = a.bins.get(key)
+        if got is None:
+            a.bins[key] = [n, total]
         else:
-            c[pre + "undecided"] += 1
-        if k["right"]:
-            c[pre + "right"] += 1
-        elif k["decided"]:
-            c[pre + "wrong"] += 1
-        if k["transferred"]:
-            c[pre + "transferred"] += 1
-        if k["transfer_hangup"]:
-            c[pre + "transfer_hangup"] += 1
-        if rec.rejected_confirmations:
-            c[pre + "rejected_confirmation"] += 1
-
-    def merge(self, other: "SimKpis | dict") -> None:
-        if isinstance(other, dict):
-            self.c.update(other["c"])
-            self.ivr_s_hist.update({int(k): v for k, v in other["ivr_s_hist"].items()})
-            self.decision_ms.update({int(k): v for k, v in other["decision_ms"].items()})
-        else:
-            self.c.update(other.c)
-            self.ivr_s_hist.update(other.ivr_s_hist)
-            self.decision_ms.update(other.decision_ms)
-
-    def to_dict(self) -> dict:
-        return {"c": dict(self.c), "ivr_s_hist": dict(self.ivr_s_hist), "decision_ms": dict(self.decision_ms)}
-
-    # -- figures --------------------------------------------------------------------------
-
-    def share(self, num: str, den: str) -> float:
-        d = self.c.get(den, 0)
-        return self.c.get(num, 0) / d if d else float("nan")
-
-    def figures(self) -> dict[str, float]:
-        s = self.share
-        return {
-            "speech_first_attempt": s("speech:first", "speech:asked"),
-            "speech_second_attempt": s("speech:second", "speech:asked"),
-            "speech_several_attempts": s("speech:several", "speech:asked"),
-            "speech_right_municipality": s("speech:right", "speech:asked"),
-            "speech_transfer_hangup": s("speech:transfer_hangup", "speech:transferred"),
-            "speech_misrouted": s("speech:wrong", "speech:asked"),
-            "dtmf_first_attempt": s("dtmf:first", "dtmf:asked"),
-            "dtmf_right_municipality": s("dtmf:right", "dtmf:asked"),
-            "share_direct": s("mode:direct", "calls"),
-            "share_speech": s("mode:speech", "calls"),
-            "share_dtmf": s("mode:dtmf", "calls"),
-            "routed": s("outcome:routed", "calls"),
-            "operator": s("outcome:operator", "calls"),
-            "caller_hangup": s("outcome:caller_hangup", "calls"),
-            "not_connected": s("outcome:not_connected", "calls"),
-        }
-
-    def ivr_seconds_pct(self, q: float) -> float:
-        return _hist_pct(self.ivr_s_hist, q)
-
-    def table(self) -> list[str]:
-        f = self.figures()
-        lines = [f"{'figure':<34} {'simulated':>10} {'2020':>7} {'diff':>7}"]
-        for key, value in f.items():
-            base = BASELINE_2020.get(key)
-            b = f"{base * 100:6.1f}%" if base is not None else ""
-            d = f"{(value - base) * 100:+6.1f}" if base is not None and value == value else ""
-            lines.append(f"{key:<34} {value * 100:9.2f}% {b:>7} {d:>7}")
-        lines.append(f"{'time in the IVR p50 / p95 (s)':<34} {self.ivr_seconds_pct(0.5):>5.0f} / "
-                     f"{self.ivr_seconds_pct(0.95):.0f}")
-        return lines
+            got[0] += n
+            got[1] += total
+    a.count += b.count
+    a.total += b.total
+    a.min = min(a.min, b.min)
+    a.max = max(a.max, b.max)
 
 
-def _hist_pct(hist: Counter, q: float) -> float:
-    total = sum(hist.values())
-    if not total:
-        return float("nan")
-    acc = 0
-    for k in sorted(hist):
-        acc += hist[k]
-        if acc >= q * total:
-            return float(k)
-    return float(max(hist))
+def headline_table(kpis: Kpis) -> list[str]:
+    """The 2020 comparison and the traffic mix, for the terminal."""
+    g = kpis.overall
+    lines = [f"{'figure (speech mode, as ivr report)':<36} {'simulated':>10} {'2020':>7} {'diff':>7}"]
+    for key, value in g.headline.items():
+        base = REPORT_BASELINE.get(key)
+        if key.startswith("ivr_seconds"):
+            lines.append(f"{key:<36} {value if value is not None else float('nan'):9.1f}s")
+            continue
+        v = value if value is not None else float("nan")
+        b = f"{base * 100:6.1f}%" if base is not None else ""
+        d = f"{(v - base) * 100:+6.1f}" if base is not None and value is not None else ""
+        lines.append(f"{key:<36} {v * 100:9.2f}% {b:>7} {d:>7}")
+    calls = g.calls or 1
+    lines.append("modes: " + ", ".join(f"{m} {n / calls:.1%}" for m, n in g.modes.items()))
+    lines.append("outcomes: " + ", ".join(f"{o} {n / calls:.1%}" for o, n in g.outcomes.items() if n))
+    return lines
 
 
 # --- running ---------------------------------------------------------------------------------------
@@ -742,7 +675,7 @@ def run_chunks(cfg: SimConfig, chunks: Iterable[int], store_path: Path | None,
     if store_path is not None and keep:
         from .store import CallStore
         store = CallStore(store_path)
-    kpis = SimKpis()
+    kpis = new_accumulator()
     pending: list[CallRecord] = []
     done = 0
     t0 = time.perf_counter()
@@ -767,7 +700,7 @@ def run_chunks(cfg: SimConfig, chunks: Iterable[int], store_path: Path | None,
         store.save_many(pending)
         store.close()
     hits, misses = world.cache_stats()
-    return {"kpis": kpis.to_dict(), "calls": done, "seconds": time.perf_counter() - t0,
+    return {"kpis": kpis, "calls": done, "seconds": time.perf_counter() - t0,
             "matcher_memo_hits": hits, "matcher_memo_misses": misses}
 
 
@@ -854,9 +787,11 @@ def simulate(cfg: SimConfig) -> dict:
             _merge_shards(cfg.db, shards)
     bar.close()
     elapsed = time.perf_counter() - t0
-    kpis = SimKpis()
-    for r in results:
-        kpis.merge(r["kpis"])
+    acc = results[0]["kpis"]
+    for r in results[1:]:
+        merge_accumulators(acc, r["kpis"])
+    kpis = acc.result()
+    overall = kpis.to_dict()["overall"]
     summary = {
         "format": "ivr-simulate/1",
         "calls": cfg.calls, "days": cfg.days, "seed": cfg.seed, "profile": cfg.profile,
@@ -865,9 +800,8 @@ def simulate(cfg: SimConfig) -> dict:
         "elapsed_s": round(elapsed, 2), "calls_per_s": round(cfg.calls / elapsed, 1) if elapsed else None,
         "matcher_memo_hits": sum(r["matcher_memo_hits"] for r in results),
         "matcher_memo_misses": sum(r["matcher_memo_misses"] for r in results),
-        "figures": kpis.figures(), "baseline_2020": BASELINE_2020,
-        "ivr_seconds_p50": kpis.ivr_seconds_pct(0.5), "ivr_seconds_p95": kpis.ivr_seconds_pct(0.95),
-        "counts": dict(sorted(kpis.c.items())),
+        "headline": kpis.overall.headline, "baseline_2020": REPORT_BASELINE,
+        "kpis": overall,
         "caller_profile": (cfg.caller_profile or PROFILES.get(cfg.profile, CallerProfile)()).to_dict(),
         "busy_hour_calls_per_s": busy_hour_rate(cfg),
     }
@@ -967,7 +901,7 @@ def _cmd_simulate(args) -> int:
                     records=records, sample=args.sample, workers=args.workers, progress=not args.no_progress,
                     caller_profile=caller_profile)
     summary = simulate(cfg)
-    kpis: SimKpis = summary.pop("_kpis")
+    kpis: Kpis = summary.pop("_kpis")
     if args.json:
         print(json.dumps(summary, indent=2))
         return 0
@@ -977,8 +911,10 @@ def _cmd_simulate(args) -> int:
     if db is not None:
         kept = "all records" if records == "all" else f"every {summary['records_kept_every']}th record (sample)"
         print(f"records: {db} ({kept}); KPIs over all calls: {db}.summary.json")
-    for line in kpis.table():
+    for line in headline_table(kpis):
         print("  " + line)
+    if db is not None:
+        print(f"the same KPIs from the stored records: ivr report --db {db}")
     return 0
 
 
