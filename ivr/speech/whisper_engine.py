@@ -66,9 +66,9 @@ class EngineSettings:
     window: str = "short"  # "short": encoder window = utterance length; "full": 30 s
     min_window_frames: int = 100  # 1 s of 10 ms mel frames
     bias: str = "prompt"  # "prompt": candidate names as previous text; "none"
-    locate: bool = True  # greedy transcript to place names inside carrier phrases
+    locate: bool = False  # greedy transcript to place names inside carrier phrases
     pmi_alpha: float = 1.0  # weight of the prior subtracted from each sequence score
-    temperature: float = 2.0  # softmax temperature on the per-municipality scores
+    temperature: float = 8.0  # softmax temperature on the per-municipality scores
     max_places: int = 6  # villages shortlisted per utterance (by sound-alike to the transcript)
     place_floor: float = 60.0  # min fuzzy score (0..100) for a village to be shortlisted
     yes_no: str = "auto"  # "ja"/"nee" compete as classes: "auto" = when <= 2 choices (confirmations)
