@@ -18,8 +18,8 @@ Metrics:
 A bad row (missing file, not a WAV, unknown area code...) is reported as an error
 for that item and counted in ``errors``; it never stops the run.
 
-Real SIP calls (``--sip``) are a later addition by the call driver: see
-:func:`drive_sip` for the hook.
+``--sip`` places the same utterances as real SIP calls through Asterisk (SIPp, RTP from
+the WAVs) and reads each outcome from the controller's call record: see :func:`drive_sip`.
 """
 
 from __future__ import annotations
@@ -60,6 +60,7 @@ class ItemResult:
     latency_ms: float = 0.0
     engine_ms: float = 0.0
     error: str = ""
+    answered_by: str = ""  # --sip: the municipality extension that answered the transfer
 
 
 # --- one item ------------------------------------------------------------------------------
@@ -243,10 +244,94 @@ def make_recogniser(engine: str, plan: NumberingPlan) -> Recogniser:
 
 
 def drive_sip(manifest: Path, args: argparse.Namespace) -> list[ItemResult]:
-    """Hook for ``--sip``: place a real call per row (dial 14+area code, play the WAV
-    when the IVR listens, read the outcome from the call record) and return the same
-    :class:`ItemResult` list, so metrics and output stay identical. Not built yet."""
-    raise NotImplementedError("--sip replay is not implemented yet (owned by the call driver)")
+    """``--sip``: one real call per row through the running Asterisk and controller.
+
+    SIPp dials 14 + the row's area code, plays the WAV as RTP once the IVR has greeted,
+    hangs up after ``--sip-hold`` seconds if the IVR has not ended the call, and the row's
+    result is read from the controller's call record (found by the caller number, hashed
+    with the controller's salt): the first speech attempt's verdict, decision and latency,
+    and which municipality answered the transfer.
+    """
+    import tempfile
+    from concurrent.futures import ThreadPoolExecutor
+
+    from ivr.callrecord import hash_caller
+    from ivr.config import load_settings
+    from ivr.lab.pcap import wav_to_pcap
+    from ivr.lab.sipp import Audio, CallScript, HangUp, Pause, run_sipp
+    from ivr.store import CallStore
+
+    settings = load_settings()
+    db_path = Path(args.db) if args.db else settings.db_path
+    salt = settings.caller_salt.get_secret_value()
+    rows = read_manifest(manifest)
+    workdir = Path(tempfile.mkdtemp(prefix="ivr14-replay-sip-"))
+    run_id = int(time.time()) % 10_000
+
+    def one(index: int, row: dict[str, str]) -> ItemResult:
+        item = ItemResult(path=(row.get("path") or "").strip(), area_code=(row.get("area_code") or "").strip(),
+                          expected_cbs_code=(row.get("expected_cbs_code") or "").strip(),
+                          kind=(row.get("kind") or "").strip())
+        caller = f"09{run_id:04d}{index:05d}"
+        try:
+            pcap = workdir / f"{index:05d}.pcap"
+            wav_to_pcap(manifest.parent / item.path, pcap)
+            script = CallScript("14" + item.area_code, caller=caller,
+                                steps=[Pause(1500), Audio(pcap), Pause(int(args.sip_hold * 1000)), HangUp()])
+            result = run_sipp(script, workdir=workdir / f"{index:05d}")
+            if not result.ok:
+                raise ItemError(f"SIP call failed: {result.describe().splitlines()[0]}")
+            record = _record_of(db_path, hash_caller(caller, salt))
+            _fill_from_record(item, record)
+        except ItemError as exc:
+            item.verdict = item.action = "error"
+            item.error = str(exc)
+        except Exception as exc:  # noqa: BLE001 - one bad item must not end the run
+            item.verdict = item.action = "error"
+            item.error = f"{type(exc).__name__}: {exc}"
+        return item
+
+    def _record_of(path: Path, caller_hash: str):
+        deadline = time.monotonic() + 10
+        store = CallStore(path)
+        try:
+            while time.monotonic() < deadline:
+                found = [r for r in store.iter_query(since=time.time() - 3600) if r.caller == caller_hash]
+                if found and found[-1].ended_at is not None:
+                    return found[-1]
+                time.sleep(0.2)
+        finally:
+            store.close()
+        raise ItemError(f"no call record in {path} for this call (is `ivr serve` writing there?)")
+
+    items: list[ItemResult] = []
+    with ThreadPoolExecutor(max_workers=max(1, args.sip_concurrency)) as pool:
+        for n, item in enumerate(pool.map(lambda pair: one(*pair), enumerate(rows)), 1):
+            items.append(item)
+            if not args.quiet:
+                _progress_bar(n, len(rows))
+    return items
+
+
+def _fill_from_record(item: ItemResult, record) -> None:
+    """The row's outcome as the live call decided it."""
+    first = next((a for a in record.attempts if a.kind == "speech" and a.input == "speech"), None)
+    item.answered_by = record.answered_by or ""
+    if first is None:
+        item.verdict = item.action = "no_input"
+        item.error = f"no speech attempt recorded (outcome {record.outcome})"
+        return
+    item.verdict = first.verdict
+    item.action = ACTIONS.get(first.verdict, first.verdict)
+    item.heard = first.heard
+    best = first.candidates[0] if first.candidates else {}
+    item.decided_cbs_code = first.chosen or best.get("cbs_code", "")
+    item.score = float(best.get("score", 0.0))
+    item.confidence = round(item.score / 100, 4)
+    item.latency_ms = round(first.decision_ms or 0.0, 1)
+    item.engine_ms = round(first.recogniser_ms or 0.0, 1)
+    if item.action == "transfer" and record.answered_by and record.answered_by != item.decided_cbs_code:
+        item.error = f"decided {item.decided_cbs_code} but {record.answered_by} answered"
 
 
 def _progress_bar(done: int, total: int) -> None:
@@ -305,7 +390,12 @@ def register(subparsers) -> None:
     p.add_argument("manifest", help="CSV with path,area_code,expected_cbs_code[,kind,...]")
     p.add_argument("--json", help="write the full report (metrics, per kind, items, confusion) here")
     p.add_argument("--engine", choices=("whisper", "vosk"), default="whisper")
-    p.add_argument("--sip", action="store_true", help="place real SIP calls instead (not implemented yet)")
+    p.add_argument("--sip", action="store_true",
+                   help="place real SIP calls through the running Asterisk + controller (scripts/run.sh)")
+    p.add_argument("--db", help="--sip: the controller's call records (default: settings db_path)")
+    p.add_argument("--sip-concurrency", type=int, default=4, help="--sip: calls at once")
+    p.add_argument("--sip-hold", type=float, default=6.0,
+                   help="--sip: seconds after the utterance before the caller hangs up")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_replay)
 

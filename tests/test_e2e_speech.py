@@ -3,11 +3,15 @@ the controller listens over AudioSocket with the Dutch Whisper engine and routes
 
 from __future__ import annotations
 
+import csv
+import json
+import os
 import subprocess
+import sys
 import time
 
 import pytest
-from e2e import run_calls, start_controller
+from e2e import REPO, SALT, run_calls, start_controller
 
 from ivr.lab.pcap import wav_to_pcap
 from ivr.lab.sipp import CallScript, Dtmf, HangUp, Pause, Audio
@@ -29,7 +33,19 @@ def speak(text: str, wav, voice: str = "nl") -> None:
 
 
 @pytest.fixture(scope="module")
-def calls(asterisk, ami, tmp_path_factory):
+def controller(asterisk, tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("e2e-speech-controller")
+    controller = start_controller(workdir, speech_engine="whisper")
+    deadline = time.monotonic() + 120
+    while "speech recognition ready" not in controller.log_path.read_text():
+        assert time.monotonic() < deadline, controller.log_path.read_text()
+        time.sleep(0.2)
+    yield controller
+    controller.stop()
+
+
+@pytest.fixture(scope="module")
+def calls(controller, ami, tmp_path_factory):
     workdir = tmp_path_factory.mktemp("e2e-speech")
     scripts = {}
     for name, (number, text, caller) in UTTERANCES.items():
@@ -42,17 +58,9 @@ def calls(asterisk, ami, tmp_path_factory):
         # a doubtful result is confirmed with 1 ("ja"); after an accept the digit falls on deaf ears
         scripts[name] = CallScript(number, caller=caller,
                                    steps=[Pause(1500), Audio(pcap), Pause(3500), Dtmf("1")])
-    controller = start_controller(workdir / "controller", speech_engine="whisper")
-    try:
-        deadline = time.monotonic() + 120
-        while "speech recognition ready" not in controller.log_path.read_text():
-            assert time.monotonic() < deadline, controller.log_path.read_text()
-            time.sleep(0.2)
-        mark = ami.mark()
-        results = run_calls(scripts, workdir / "sipp")
-        records = {name: controller.record_of(UTTERANCES[name][2]) for name in UTTERANCES}
-    finally:
-        controller.stop()
+    mark = ami.mark()
+    results = run_calls(scripts, workdir / "sipp")
+    records = {name: controller.record_of(UTTERANCES[name][2]) for name in UTTERANCES}
     answered = {e.get("Call"): e.get("CBS") for e in ami.find(mark, Event="UserEvent", UserEvent="MunicipalityAnswered")}
     return results, records, answered
 
@@ -81,3 +89,35 @@ def test_hang_up_while_listening_is_recorded(calls):
     _, records, _ = calls
     rec = records["hangup_speech"]
     assert (rec.outcome, rec.hangup_phase) == ("caller_hangup", "speech")
+
+
+def test_replay_over_sip_reads_the_live_decisions(controller, tmp_path):
+    """`ivr replay --sip`: the same utterances as real calls, checked against who answered."""
+    rows = [("kapelle.wav", "0113", "GM0678", "Kapelle"), ("goes.wav", "0113", "GM0664", "Goes"),
+            ("garbage.wav", "0113", "GM0664", "")]
+    with open(tmp_path / "manifest.csv", "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["path", "area_code", "expected_cbs_code"])
+        for path, code, cbs, text in rows:
+            if text:
+                speak(text, tmp_path / path)
+            else:  # not a WAV at all: a clear per-item error, not a crash
+                (tmp_path / path).write_bytes(b"RIFF garbage")
+            w.writerow([path, code, cbs])
+    out = tmp_path / "replay.json"
+    env = {**os.environ, "IVR_CALLER_SALT": SALT}
+    proc = subprocess.run([sys.executable, "-m", "ivr.cli", "replay", "--sip", str(tmp_path / "manifest.csv"),
+                           "--db", str(controller.db_path), "--json", str(out), "--quiet"],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(out.read_text())
+    items = {i["path"]: i for i in report["items"]}
+    assert (report["metrics"]["n"], report["metrics"]["errors"]) == (2, 1)
+    assert items["garbage.wav"]["action"] == "error" and items["garbage.wav"]["error"]
+    for path in ("kapelle.wav", "goes.wav"):
+        item = items[path]
+        assert item["action"] in ("transfer", "confirm", "choose", "retry"), item
+        assert item["latency_ms"] > 0
+        if item["action"] == "transfer":  # what the controller decided is who answered
+            assert item["answered_by"] == item["decided_cbs_code"], item
+    assert any(i["decided_cbs_code"] == i["expected_cbs_code"] for i in items.values())
