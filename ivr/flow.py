@@ -120,6 +120,7 @@ class Transfer:
     destination: str
     prompts: Prompt = ()  # said before dialling
     municipality: str | None = None
+    back_digit: str = ""  # pressed during the prompts: "not that one", back to the question
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,6 +136,9 @@ class FlowError(RuntimeError):
 
 
 # --- prompt keys (texts in ivr/prompts.py) ----------------------------------------
+
+
+BACK_DIGIT = "*"
 
 
 def municipality_prompt(cbs_code: str) -> str:
@@ -260,14 +264,16 @@ class CallFlow:
             prompts: tuple[str, ...] = ()
             if decision.message:
                 prompts += ("calamiteit",)
+            back = ""
             if announce and decision.municipality:
-                prompts += ("doorverbinden", municipality_prompt(decision.municipality.cbs_code))
+                prompts += ("doorverbinden", municipality_prompt(decision.municipality.cbs_code), "terug_keuze")
+                back = BACK_DIGIT
             self._enter(Phase.TRANSFER, at)
             self._state.transfer_started = at
             self._state.waiting = True
             rec.ivr_seconds = at - self._state.started
             cbs = decision.municipality.cbs_code if decision.municipality else None
-            return [Transfer(decision.destination, prompts, cbs)]
+            return [Transfer(decision.destination, prompts, cbs, back)]
         if v is Verdict.OPERATOR:
             return self._to_operator(at, reason=decision.reason)
         if v is Verdict.NOT_CONNECTED:
@@ -458,7 +464,22 @@ class CallFlow:
                 return self._to_operator(ev.at, reason="caller asked for a person")
             self.record.recognition_attempts -= 1  # the menu is asked instead, not as well
             return self._ask_menu(ev.at)
-        return []  # digits during a transfer or announcement mean nothing
+        if phase is Phase.TRANSFER and ev.digit == BACK_DIGIT and self.record.attempts:
+            return self._went_back(ev)
+        return []  # other digits during a transfer or announcement mean nothing
+
+    def _went_back(self, ev: Digit) -> list[Action]:
+        """The caller pressed * while hearing where we send them: the choice was wrong."""
+        rec = self.record
+        rec.digits += ev.digit
+        rec.rejected_confirmations += 1
+        rec.attempts.append(Attempt("transfer", "dtmf", ev.digit, verdict="back", chosen=rec.municipality or ""))
+        rec.municipality = rec.destination = None
+        self._state.transfer_started = None
+        rec.ivr_seconds = None
+        if rec.mode == RoutingMode.SPEECH.value and self._state.speech_attempts < self.settings.max_speech_attempts:
+            return self._ask_speech(ev.at)
+        return self._ask_menu(ev.at)
 
     def _no_input(self, ev: NoInput) -> list[Action]:
         phase = self._state.phase

@@ -24,6 +24,7 @@ PHRASES: dict[str, str] = {
     "ongeldige_keuze": "Dat is geen geldige keuze.",
     "geen_invoer": "Ik heb geen keuze gehoord.",
     "doorverbinden": "U wordt doorverbonden met de gemeente",
+    "terug_keuze": "Klopt dat niet? Toets dan sterretje.",
     "bedoelt_u": "Bedoelt u de gemeente",
     "ja_nee": "Zegt u ja of nee. Of toets 1 voor ja, en 2 voor nee.",
     "of": "of",

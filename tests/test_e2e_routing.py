@@ -44,6 +44,9 @@ CALLS = {
                                   steps=[Pause(1200), Dtmf(menu_digit("0113", "GM0678")), Pause(4000), HangUp()]),
     # 8 before 7: SIPp's stock pcaps number 7 lower than 8, which only works because the
     # lab driver renumbers every play of a call
+    "go_back": CallScript("140113", caller="0610000009",
+                          steps=[Pause(1200), Dtmf(menu_digit("0113", "GM0664")), Pause(1200), Dtmf("*"),
+                                 Pause(1500), Dtmf(menu_digit("0113", "GM0703"))]),
     "invalid_twice": CallScript("140113", caller="0610000008",
                                 steps=[Pause(1200), Dtmf("8"), Pause(1500), Dtmf("7")]),
 }
@@ -156,9 +159,18 @@ def test_metrics_report_and_records_agree(calls):
     assert json.loads(cli.stdout)["overall"] == kpis.to_dict()["overall"]
     # and the figures are the ones these calls must produce
     assert total(snapshot, "ivr_calls_total") == len(CALLS)
-    assert total(snapshot, "ivr_calls_total", outcome="routed") == 3
+    assert total(snapshot, "ivr_calls_total", outcome="routed") == 4
+    assert total(snapshot, "ivr_misrouted_calls_total", reason="rejected_confirmation") == 1
     assert total(snapshot, "ivr_calls_total", outcome="not_connected") == 1
     assert total(snapshot, "ivr_calls_total", outcome="unknown_area_code") == 1
     assert total(snapshot, "ivr_hangups_total", phase="menu") == 1
     assert total(snapshot, "ivr_hangups_total", phase="transfer") == 1
     assert total(snapshot, "ivr_calls_total", area_code="0111", mode="direct", outcome="routed") == 2
+
+
+def test_star_during_the_announcement_goes_back_to_the_menu(calls):
+    _, records, answered = calls
+    rec = records["go_back"]
+    assert answered.get(rec.call_id) == "GM0703"  # Goes was announced, refused with *, Reimerswaal chosen
+    assert rec.digits == menu_digit("0113", "GM0664") + "*" + menu_digit("0113", "GM0703")
+    assert (rec.outcome, rec.municipality, rec.rejected_confirmations) == ("routed", "GM0703", 1)

@@ -43,7 +43,7 @@ def start(flow, number):
 def test_unique_code_transfers_at_once(plan):
     flow = dtmf_flow(plan)
     [action] = start(flow, "140111")
-    assert action == Transfer("Local/GM1676@ivr14-lab", (), "GM1676")
+    assert action == Transfer("Local/GM1676@ivr14-lab", (), "GM1676")  # no announcement, no way back
     assert flow.handle(TransferAnswered(0.4, "GM1676")) == []
     assert flow.record.phase == "connected"
     assert flow.handle(CallerHungUp(5.0, "16")) == []
@@ -62,7 +62,7 @@ def test_dtmf_menu_lists_only_the_area_codes_municipalities(plan):
     assert listed == [f"gemeente/{m.cbs_code}" for m in plan.candidates("0113")]
     [transfer] = flow.handle(Digit(2.0, "2"))
     assert transfer.destination == "Local/GM0703@ivr14-lab"  # Reimerswaal
-    assert transfer.prompts == ("doorverbinden", "gemeente/GM0703")
+    assert transfer.prompts == ("doorverbinden", "gemeente/GM0703", "terug_keuze")
     flow.handle(TransferAnswered(3.0, "GM0703"))
     flow.handle(CallerHungUp(9.0))
     rec = flow.record
@@ -166,7 +166,7 @@ def test_speech_accept_announces_and_transfers(plan):
     assert isinstance(listen, Listen) and set(listen.vocabulary_of) == {m.cbs_code for m in plan.candidates("0113")}
     [transfer] = flow.handle(SpeechHeard(3.0, (("ik wil graag de gemeente kapelle", 0.9),), 2.8, 120.0))
     assert transfer.municipality == "GM0678"
-    assert transfer.prompts == ("doorverbinden", "gemeente/GM0678")
+    assert transfer.prompts == ("doorverbinden", "gemeente/GM0678", "terug_keuze")
     rec = flow.record
     assert rec.recognition_attempts == 1
     assert rec.attempts[0].decision_ms == pytest.approx(200) and rec.attempts[0].recogniser_ms == 120.0
@@ -218,4 +218,29 @@ def test_confirmation_no_counts_as_a_rejected_municipality(plan):
     flow._ask_confirm(1.0, (plan.municipalities["GM0664"],))
     [again] = flow.handle(SpeechHeard(2.0, (("nee", 0.9),)))
     assert isinstance(again, Listen) and again.prompts[0] == "niet_verstaan"
+    assert flow.record.rejected_confirmations == 1
+
+
+def test_star_during_the_announcement_goes_back_and_counts_as_a_misroute(plan):
+    flow = speech_flow(plan)
+    start(flow, "140113")
+    [transfer] = flow.handle(SpeechHeard(3.0, (("goes", 0.9),)))
+    assert transfer.municipality == "GM0664" and transfer.back_digit == "*"
+    [again] = flow.handle(Digit(4.0, "*"))
+    assert isinstance(again, Listen)
+    rec = flow.record
+    assert rec.rejected_confirmations == 1 and rec.municipality is None and rec.phase == "speech"
+    [transfer] = flow.handle(SpeechHeard(6.0, (("kapelle", 0.9),)))
+    assert transfer.municipality == "GM0678"
+    flow.handle(TransferAnswered(7.0, "GM0678"))
+    flow.handle(CallerHungUp(9.0))
+    assert (flow.record.outcome, flow.record.municipality, flow.record.recognition_attempts) == ("routed", "GM0678", 2)
+
+
+def test_star_after_a_menu_choice_repeats_the_menu(plan):
+    flow = dtmf_flow(plan)
+    start(flow, "140113")
+    flow.handle(Digit(1.0, "1"))
+    [menu] = flow.handle(Digit(2.0, "*"))
+    assert isinstance(menu, CollectDigit)
     assert flow.record.rejected_confirmations == 1

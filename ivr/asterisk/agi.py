@@ -272,7 +272,9 @@ class CallController:
 
     async def _transfer(self, channel: AgiChannel, record: CallRecord, action: Transfer) -> list[Event]:
         for key in action.prompts:
-            await channel.stream(key)
+            digit = await channel.stream(key, action.back_digit)
+            if digit:
+                return [Digit(self.clock(), digit)]
         # 'r': the caller hears ringback while the destination is set up
         answered_before = channel.answered
         dial_started = self.clock()
