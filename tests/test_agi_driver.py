@@ -1,0 +1,144 @@
+"""The FastAGI driver against a scripted Asterisk peer on a real TCP socket: what happens
+when Asterisk goes away, when the caller hangs up, and when storage fails.
+
+(The real Asterisk is in the end-to-end tests; here the peer misbehaves on purpose.)
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from ivr.asterisk.agi import CallController, parse_result
+from ivr.flow import CallFlow
+from ivr.plan import load_base_plan
+from ivr.store import CallStore
+
+PLAN = load_base_plan()
+
+
+async def fake_asterisk(port: int, dialled: str, answer) -> list[str]:
+    """Send AGI headers, then answer each command with ``answer(command, n)``: a result line,
+    None to close the connection, or a list of lines."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    headers = {"agi_network_script": "call", "agi_uniqueid": "fake-1", "agi_extension": dialled,
+               "agi_callerid": "0612345678"}
+    writer.write("".join(f"{k}: {v}\n" for k, v in headers.items()).encode() + b"\n")
+    await writer.drain()
+    commands = []
+    while True:
+        line = await reader.readline()
+        if not line:
+            break
+        commands.append(line.decode().strip())
+        reply = answer(commands[-1], len(commands))
+        if reply is None:
+            writer.close()
+            break
+        for out in [reply] if isinstance(reply, str) else reply:
+            writer.write(out.encode() + b"\n")
+        await writer.drain()
+    return commands
+
+
+async def run(tmp_path, dialled, answer, save=None):
+    store = CallStore(tmp_path / "calls.sqlite")
+    controller = CallController(flow_factory=lambda: CallFlow(PLAN, speech_available=False),
+                                save=save or store.save)
+    server = await asyncio.start_server(controller.handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    commands = await asyncio.wait_for(fake_asterisk(port, dialled, answer), 10)
+    for _ in range(50):
+        if controller.active == 0:
+            break
+        await asyncio.sleep(0.02)
+    server.close()
+    await server.wait_closed()
+    return commands, store
+
+
+def test_parse_result():
+    r = parse_result("200 result=49 (dtmf) endpos=1234")
+    assert (r.code, r.result, r.data, r.rest) == (200, "49", "dtmf", "endpos=1234")
+    assert parse_result("200 result=1 (GM0664)").data == "GM0664"
+    assert parse_result("511 Command Not Permitted on a dead channel").code == 511
+
+
+def test_asterisk_going_away_mid_menu_keeps_the_record(tmp_path):
+    def answer(cmd, n):
+        return None if cmd.startswith("STREAM FILE") and n > 4 else "200 result=0"
+
+    commands, store = asyncio.run(run(tmp_path, "140113", answer))
+    [rec] = store.query()
+    assert rec.outcome == "failed" and "asterisk lost" in rec.error
+    assert rec.phase == "menu" and rec.ended_at is not None
+    assert commands[1] == "ANSWER"
+
+
+def test_caller_hang_up_notice_is_a_caller_hangup(tmp_path):
+    def answer(cmd, n):
+        if cmd.startswith("STREAM FILE") and n > 3:
+            return ["HANGUP", "200 result=-1 endpos=0"]
+        if cmd.startswith("GET VARIABLE HANGUPCAUSE"):
+            return "200 result=1 (16)"
+        return "200 result=0"
+
+    _, store = asyncio.run(run(tmp_path, "140113", answer))
+    [rec] = store.query()
+    assert (rec.outcome, rec.hangup_phase, rec.hangup_cause) == ("caller_hangup", "menu", "16")
+
+
+def test_direct_call_dials_without_answering(tmp_path):
+    def answer(cmd, n):
+        if cmd.startswith("GET VARIABLE DIALSTATUS"):
+            return "200 result=1 (ANSWER)"
+        if cmd.startswith("GET VARIABLE ANSWEREDTIME_MS"):
+            return "200 result=1 (2000)"
+        return "200 result=0"
+
+    commands, store = asyncio.run(run(tmp_path, "140111", answer))
+    assert "ANSWER" not in commands
+    assert commands[1] == "EXEC Dial Local/GM1676@ivr14-lab,30,r"
+    [rec] = store.query()
+    assert rec.outcome == "routed" and rec.decision_ms is not None
+
+
+def test_storage_failure_does_not_drop_the_call(tmp_path):
+    saved = []
+
+    def flaky_save(record):
+        if len(saved) < 2:
+            saved.append(None)
+            raise OSError("disk full")
+        store.save(record)
+
+    store = CallStore(tmp_path / "other.sqlite")
+    commands, _ = asyncio.run(run(tmp_path, "140111", lambda cmd, n: (
+        "200 result=1 (CHANUNAVAIL)" if cmd.startswith("GET VARIABLE DIALSTATUS") else "200 result=0"),
+        save=flaky_save))
+    assert any(c.startswith("STREAM FILE ivr14/niet_bereikbaar") for c in commands)
+    [rec] = store.query()  # the final save got through
+    assert rec.outcome == "failed" and "CHANUNAVAIL" in rec.error
+
+
+@pytest.mark.parametrize("garbage", [b"\x00\xff\xfe\n\n", b"agi_extension: 14abc\n\n"])
+def test_garbage_sessions_do_not_kill_the_server(tmp_path, garbage):
+    async def go():
+        store = CallStore(tmp_path / "calls.sqlite")
+        controller = CallController(flow_factory=lambda: CallFlow(PLAN, speech_available=False), save=store.save)
+        server = await asyncio.start_server(controller.handle, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        _, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(garbage)
+        await writer.drain()
+        writer.close()
+        await asyncio.sleep(0.2)
+        # the server still takes a proper call afterwards
+        commands = await fake_asterisk(port, "140999", lambda cmd, n: "200 result=0")
+        server.close()
+        return commands, store
+
+    commands, store = asyncio.run(go())
+    assert any("onbekend_nummer" in c for c in commands)
+    assert any(r.outcome == "unknown_area_code" and r.dialled == "140999" for r in store.query())
