@@ -111,12 +111,20 @@ def decide(recogniser: Recogniser, matcher: Matcher, vocabulary: Sequence[str], 
     return result, hyps, (time.perf_counter() - t0) * 1000, str(event.value if event else "end_of_audio")
 
 
+def new_item(row: dict[str, str]) -> ItemResult:
+    return ItemResult(path=(row.get("path") or "").strip(), area_code=(row.get("area_code") or "").strip(),
+                      expected_cbs_code=(row.get("expected_cbs_code") or "").strip(),
+                      kind=(row.get("kind") or "").strip())
+
+
+def _failed(item: ItemResult, exc: Exception) -> None:
+    item.verdict = item.action = "error"
+    item.error = str(exc) if isinstance(exc, ItemError) else f"{type(exc).__name__}: {exc}"
+
+
 def run_item(row: dict[str, str], base: Path, plan: NumberingPlan, recogniser: Recogniser,
              matchers: dict[str, Matcher]) -> ItemResult:
-    item = ItemResult(
-        path=(row.get("path") or "").strip(), area_code=(row.get("area_code") or "").strip(),
-        expected_cbs_code=(row.get("expected_cbs_code") or "").strip(), kind=(row.get("kind") or "").strip(),
-    )
+    item = new_item(row)
     try:
         if not item.path:
             raise ItemError("row has no path")
@@ -143,12 +151,8 @@ def run_item(row: dict[str, str], base: Path, plan: NumberingPlan, recogniser: R
             if result.best is not None:
                 item.decided_cbs_code = result.best.cbs_code
                 item.score = result.best.score
-    except ItemError as exc:
-        item.verdict = item.action = "error"
-        item.error = str(exc)
     except Exception as exc:  # noqa: BLE001 - one bad item must not end the run
-        item.verdict = item.action = "error"
-        item.error = f"{type(exc).__name__}: {exc}"
+        _failed(item, exc)
     return item
 
 
@@ -269,9 +273,7 @@ def drive_sip(manifest: Path, args: argparse.Namespace) -> list[ItemResult]:
     run_id = int(time.time()) % 10_000
 
     def one(index: int, row: dict[str, str]) -> ItemResult:
-        item = ItemResult(path=(row.get("path") or "").strip(), area_code=(row.get("area_code") or "").strip(),
-                          expected_cbs_code=(row.get("expected_cbs_code") or "").strip(),
-                          kind=(row.get("kind") or "").strip())
+        item = new_item(row)
         caller = f"09{run_id:04d}{index:05d}"
         try:
             pcap = workdir / f"{index:05d}.pcap"
@@ -283,12 +285,8 @@ def drive_sip(manifest: Path, args: argparse.Namespace) -> list[ItemResult]:
                 raise ItemError(f"SIP call failed: {result.describe().splitlines()[0]}")
             record = _record_of(db_path, hash_caller(caller, salt))
             _fill_from_record(item, record)
-        except ItemError as exc:
-            item.verdict = item.action = "error"
-            item.error = str(exc)
         except Exception as exc:  # noqa: BLE001 - one bad item must not end the run
-            item.verdict = item.action = "error"
-            item.error = f"{type(exc).__name__}: {exc}"
+            _failed(item, exc)
         return item
 
     def _record_of(path: Path, caller_hash: str):
