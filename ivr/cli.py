@@ -15,7 +15,8 @@ from .plan import PlanError
 from .routing import route
 
 # Modules that contribute sub-commands through ``register(subparsers)``.
-COMMAND_MODULES: tuple[str, ...] = ("ivr.grammar", "ivr.simulate", "ivr.report_render", "ivr.corpus", "ivr.replay")
+COMMAND_MODULES: tuple[str, ...] = ("ivr.grammar", "ivr.simulate", "ivr.report_render", "ivr.corpus", "ivr.replay",
+                                    "ivr.lab.loadtest")
 
 
 def main(argv: list[str] | None = None) -> int:
