@@ -47,13 +47,63 @@ def test_bare_names_are_mostly_right_and_never_misrouted_confidently(engine):
     assert right >= 7
 
 
-def test_confidence_gap_drives_the_matcher_verdict():
-    """The engine relies on the matcher's thresholds: exact names, verdict by p1 - p2.
-    (The exact confirm band depends on the matcher's rank/confidence discounts.)"""
+def _verdict(eng, cands, acoustic, text):
+    import numpy as np
+
+    choices = eng.choices_for([c.cbs_code for c in cands])
+    acoustic = np.array(acoustic, float)
+    text = np.array(text, float)
+    debug = {"acoustic": acoustic, "text": text}
+    nbest = eng._nbest(acoustic + eng.settings.text_weight * text, choices, debug)
+    return debug["decision"], Matcher(cands).match(nbest)
+
+
+def test_engine_decision_becomes_the_matcher_verdict():
+    """The engine shapes its n-best so that the matcher's thresholds carry out its decision."""
+    from ivr.speech.whisper_engine import WhisperEngine
+
+    plan = load_base_plan()
+    eng = WhisperEngine(plan)  # no model needed
+    cands = plan.candidates("0113")  # Goes, Reimerswaal, Borsele, Kapelle, Noord-Beveland
+    # transcript and audio agree, clear acoustic margin -> accept
+    decision, r = _verdict(eng, cands, [9.0, 1.0, 0.0, -2.0, -3.0], [1.0, 0.3, 0.2, 0.1, 0.0])
+    assert decision == "accept" and str(r.verdict) == "accept" and r.best.name == "Goes"
+    # same margin, but the transcript points elsewhere -> confirm, never a blind accept
+    decision, r = _verdict(eng, cands, [9.0, 1.0, 0.0, -2.0, -3.0], [0.3, 1.0, 0.2, 0.1, 0.0])
+    assert decision == "confirm" and str(r.verdict) == "confirm"
+    # a near tie without agreement -> choose between the two best
+    decision, r = _verdict(eng, cands, [2.0, 1.8, 0.0, -2.0, -3.0], [0.0, 0.0, 0.0, 0.0, 0.0])
+    assert decision == "choose" and str(r.verdict) == "choose"
+    assert {s.name for s in r.ranked[:2]} == {"Goes", "Reimerswaal"}
+    # a huge acoustic margin accepts on the audio alone
+    decision, r = _verdict(eng, cands, [20.0, 1.0, 0.0, -2.0, -3.0], [0.0, 0.0, 0.0, 0.0, 0.0])
+    assert decision == "accept" and str(r.verdict) == "accept"
+
+
+def test_two_candidates_with_yes_no_classes_still_confirm():
+    """ja/nee compete for <= 2 candidates; the matcher ignores them, so the gap must sit
+    between the two names (a confirm used to turn into a misroute here)."""
+    from ivr.speech.whisper_engine import WhisperEngine
+
+    plan = load_base_plan()
+    eng = WhisperEngine(plan)
+    cands = plan.candidates("0521")
+    assert len(cands) == 2
+    decision, r = _verdict(eng, cands, [3.0, 0.5, 2.0, -4.0], [0.9, 0.0, 0.0, 0.0])
+    assert decision == "confirm" and str(r.verdict) == "confirm"
+
+
+def test_locate_places_the_name_and_shortlists_villages():
+    from ivr.speech.whisper_engine import EngineSettings, _locate
+
     plan = load_base_plan()
     m = Matcher(plan.candidates("0113"))
-    assert str(m.match((("Goes", 0.9), ("Kapelle", 0.05))).verdict) == "accept"
-    assert str(m.match((("Goes", 0.45), ("Kapelle", 0.4))).verdict) == "choose"
+    prefix, suffix, shortlist, _ = _locate("Ik wil graag de gemeente Kapel bellen.", m, EngineSettings())
+    assert prefix == "Ik wil graag de gemeente" and suffix == ""
+    prefix, suffix, shortlist, _ = _locate("Ik woon in Jerseke. Ik woon in", m, EngineSettings())
+    assert prefix == "Ik woon in" and suffix == "."
+    assert "Yerseke" in shortlist["GM0703"]  # Reimerswaal
+    assert _locate("", m, EngineSettings()) is None
 
 
 def test_empty_vocabulary_is_a_yes_no_question(engine):
@@ -66,3 +116,26 @@ def test_silence_gives_an_empty_nbest(engine):
 
     hyps = engine.recognise(np.zeros(8000, np.float32), engine.choices_for(["GM0664", "GM0678"]))
     assert hyps.nbest == ()
+
+
+def test_concurrent_requests_from_different_area_codes_are_batched(engine):
+    """Requests queued together share model calls, even with prompts of different lengths."""
+    import threading
+
+    import numpy as np
+
+    plan = engine.plan
+    rows = _rows("phrase", 2) + _rows("village", 2)
+    results = [None] * len(rows)
+
+    def go(k, r):
+        slin = read_slin(DEV / r["path"])
+        audio = np.frombuffer(slin, "<i2").astype(np.float32) / 32768.0
+        results[k] = engine.recognise(audio, engine.choices_for(plan.area_codes[r["area_code"]].municipalities))
+
+    threads = [threading.Thread(target=go, args=(k, r)) for k, r in enumerate(rows)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert all(h is not None and h.final and h.nbest for h in results)

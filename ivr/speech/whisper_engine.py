@@ -66,13 +66,25 @@ class EngineSettings:
     window: str = "short"  # "short": encoder window = utterance length; "full": 30 s
     min_window_frames: int = 100  # 1 s of 10 ms mel frames
     bias: str = "prompt"  # "prompt": candidate names as previous text; "none"
-    locate: bool = False  # greedy transcript to place names inside carrier phrases
+    locate: bool = True  # greedy transcript to place names inside carrier phrases
+    beam_size: int = 1
+    locate_floor: float = 50.0  # matcher score below which the transcript is ignored
+    village_candidates: int = 3  # villages of the matcher's best N candidates are shortlisted
+    keep_suffix: bool = False  # keep the transcript words after the name in the rescored text
+    bare_too: bool = False  # also score every phrase on its own when the transcript has a prefix
+    text_weight: float = 10.0  # + weight * matcher score (0..1) of the transcript, per municipality
+    agree_text: float = 0.7  # the transcript's best matcher score (0..1) that counts as a vote
+    accept_agree_margin: float = 6.0  # acoustic margin (nats) to accept when transcript and audio agree
+    accept_margin: float = 12.0  # acoustic margin (nats) to accept on the audio alone
+    choose_margin: float = 1.0  # fused margin below which (without agreement) the caller chooses
+    pool: str = "lse"  # per municipality: "lse" (log-sum-exp) or "max" over its phrases
     pmi_alpha: float = 1.0  # weight of the prior subtracted from each sequence score
-    temperature: float = 8.0  # softmax temperature on the per-municipality scores
+    temperature: float = 4.0  # softmax temperature on the per-municipality scores
     max_places: int = 6  # villages shortlisted per utterance (by sound-alike to the transcript)
     place_floor: float = 60.0  # min fuzzy score (0..100) for a village to be shortlisted
     yes_no: str = "auto"  # "ja"/"nee" compete as classes: "auto" = when <= 2 choices (confirmations)
     max_new_tokens: int = 24
+    max_batch: int = 8  # queued utterances decided together in one set of model calls
     null_level: float = -1.0  # log-mel value of the "silence" the priors are scored on
     prior_frames: int = 200  # the silence the priors are scored on (fixed: priors are cached)
     trim_margin_s: float = 0.4  # cut leading/trailing silence beyond this margin (0: no trim)
@@ -187,6 +199,7 @@ class WhisperEngine:
         self._lock = threading.Lock()
         self._prior_cache: dict[tuple[int, tuple[int, ...]], float] = {}
         self._null: dict[int, object] = {}
+        self._matchers: dict[tuple[str, ...], object] = {}
 
     # -- lifecycle ------------------------------------------------------------------------
     def warm_up(self) -> "WhisperEngine":
@@ -243,141 +256,331 @@ class WhisperEngine:
             req = self._queue.get()
             if req is None:
                 return
+            batch = [req]
+            stop = False
+            # whatever else is already waiting goes into the same model calls
+            while len(batch) < self.settings.max_batch:
+                try:
+                    nxt = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is None:
+                    stop = True
+                    break
+                batch.append(nxt)
             try:
-                req.future.set_result(self._decide(req))
-            except BaseException as exc:  # noqa: BLE001 - hand any failure to the caller
-                req.future.set_exception(exc)
+                results = self._decide_batch(batch)
+            except BaseException as exc:  # noqa: BLE001 - hand any failure to the callers
+                for r in batch:
+                    r.future.set_exception(exc)
+            else:
+                for r, h in zip(batch, results):
+                    r.future.set_result(h)
+            if stop:
+                return
 
     def _encode(self, mel: np.ndarray, frames: int):
+        return self._encode_many([mel], frames)
+
+    def _encode_many(self, mels: Sequence[np.ndarray], frames: int):
+        """Encode log-mels padded (with each one's silence level) to ``frames`` frames."""
         import ctranslate2
 
-        batch = np.zeros((1, mel.shape[0], frames), np.float32)
-        k = min(frames, mel.shape[1])
-        batch[0, :, :k] = mel[:, :k]
-        if k < frames:
-            batch[0, :, k:] = mel.min() if mel.size else -1.5
-        return self._model.model.encode(ctranslate2.StorageView.from_array(batch), to_cpu=True)
+        batch = np.zeros((len(mels), 80, frames), np.float32)
+        for i, mel in enumerate(mels):
+            k = min(frames, mel.shape[1])
+            batch[i, :, :k] = mel[:, :k]
+            if k < frames:
+                batch[i, :, k:] = mel.min() if mel.size else -1.5
+        return np.asarray(self._model.model.encode(ctranslate2.StorageView.from_array(batch), to_cpu=True))
 
-    def _null_encoding(self, frames: int):
+    def _null_encoding(self, frames: int) -> np.ndarray:
         if frames not in self._null:
             level = self.settings.null_level
             self._null[frames] = self._encode(np.full((80, frames), level, np.float32), frames)
         return self._null[frames]
 
     def _decide(self, req: _Request) -> Hypotheses:
+        return self._decide_batch([req])[0]
+
+    def _decide_batch(self, reqs: Sequence[_Request]) -> list[Hypotheses]:
+        """Decide queued utterances together: one encoder call, one greedy decode, one align."""
         t0 = time.perf_counter()
         s = self.settings
+        out: list[Hypotheses | None] = [None] * len(reqs)
+        live: list[tuple[int, np.ndarray]] = []
+        for i, req in enumerate(reqs):
+            audio = trim_silence(req.audio, margin_s=s.trim_margin_s) if s.trim_margin_s else req.audio
+            if audio.size < 8000 * 0.08 or not req.choices:
+                out[i] = Hypotheses((), True, (time.perf_counter() - t0) * 1000)
+            else:
+                live.append((i, self._model.feature_extractor(upsample_8k(audio))))
+        if live:
+            n_mel = [mel.shape[1] for _, mel in live]
+            if s.window == "full":
+                frames = 3000
+            else:
+                longest = max(n_mel)
+                frames = min(3000, max(s.min_window_frames, longest + (longest % 2)))
+            encoded = self._encode_many([mel for _, mel in live], frames)
+            n_frames = [min(frames, n) for n in n_mel]
+            choices = [reqs[i].choices for i, _ in live]
+            transcripts = self._transcripts(encoded, choices, n_mel) if s.locate else [""] * len(live)
+            scored = self._score_choices(encoded, n_frames, transcripts, choices)
+            for (i, _), tr, (per_choice, debug) in zip(live, transcripts, scored):
+                nbest = self._nbest(per_choice, reqs[i].choices, debug)
+                self.last_debug = {"transcript": tr, "scores": per_choice, **debug}
+                out[i] = Hypotheses(nbest, True, (time.perf_counter() - t0) * 1000)
+        return out  # type: ignore[return-value]
+
+    def _start(self) -> list[int]:
         tok = self._tokenizer
-        audio = trim_silence(req.audio, margin_s=s.trim_margin_s) if s.trim_margin_s else req.audio
-        choices = req.choices
-        if audio.size < 8000 * 0.08 or not choices:
-            return Hypotheses((), True, (time.perf_counter() - t0) * 1000)
-        mel = self._model.feature_extractor(upsample_8k(audio))
-        n_mel = mel.shape[1]
-        if s.window == "full":
-            frames = 3000
-        else:
-            frames = min(3000, max(s.min_window_frames, n_mel + (n_mel % 2)))
-        encoded = self._encode(mel, frames)
-        start = [tok.sot, tok.language, tok.transcribe, tok.no_timestamps]
+        return [tok.sot, tok.language, tok.transcribe, tok.no_timestamps]
 
-        transcript = ""
-        if s.locate:
-            prompt = list(start)
-            if s.bias == "prompt":
-                names = ", ".join(c.label for c in choices if c.key not in ("ja", "nee"))
-                prompt = [tok.sot_prev] + tok.encode(" " + names)[-200:] + start
-            res = self._model.model.generate(
-                encoded, [prompt], beam_size=1, max_length=len(prompt) + s.max_new_tokens,
-                no_repeat_ngram_size=3, suppress_blank=True,
-            )
-            transcript = tok.decode([t for t in res[0].sequences_ids[0] if t < tok.eot]).strip()
+    def _prompt(self, choices: Sequence[Choice]) -> list[int]:
+        tok = self._tokenizer
+        start = self._start()
+        if self.settings.bias != "prompt":
+            return start
+        names = ", ".join(_spoken(c.label) for c in choices if c.key not in ("ja", "nee"))
+        if not names:
+            return start
+        return [tok.sot_prev] + tok.encode(" " + names + ".")[-200:] + start
 
-        sequences, owners = self._candidate_sequences(transcript, choices)
-        token_lists = [tok.encode(" " + seq) for seq in sequences]
-        scores = self._sequence_scores(encoded, frames, min(frames, n_mel), start, token_lists)
-        per_choice = np.full(len(choices), -np.inf)
-        for score, owner in zip(scores, owners):
-            per_choice[owner] = max(per_choice[owner], score)
-        z = per_choice / max(s.temperature, 1e-6)
-        z = np.exp(z - np.max(z))
-        post = z / z.sum()
-        order = np.argsort(-post, kind="stable")
-        nbest = tuple((choices[i].label, round(float(post[i]), 4)) for i in order[:5])
-        self.last_debug = {"transcript": transcript, "sequences": list(zip(sequences, np.round(scores, 2)))}
-        return Hypotheses(nbest, True, (time.perf_counter() - t0) * 1000)
-
-    def _candidate_sequences(self, transcript: str, choices: Sequence[Choice]) -> tuple[list[str], list[int]]:
-        """Every phrase of every choice, bare and (if located) inside the transcript."""
-        from rapidfuzz import fuzz, process
-
-        from ivr.matcher import normalise, phonetic
-
-        s = self.settings
-        words = transcript.split()
-        norm_words = [normalise(w) for w in words]
-        windows = []  # (start, end, phonetic key)
-        for i in range(len(words)):
-            for j in range(i + 1, min(len(words), i + 4) + 1):
-                text = " ".join(w for w in norm_words[i:j] if w)
-                if text:
-                    windows.append((i, j, phonetic(text).replace(" ", "")))
-        phrases: list[tuple[str, int]] = []
-        for ci, c in enumerate(choices):
-            phrases += [(p, ci) for p in c.phrases]
-        # villages: only those that sound like part of the transcript
-        places = [(p, ci) for ci, c in enumerate(choices) for p in c.places]
-        if places and windows:
-            keys = [phonetic(normalise(p)).replace(" ", "") for p, _ in places]
-            sims = process.cdist([w[2] for w in windows], keys, scorer=fuzz.ratio, dtype=np.float32)
-            best = sims.max(axis=0)
-            for k in np.argsort(-best)[: s.max_places]:
-                if best[k] >= s.place_floor:
-                    phrases.append(places[int(k)])
-        # where does the name sit in the transcript? the window most like any phrase
-        span = None
-        if windows and len(words) > 1:
-            keys = [phonetic(normalise(p)).replace(" ", "") for p, _ in phrases]
-            sims = process.cdist([w[2] for w in windows], keys, scorer=fuzz.ratio, dtype=np.float32)
-            wi, _ = np.unravel_index(int(np.argmax(sims)), sims.shape)
-            if sims.max() >= 50:
-                span = windows[int(wi)][:2]
-        sequences, owners = [], []
-        for p, ci in phrases:
-            sequences.append(p)
-            owners.append(ci)
-            if span is not None:
-                i, j = span
-                tail = re.sub(r"^.*?([^\w]*)$", r"\1", words[j - 1])
-                seq = " ".join(words[:i] + [p + tail] + words[j:])
-                if seq != p:
-                    sequences.append(seq)
-                    owners.append(ci)
-        return sequences, owners
-
-    def _sequence_scores(self, encoded, frames: int, n_frames: int, start: list[int],
-                         token_lists: list[list[int]]) -> np.ndarray:
+    def _transcripts(self, encoded: np.ndarray, choices: Sequence[Sequence[Choice]],
+                     n_mel: Sequence[int]) -> list[str]:
+        """Short biased greedy transcripts: only used to place the name and shortlist villages."""
         import ctranslate2
 
         s = self.settings
-        enc = np.asarray(encoded)
-        batch = ctranslate2.StorageView.from_array(np.repeat(enc, len(token_lists), axis=0))
-        results = self._model.model.align(batch, start, token_lists, [n_frames] * len(token_lists))
-        logp = np.array([np.sum(np.log(np.maximum(r.text_token_probs, 1e-12))) for r in results])
+        tok = self._tokenizer
+        out = [""] * len(choices)
+        todo = [i for i, ch in enumerate(choices) if self.plan is not None and any(_CBS.match(c.key) for c in ch)]
+        if not todo:
+            return out
+        prompts = {i: self._prompt(choices[i]) for i in todo}
+        # about 5 tokens per second of speech is plenty; the rest would echo the prompt
+        budget = min(s.max_new_tokens, 6 + int(max(n_mel[i] for i in todo) / 100 * 5))
+        # CTranslate2 needs <|startoftranscript|> at the same position in a batch:
+        # one generate call per prompt length (same area code -> same prompt)
+        groups: dict[int, list[int]] = {}
+        for i in todo:
+            groups.setdefault(len(prompts[i]), []).append(i)
+        for length, idx in groups.items():
+            res = self._model.model.generate(
+                ctranslate2.StorageView.from_array(np.ascontiguousarray(encoded[idx])),
+                [prompts[i] for i in idx], beam_size=s.beam_size, max_length=length + budget,
+                no_repeat_ngram_size=3, suppress_blank=True,
+            )
+            for i, r in zip(idx, res):
+                out[i] = tok.decode([t for t in r.sequences_ids[0] if t < tok.eot]).strip()
+        return out
+
+    def _matcher(self, choices: Sequence[Choice]):
+        from ivr.matcher import Matcher
+
+        key = tuple(c.key for c in choices if _CBS.match(c.key))
+        m = self._matchers.get(key)
+        if m is None:
+            if len(self._matchers) > 512:
+                self._matchers.clear()
+            m = self._matchers[key] = Matcher([self.plan.municipalities[k] for k in key])
+        return m
+
+    def _score_choices(self, encoded: np.ndarray, n_frames: Sequence[int], transcripts: Sequence[str],
+                       choices: Sequence[Sequence[Choice]]) -> list[tuple[np.ndarray, dict]]:
+        """Per utterance and choice: log-sum-exp over its phrases of their PMI scores."""
+        s = self.settings
+        tok = self._tokenizer
+        items: list[tuple[int, list[int], list[int], int, str]] = []  # (utterance, prefix, phrase ids, owner, text)
+        located_all = []
+        for u, (tr, chs) in enumerate(zip(transcripts, choices)):
+            located = _locate(tr, self._matcher(chs), s) if tr else None
+            located_all.append(located)
+            if located is None:
+                for ci, c in enumerate(chs):
+                    items += [(u, [], tok.encode(" " + p), ci, p) for p in c.phrases]
+                continue
+            prefix, suffix, shortlist, _ = located
+            prefix_ids = tok.encode(" " + prefix) if prefix else []
+            for ci, c in enumerate(chs):
+                for p in c.phrases + tuple(shortlist.get(c.key, ())):
+                    items.append((u, prefix_ids, tok.encode(" " + p + suffix), ci, p))
+                    if s.bare_too and prefix_ids:
+                        items.append((u, [], tok.encode(" " + p), ci, p))
+        scores = self._pmi_scores(encoded, n_frames, items)
+        results = []
+        for u, chs in enumerate(choices):
+            per_choice = np.full(len(chs), -np.inf)
+            phrases = []
+            for score, (iu, _, _, owner, text) in zip(scores, items):
+                if iu != u:
+                    continue
+                phrases.append((text, round(float(score), 2)))
+                per_choice[owner] = (np.logaddexp(per_choice[owner], score) if s.pool == "lse"
+                                     else max(per_choice[owner], score))
+            text = np.zeros(len(chs))
+            located = located_all[u]
+            if located is not None:
+                by_code = {sc.cbs_code: sc.score for sc in located[3].ranked}
+                text = np.array([by_code.get(c.key, 0.0) for c in chs]) / 100.0
+            debug = {"located": located[:3] if located else None, "acoustic": per_choice.copy(),
+                     "text": text, "phrases": phrases}
+            results.append((per_choice + s.text_weight * text, debug))
+        return results
+
+    def _nbest(self, per_choice: np.ndarray, choices: Sequence[Choice], debug: dict | None = None) -> tuple:
+        """The n-best handed to the matcher: (label, confidence), best first.
+
+        Ranking: fused score (acoustic PMI + text_weight * matcher score of the transcript).
+        The confidences are shaped so that the matcher's gap thresholds carry out the
+        engine's own decision (``decision``):
+
+        * ``accept``  - the transcript's best name and the acoustic best agree and the
+          acoustic margin is >= ``accept_agree_margin``, or the acoustic margin alone is
+          >= ``accept_margin``: p1 >= 0.9 (matcher: ACCEPT);
+        * ``choose``  - fused margin < ``choose_margin`` without agreement: p1 - p2 = 0.04
+          (matcher: CHOOSE between the two);
+        * ``confirm`` - everything else: p1 - p2 = 0.2 (matcher: CONFIRM the best).
+
+        Yes/no questions (only "ja"/"nee") get the plain softmax.
+        """
+        s = self.settings
+        z = per_choice / max(s.temperature, 1e-6)
+        z = np.exp(z - np.max(z))
+        q = z / z.sum()
+        order = [int(i) for i in np.argsort(-per_choice, kind="stable")]
+        names = [i for i in order if choices[i].key not in ("ja", "nee")]
+        if len(names) < 2 or choices[order[0]].key in ("ja", "nee") or debug is None:
+            # a yes/no answer (or nothing to choose between): the plain posterior
+            return tuple((choices[i].label, round(float(q[i]), 4)) for i in order[:5])
+        decision = self._decision(per_choice, debug)
+        debug["decision"] = decision
+        # the matcher ignores "ja"/"nee": the two best *names* must carry the gap
+        order = names + [i for i in order if i not in names]
+        p = q.copy()
+        i1, i2 = order[0], order[1]
+        if decision == "accept":
+            p1 = max(float(q[i1]), 0.9)
+            p = q * ((1 - p1) / max(1 - float(q[i1]), 1e-9))
+            p[i1] = p1
+        else:
+            gap = 0.2 if decision == "confirm" else 0.04
+            m = min(max((float(q[i1]) + float(q[i2])) / 2, 0.15), 0.45)
+            rest = q.copy()
+            rest[[i1, i2]] = 0
+            rest = rest * ((1 - 2 * m) / max(rest.sum(), 1e-9)) if rest.sum() > 0 else rest
+            p = np.minimum(rest, m - gap / 2)
+            p[i1], p[i2] = m + gap / 2, m - gap / 2
+        return tuple((choices[i].label, round(float(p[i]), 4)) for i in order[:5])
+
+    def _decision(self, per_choice: np.ndarray, debug: dict) -> str:
+        s = self.settings
+        ac = np.asarray(debug["acoustic"], float)
+        tx = np.asarray(debug["text"], float)
+        best = int(np.argmax(per_choice))
+        oa = [int(i) for i in np.argsort(-ac, kind="stable")]
+        ac_margin = float(ac[oa[0]] - ac[oa[1]]) if len(ac) > 1 else float("inf")
+        agree = bool(tx.max() >= s.agree_text and int(np.argmax(tx)) == int(oa[0]) == best)
+        if int(oa[0]) == best and (ac_margin >= s.accept_margin or (agree and ac_margin >= s.accept_agree_margin)):
+            return "accept"
+        fused = np.sort(per_choice)[::-1]
+        if not agree and fused[0] - fused[1] < s.choose_margin:
+            return "choose"
+        return "confirm"
+
+    def _pmi_scores(self, encoded: np.ndarray, n_frames: Sequence[int], items) -> np.ndarray:
+        """log P(phrase | start + prefix, audio) - alpha * log P(phrase | start, silence), one align call."""
+        import ctranslate2
+
+        s = self.settings
+        if not items:
+            return np.zeros(0)
+        seqs = [pre + ids for _, pre, ids, _, _ in items]
+        rows = [u for u, _, _, _, _ in items]
+        feats = ctranslate2.StorageView.from_array(np.ascontiguousarray(encoded[rows]))
+        results = self._model.model.align(feats, self._start(), seqs, [n_frames[u] for u in rows])
+        logp = np.array([
+            float(np.sum(np.log(np.maximum(np.asarray(r.text_token_probs)[len(pre):], 1e-12))))
+            for r, (_, pre, _, _, _) in zip(results, items)
+        ])
         if s.pmi_alpha:
-            pf = s.prior_frames or frames
-            missing = [t for t in token_lists if (pf, tuple(t)) not in self._prior_cache]
-            if missing:
-                null = np.asarray(self._null_encoding(pf))
-                nb = ctranslate2.StorageView.from_array(np.repeat(null, len(missing), axis=0))
-                for t, r in zip(missing, self._model.model.align(nb, start, missing, [pf] * len(missing))):
-                    if len(self._prior_cache) > 200_000:
-                        self._prior_cache.clear()
-                    self._prior_cache[(pf, tuple(t))] = float(
-                        np.sum(np.log(np.maximum(r.text_token_probs, 1e-12))))
-            prior = np.array([self._prior_cache[(pf, tuple(t))] for t in token_lists])
-            logp = logp - s.pmi_alpha * prior
+            logp = logp - s.pmi_alpha * self._priors([ids for _, _, ids, _, _ in items])
         return logp
+
+    def _priors(self, token_lists: list[list[int]]) -> np.ndarray:
+        import ctranslate2
+
+        s = self.settings
+        pf = s.prior_frames
+        start = self._start()
+        missing = list({tuple(t) for t in token_lists if (pf, tuple(t)) not in self._prior_cache})
+        if missing:
+            nb = ctranslate2.StorageView.from_array(np.repeat(self._null_encoding(pf), len(missing), axis=0))
+            for t, r in zip(missing, self._model.model.align(nb, start, [list(m) for m in missing], [pf] * len(missing))):
+                if len(self._prior_cache) > 200_000:
+                    self._prior_cache.clear()
+                self._prior_cache[(pf, t)] = float(np.sum(np.log(np.maximum(r.text_token_probs, 1e-12))))
+        return np.array([self._prior_cache[(pf, tuple(t))] for t in token_lists])
+
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s")
+
+
+def _locate(transcript: str, matcher, s: "EngineSettings"):
+    """Where the name sits in the first sentence of ``transcript``, per the matcher.
+
+    Returns ``(prefix, suffix, shortlist)``: the words before the matched span (as
+    transcribed), the trailing punctuation/words after it up to the sentence end,
+    and per CBS code the villages worth scoring (the sound-alikes of the span among
+    the villages of the matcher's best candidates). ``None`` when nothing usable.
+    """
+    from rapidfuzz import fuzz, process
+
+    from ivr.matcher import FILLER_WORDS, normalise, phonetic
+
+    clause = _SENTENCE_END.split(transcript.strip(), maxsplit=1)[0]
+    if not clause:
+        return None
+    result = matcher.match([(clause, 1.0)])
+    if not result.ranked or result.ranked[0].score < s.locate_floor:
+        return None
+    span = result.ranked[0].span.split()
+    tokens = clause.split()
+    flat: list[tuple[str, int]] = []  # normalised word, index of the transcript token
+    for ti, t in enumerate(tokens):
+        flat += [(w, ti) for w in normalise(t).split() if w not in FILLER_WORDS]
+    words = [w for w, _ in flat]
+    pos = next((i for i in range(len(words) - len(span) + 1) if words[i:i + len(span)] == span), None)
+    if pos is None or not span:
+        return None
+    a, b = flat[pos][1], flat[pos + len(span) - 1][1]
+    prefix = " ".join(tokens[:a])
+    tail = re.sub(r"^.*?([^\w]*)$", r"\1", tokens[b])
+    rest = " ".join(tokens[b + 1:])
+    suffix = tail + ((" " + rest) if rest and s.keep_suffix else "")
+    # villages: the span's sound-alikes among the villages of the best candidates
+    shortlist: dict[str, list[str]] = {}
+    key = phonetic(" ".join(span)).replace(" ", "")
+    pool: list[tuple[str, str]] = []
+    for sc in result.ranked[: s.village_candidates]:
+        m = matcher.candidates[[c.cbs_code for c in matcher.candidates].index(sc.cbs_code)]
+        names = {normalise(x) for x in (m.name, *m.aliases, *m.former_names)}
+        pool += [(sc.cbs_code, p) for p in municipality_choice(m).places if normalise(p) not in names]
+    if pool:
+        keys = [phonetic(normalise(p)).replace(" ", "") for _, p in pool]
+        sims = process.extract(key, keys, scorer=fuzz.ratio, limit=s.max_places)
+        for _, score, k in sims:
+            if score >= s.place_floor:
+                code, place = pool[k]
+                shortlist.setdefault(code, []).append(place)
+    heard = result.ranked[0]
+    if normalise(heard.heard) not in {normalise(x) for x in shortlist.get(heard.cbs_code, [])}:
+        m = matcher.candidates[[c.cbs_code for c in matcher.candidates].index(heard.cbs_code)]
+        spoken = {normalise(x) for x in (m.name, *m.aliases, *m.former_names)}
+        if normalise(heard.heard) in {normalise(p) for p in m.places} - spoken:
+            shortlist.setdefault(heard.cbs_code, []).append(_spoken(heard.heard))
+    return prefix, suffix, shortlist, result
+
 
 
 def _spoken(name: str) -> str:
