@@ -89,6 +89,7 @@ class Scenario:
     speech: bool = False  # needs the controller's speech path
     expect_outcome: str | None = "routed"  # the outcome every call of it should have
     expect_phase: str | None = None  # hangup phase expected
+    expect_municipality: str | None = None  # CBS code the call must be decided for
     share: float = 1.0  # in ``mixed``: share of the offered rate
 
 
@@ -98,13 +99,14 @@ def _menu_digit(area_code: str, cbs_code: str) -> str:
     return str([m.cbs_code for m in load_base_plan().candidates(area_code)].index(cbs_code) + 1)
 
 
-def scenarios(menu_wait_s: float = 1.2, speech_pcap: Path | None = None) -> dict[str, Scenario]:
+def scenarios(menu_wait_s: float = 1.2, speech_pcap: Path | None = None,
+              speech_target: tuple[str, str] = ("0113", "GM0664")) -> dict[str, Scenario]:
     goes = _menu_digit("0113", "GM0664")
     kapelle = _menu_digit("0113", "GM0678")
     wait = Pause(int(menu_wait_s * 1000))
     out = {
-        "unique": Scenario("unique", "140111", ()),
-        "dtmf": Scenario("dtmf", "140113", (wait, Dtmf(goes))),
+        "unique": Scenario("unique", "140111", (), expect_municipality="GM1676"),
+        "dtmf": Scenario("dtmf", "140113", (wait, Dtmf(goes)), expect_municipality="GM0664"),
         "hangup_greeting": Scenario("hangup_greeting", "140113", (Pause(300), HangUp()),
                                     expect_outcome="caller_hangup", expect_phase="menu", share=0.1),
         "hangup_menu": Scenario("hangup_menu", "140113", (Pause(2500), HangUp()),
@@ -115,21 +117,23 @@ def scenarios(menu_wait_s: float = 1.2, speech_pcap: Path | None = None) -> dict
     }
     # speech: the caller hears the welcome, says the name, then waits for the transfer (the pcap is
     # padded with silence; SIPp sends no RTP after it, see docs/asterisk.md)
-    out["speech"] = Scenario("speech", "140113", (Pause(300), Audio(str(speech_pcap or "utterance.pcap"))),
-                             speech=True)
+    out["speech"] = Scenario("speech", "14" + speech_target[0],
+                             (Pause(300), Audio(str(speech_pcap or "utterance.pcap"))),
+                             speech=True, expect_municipality=speech_target[1])
     return out
 
 
-def default_speech_wav() -> Path | None:
-    """A dev-set utterance of a 0113 municipality (Goes), if the corpus has one."""
+def default_speech_utterance() -> tuple[Path, str, str] | None:
+    """(WAV, area code, expected CBS code) of a bare-name utterance from the dev set."""
     manifest = REPO / "tests/data/dev/manifest.csv"
     if not manifest.is_file():
         return None
     with manifest.open(newline="", encoding="utf-8") as fh:
-        for row in csv.DictReader(fh):
-            if row.get("area_code") == "0113" and row.get("kind") == "bare":
-                return REPO / "tests/data/dev" / row["path"]
-    return None
+        rows = [r for r in csv.DictReader(fh) if r.get("kind") == "bare"]
+    if not rows:
+        return None
+    row = next((r for r in rows if r.get("area_code") == "0113"), rows[0])
+    return REPO / "tests/data/dev" / row["path"], row["area_code"], row["expected_cbs_code"]
 
 
 MIX = ("unique", "dtmf", "hangup_greeting", "hangup_menu", "hangup_transfer", "hangup_connected")
@@ -168,7 +172,7 @@ class Controller:
 
     def ready(self) -> dict:
         try:
-            with urllib.request.urlopen(self.api_url + "/ready", timeout=3) as r:
+            with urllib.request.urlopen(self.api_url + "/readyz", timeout=3) as r:
                 return json.loads(r.read())
         except urllib.error.HTTPError as exc:  # 503 when not ready still has the body
             return json.loads(exc.read() or b"{}")
@@ -255,6 +259,22 @@ def _machine_busy() -> tuple[float, float]:
     return float(sum(values) - idle), float(sum(values))
 
 
+def _sipp_children() -> list[int]:
+    me = str(os.getpid())
+    out = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        comm = stat[stat.find("(") + 1:stat.rfind(")")]
+        if comm == "sipp" and stat.rsplit(")", 1)[1].split()[1] == me:
+            out.append(int(entry.name))
+    return out
+
+
 _GAUGE = re.compile(r'^ivr_calls_in_(?:progress|phase\{phase="(\w+)"\})\s+([0-9.eE+-]+)$')
 
 
@@ -282,6 +302,7 @@ class Sampler(threading.Thread):
 
     def run(self) -> None:
         last = {name: (_proc_cpu_s(pid), time.monotonic()) for name, pid in self.pids.items()}
+        sipp_last: dict[int, float] = {}
         last_machine = _machine_busy()
         next_scrape = 0.0
         gauges: dict[str, float] = {}
@@ -295,6 +316,12 @@ class Sampler(threading.Thread):
                     row[f"{name}_cpu_pct"] = 100.0 * (cpu - prev_cpu) / (now - prev_t)
                 row[f"{name}_rss_mb"] = _proc_rss_mb(pid)
                 last[name] = (cpu, now)
+            # SIPp processes (children of this process): their CPU, summed
+            sipp_now = {pid: cpu for pid in _sipp_children() if (cpu := _proc_cpu_s(pid)) is not None}
+            if sipp_last:
+                used = sum(cpu - sipp_last.get(pid, cpu) for pid, cpu in sipp_now.items())
+                row["sipp_cpu_pct"] = 100.0 * used / self.interval
+            sipp_last = sipp_now
             busy, total = _machine_busy()
             if total > last_machine[1]:
                 row["machine_cpu_pct"] = 100.0 * (os.cpu_count() or 1) * (busy - last_machine[0]) / (
@@ -409,6 +436,8 @@ def record_summary(records: list, by_scenario: dict[str, Scenario]) -> dict[str,
     unique_ms = [r.decision_ms for r in records if r.mode == "direct" and r.decision_ms is not None]
     ivr_s = [r.ivr_seconds for r in records if r.ivr_seconds is not None]
     setup = [r.transfer_setup_ms for r in records if r.transfer_setup_ms is not None]
+    speech_ms = [a.decision_ms for r in records for a in r.attempts if a.decision_ms is not None]
+    recog_ms = [a.recogniser_ms for r in records for a in r.attempts if a.recogniser_ms is not None]
     outcomes: dict[str, int] = {}
     errors: dict[str, int] = {}
     for r in records:
@@ -420,6 +449,9 @@ def record_summary(records: list, by_scenario: dict[str, Scenario]) -> dict[str,
         "records": len(records), "outcomes": outcomes, "errors": errors,
         "unique_decision_ms": {"n": len(unique_ms), "p50": _r(_pct(unique_ms, 0.5)), "p95": _r(_pct(unique_ms, 0.95)),
                                "p99": _r(_pct(unique_ms, 0.99)), "max": _r(max(unique_ms) if unique_ms else None)},
+        "speech_decision_ms": {"n": len(speech_ms), "p50": _r(_pct(speech_ms, 0.5)), "p95": _r(_pct(speech_ms, 0.95)),
+                               "p99": _r(_pct(speech_ms, 0.99))},
+        "recogniser_ms": {"p50": _r(_pct(recog_ms, 0.5)), "p99": _r(_pct(recog_ms, 0.99))},
         "ivr_seconds": {"p50": _r(_pct(ivr_s, 0.5)), "p95": _r(_pct(ivr_s, 0.95)), "p99": _r(_pct(ivr_s, 0.99))},
         "transfer_setup_ms": {"p50": _r(_pct(setup, 0.5)), "p99": _r(_pct(setup, 0.99))},
     }
@@ -434,7 +466,7 @@ def resource_summary(samples: list[dict[str, Any]]) -> dict[str, Any]:
         return [s[key] for s in samples if s.get(key) is not None]
 
     out: dict[str, Any] = {"samples": len(samples)}
-    for name in ("controller", "asterisk", "machine"):
+    for name in ("controller", "asterisk", "sipp", "machine"):
         cpu = col(f"{name}_cpu_pct")
         out[f"{name}_cpu_pct_avg"] = _r(sum(cpu) / len(cpu), 1) if cpu else None
         out[f"{name}_cpu_pct_max"] = _r(max(cpu), 1) if cpu else None
@@ -511,9 +543,10 @@ def run_step(ctl: Controller, sampler: Sampler, scen_list: list[tuple[Scenario, 
             continue  # not ours (another tester's call in the same time window)
         seen[scen.name] = seen.get(scen.name, 0) + 1
         bad = (scen.expect_outcome and r.outcome != scen.expect_outcome) or (
-            scen.expect_phase and r.hangup_phase != scen.expect_phase)
+            scen.expect_phase and r.hangup_phase != scen.expect_phase) or (
+            scen.expect_municipality and r.municipality != scen.expect_municipality)
         if bad:
-            key = f"{scen.name}: {r.outcome}/{r.hangup_phase or '-'}" + (f" ({r.error[:40]})" if r.error else "")
+            key = f"{scen.name}: {r.outcome}/{r.hangup_phase or '-'}/{r.municipality or '-'}" + (f" ({r.error[:40]})" if r.error else "")
             unexpected[key] = unexpected.get(key, 0) + 1
     for scen, _, calls, _ in jobs:
         if seen.get(scen.name, 0) < calls:
@@ -583,8 +616,8 @@ class LoadConfig:
     rates: list[float] = field(default_factory=lambda: [10.0])
     step_s: float = 10.0
     ramp: bool = False  # stop at the first failing step
-    max_latency_ms: float = 500.0  # ramp bound: INVITE->200 p99
-    max_decision_ms: float = 5.0  # ramp bound (unique codes): decision p99 inside the controller
+    max_latency_ms: float = 1000.0  # ramp bound: INVITE->200 p99
+    max_decision_ms: float | None = None  # optional ramp bound on the unique decision p99 (reported always)
     max_total_s: float = 900.0
     max_total_calls: int = 60_000
     menu_wait_s: float = 1.2
@@ -604,7 +637,8 @@ def run_load(cfg: LoadConfig, log=print) -> dict[str, Any]:
                            "run scripts/asterisk-install.sh and scripts/asterisk-start.sh, or pass --start-asterisk")
     workdir = Path(tempfile.mkdtemp(prefix="ivr14-loadtest-"))
     speech_pcap = workdir / "utterance.pcap"
-    all_scen = scenarios(cfg.menu_wait_s, speech_pcap)
+    utterance = default_speech_utterance()
+    all_scen = scenarios(cfg.menu_wait_s, speech_pcap, utterance[1:] if utterance else ("0113", "GM0664"))
     if cfg.scenario == "mixed":
         mix = [(all_scen[n], MIX_SHARES[n]) for n in MIX]
     elif cfg.scenario in all_scen:
@@ -617,12 +651,12 @@ def run_load(cfg: LoadConfig, log=print) -> dict[str, Any]:
     result: dict[str, Any] = {"format": "ivr-loadtest/1", "config": _cfg_dict(cfg), "machine": machine,
                               "speech_engine": engine, "steps": [], "skipped": None, "workdir": str(workdir)}
     if speech:
-        wav = default_speech_wav()
-        if wav is None:
-            result["skipped"] = "no 0113 utterance in tests/data/dev/manifest.csv"
+        if utterance is None:
+            result["skipped"] = "no bare-name utterance in tests/data/dev/manifest.csv"
             return _finish(cfg, result, log)
         from ivr.lab.pcap import wav_to_pcap
 
+        wav = utterance[0]
         wav_to_pcap(wav, speech_pcap)
         result["speech_utterance"] = str(wav.relative_to(REPO))
     ctl = start_controller(workdir / "controller", speech_engine=engine)
@@ -690,7 +724,7 @@ def _ramp_stop(step: StepResult, cfg: LoadConfig) -> str | None:
     if p99 is not None and p99 > cfg.max_latency_ms:
         return f"INVITE->200 p99 {p99:.0f} ms > {cfg.max_latency_ms:g} ms at {step.rate:g} cps"
     dec = step.records["unique_decision_ms"]["p99"]
-    if dec is not None and dec > cfg.max_decision_ms:
+    if dec is not None and cfg.max_decision_ms is not None and dec > cfg.max_decision_ms:
         return f"unique decision p99 {dec:.2f} ms > {cfg.max_decision_ms:g} ms at {step.rate:g} cps"
     return None
 
@@ -830,13 +864,14 @@ def render_markdown(result: dict[str, Any], plot: Path | None) -> str:
     if result["steps"]:
         lines += ["## Steps", "",
                   "| offered cps | calls | ok | failed (reasons) | completed cps | max concurrent (SIPp / IVR / menu) "
-                  "| INVITE→200 p50/p95/p99 ms | unique decision p50/p95/p99 ms | IVR s p50 | controller CPU avg/max %, "
-                  "RSS MB | Asterisk CPU avg/max %, RSS MB | machine CPU avg % |",
-                  "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+                  "| INVITE→200 p50/p95/p99 ms | unique decision p50/p95/p99 ms | speech decision p50/p99 ms | IVR s p50 | controller CPU avg/max %, "
+                  "RSS MB | Asterisk CPU avg/max %, RSS MB | SIPp CPU avg % | machine CPU avg % (all processes) |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for s in result["steps"]:
             r = s["resources"]
             rtt = s["sipp"]["invite_200_ms"]
             dec = s["records"]["unique_decision_ms"]
+            sp = s["records"].get("speech_decision_ms", {})
             fails = f"{s['failed']}" + (f" {s['failures']}" if s["failures"] else "") + (
                 f" unexpected {s['unexpected']}" if s["unexpected"] else "")
             lines.append(
@@ -844,11 +879,13 @@ def render_markdown(result: dict[str, Any], plot: Path | None) -> str:
                 f"{s['sipp']['max_concurrent']} / {_f(r.get('ivr_in_progress_max'), 0)} / {_f(r.get('ivr_menu_max'), 0)} | "
                 f"{_f(rtt['p50'])} / {_f(rtt['p95'])} / {_f(rtt['p99'])} | "
                 f"{_f(dec['p50'], 2)} / {_f(dec['p95'], 2)} / {_f(dec['p99'], 2)} | "
+                f"{_f(sp.get('p50'), 0)} / {_f(sp.get('p99'), 0)} | "
                 f"{_f(s['records']['ivr_seconds']['p50'], 2)} | "
                 f"{_f(r.get('controller_cpu_pct_avg'), 0)}/{_f(r.get('controller_cpu_pct_max'), 0)}, "
                 f"{_f(r.get('controller_rss_mb_max'), 0)} | "
                 f"{_f(r.get('asterisk_cpu_pct_avg'), 0)}/{_f(r.get('asterisk_cpu_pct_max'), 0)}, "
-                f"{_f(r.get('asterisk_rss_mb_max'), 0)} | {_f(r.get('machine_cpu_pct_avg'), 0)} |")
+                f"{_f(r.get('asterisk_rss_mb_max'), 0)} | {_f(r.get('sipp_cpu_pct_avg'), 0)} | "
+                f"{_f(r.get('machine_cpu_pct_avg'), 0)} |")
         lines.append("")
     if result.get("stopped"):
         lines += [f"Stopped: {result['stopped']}", ""]
@@ -862,8 +899,12 @@ def render_markdown(result: dict[str, Any], plot: Path | None) -> str:
         lines += [f"![{result['name']}]({plot.name})", ""]
     lines += ["Columns: *concurrent* is SIPp's maximum of calls in progress and the controller's "
               "`ivr_calls_in_progress` / `ivr_calls_in_phase{phase=\"menu\"}` gauges (scraped each second); "
-              "*unique decision* is the record's `decision_ms` (call start to Dial) of unique-code calls; "
-              "CPU is % of one core from /proc (utime+stime), sampled every 0.5 s.", ""]
+              "*unique decision* is the record's `decision_ms` (call start to Dial: the flow, the first record save and "
+              "one AGI round trip) of unique-code calls; *speech decision* is each speech attempt's `decision_ms` "
+              "(end of speech to decision, recogniser included); "
+              "CPU is % of one core from /proc (utime+stime), sampled every 0.5 s; *machine* is all processes "
+              "of the host (out of 100% x cores), so machine minus controller, Asterisk and SIPp is other work "
+              "sharing the machine during the run.", ""]
     return "\n".join(lines)
 
 
@@ -877,8 +918,10 @@ def register(subparsers) -> None:
     p.add_argument("--ramp", default=None,
                    help="start:stop:step calls/s, e.g. 20:200:20; stops at the first failing step or latency bound")
     p.add_argument("--step-seconds", type=float, default=10.0)
-    p.add_argument("--max-latency-ms", type=float, default=500.0, help="ramp bound on INVITE->200 p99")
-    p.add_argument("--max-decision-ms", type=float, default=5.0, help="ramp bound on the unique decision p99")
+    p.add_argument("--max-latency-ms", type=float, default=1000.0,
+                   help="ramp bound on INVITE->200 p99 (unique codes include the lab's 0.3 s ring)")
+    p.add_argument("--max-decision-ms", type=float, default=None,
+                   help="optional ramp bound on the unique decision p99 (always reported)")
     p.add_argument("--max-total-seconds", type=float, default=900.0)
     p.add_argument("--max-total-calls", type=int, default=60_000)
     p.add_argument("--menu-wait", type=float, default=1.2, help="seconds a DTMF caller listens before pressing")
