@@ -560,8 +560,10 @@ def _lat_params(rates) -> tuple[float, float]:
 BASELINE_2020 = {k: v for k, v in REPORT_BASELINE.items() if v is not None}
 
 
-def new_accumulator() -> KpiAccumulator:
-    return KpiAccumulator(misroute_window_s=300.0, groups=True)
+def new_accumulator(groups: bool = False) -> KpiAccumulator:
+    """Overall KPIs always; per area code and municipality with ``groups`` (halves the speed:
+    with ``--records all`` ``ivr report --db`` gives those breakdowns from the records anyway)."""
+    return KpiAccumulator(misroute_window_s=300.0, groups=groups)
 
 
 def merge_accumulators(into: KpiAccumulator, other: KpiAccumulator) -> KpiAccumulator:
@@ -645,6 +647,7 @@ class SimConfig:
     sample: int = 100_000  # records kept with --records sample (every k-th call)
     workers: int = 2
     batch: int = 2000
+    kpi_groups: bool = False  # KPIs per area code / municipality in the summary too
     progress: bool = True
     caller_profile: CallerProfile | None = None
 
@@ -675,7 +678,7 @@ def run_chunks(cfg: SimConfig, chunks: Iterable[int], store_path: Path | None,
     if store_path is not None and keep:
         from .store import CallStore
         store = CallStore(store_path)
-    kpis = new_accumulator()
+    kpis = new_accumulator(cfg.kpi_groups)
     pending: list[CallRecord] = []
     done = 0
     t0 = time.perf_counter()
@@ -802,6 +805,7 @@ def simulate(cfg: SimConfig) -> dict:
         "matcher_memo_misses": sum(r["matcher_memo_misses"] for r in results),
         "headline": kpis.overall.headline, "baseline_2020": REPORT_BASELINE,
         "kpis": overall,
+        "kpis_by_area_code": {k: asdict(v) for k, v in kpis.by_area_code.items()} if cfg.kpi_groups else None,
         "caller_profile": (cfg.caller_profile or PROFILES.get(cfg.profile, CallerProfile)()).to_dict(),
         "busy_hour_calls_per_s": busy_hour_rate(cfg),
     }
@@ -864,6 +868,8 @@ def register(subparsers) -> None:
                         "(default: all up to 2 million calls, else sample). KPIs always count every call.")
     p.add_argument("--sample", type=int, default=200_000, help="records kept with --records sample")
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--kpi-groups", action="store_true",
+                   help="also accumulate KPIs per area code and municipality over every call (about half as fast)")
     p.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1))
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.add_argument("--no-progress", action="store_true")
@@ -899,6 +905,7 @@ def _cmd_simulate(args) -> int:
     caller_profile = CallerProfile(calls_per_year=int(args.rate))
     cfg = SimConfig(calls=calls, days=days, seed=args.seed, profile=profile_name, model_path=model_path, db=db,
                     records=records, sample=args.sample, workers=args.workers, progress=not args.no_progress,
+                    kpi_groups=args.kpi_groups,
                     caller_profile=caller_profile)
     summary = simulate(cfg)
     kpis: Kpis = summary.pop("_kpis")

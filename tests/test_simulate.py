@@ -27,7 +27,7 @@ def test_deterministic_whatever_the_workers():
 
 def test_records_carry_ground_truth_and_kpis_match_the_store(tmp_path):
     db = tmp_path / "sim.sqlite"
-    summary = run(calls=3000, seed=2, workers=2, db=db, records="all")
+    summary = run(calls=3000, seed=2, workers=2, db=db, records="all", kpi_groups=True)
     store = CallStore(db)
     records = store.query()
     store.close()
@@ -42,6 +42,11 @@ def test_records_carry_ground_truth_and_kpis_match_the_store(tmp_path):
     for key in ("calls", "headline", "outcomes", "modes", "recognition", "routing", "transfer",
                 "hangups_by_phase", "errors"):
         assert again[key] == merged[key], key
+    by_area = compute_kpis(records).to_dict()["by_area_code"]
+    assert set(by_area) == set(summary["kpis_by_area_code"])
+    for code, group in by_area.items():
+        assert group["headline"] == summary["kpis_by_area_code"][code]["headline"], code
+        assert group["outcomes"] == summary["kpis_by_area_code"][code]["outcomes"], code
     for name, lat in again["latency"].items():
         assert lat["count"] == merged["latency"][name]["count"]
         assert lat["p95"] == pytest.approx(merged["latency"][name]["p95"], rel=1e-6)
