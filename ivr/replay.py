@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import subprocess
 import sys
 import time
 import wave
@@ -37,6 +38,7 @@ from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
+from ivr.lab.pcap import read_wav_8k
 from ivr.matcher import Matcher, MatchResult
 from ivr.plan import NumberingPlan, load_base_plan
 from ivr.speech.base import FRAME_BYTES, SAMPLE_RATE, Recogniser
@@ -70,19 +72,16 @@ class ItemError(ValueError):
 
 
 def read_slin(path: Path) -> bytes:
-    """8 kHz mono 16-bit PCM WAV -> slin bytes (clear errors for anything else)."""
+    """Any WAV -> slin bytes, 8 kHz mono 16-bit (converted with sox when it is not already);
+    clear errors for anything that is not audio."""
     if not path.is_file():
         raise ItemError(f"missing file {path}")
     try:
-        with wave.open(str(path), "rb") as w:
-            if w.getnchannels() != 1 or w.getsampwidth() != 2 or w.getframerate() != SAMPLE_RATE:
-                raise ItemError(
-                    f"{path.name}: expected 8 kHz mono 16-bit PCM, got {w.getframerate()} Hz, "
-                    f"{w.getnchannels()} channel(s), {8 * w.getsampwidth()}-bit"
-                )
-            data = w.readframes(w.getnframes())
+        data = read_wav_8k(path).tobytes()
     except (wave.Error, EOFError) as exc:
         raise ItemError(f"{path.name}: not a PCM WAV file ({exc})") from exc
+    except (subprocess.CalledProcessError, RuntimeError) as exc:
+        raise ItemError(f"{path.name}: cannot convert to 8 kHz mono ({exc})") from exc
     if len(data) < FRAME_BYTES:
         raise ItemError(f"{path.name}: empty audio")
     return data

@@ -76,14 +76,14 @@ def test_replay_runs_rows_and_reports_bad_ones(tmp_path: Path):
     items = replay(manifest, rec, load_base_plan())
     assert [i.verdict for i in items[:3]] == ["accept", "accept", "no_input"]
     assert items[0].decided_cbs_code == "GM0664" and items[0].action == "transfer"
-    errors = items[3:]
+    assert items[5].verdict == "accept"  # a 16 kHz WAV is converted, not refused
+    errors = items[3:5] + items[6:]
     assert all(i.verdict == "error" and i.error for i in errors)
     assert "missing file" in errors[0].error
     assert "not a PCM WAV" in errors[1].error
-    assert "expected 8 kHz" in errors[2].error
-    assert "unknown area code" in errors[3].error
+    assert "unknown area code" in errors[2].error
     m = report(items)["metrics"]
-    assert m["n"] == 3 and m["errors"] == 5 and m["misroutes"] == 1
+    assert m["n"] == 4 and m["errors"] == 4 and m["misroutes"] == 1
 
 
 def test_cli_writes_json(tmp_path: Path, monkeypatch, capsys):

@@ -36,7 +36,7 @@ def ulaw_encode(pcm: np.ndarray) -> bytes:
     return ((uval ^ mask) & 0xFF).astype(np.uint8).tobytes()
 
 
-def _read_pcm16_8k_mono(wav_path: Path) -> np.ndarray:
+def read_wav_8k(wav_path: Path) -> np.ndarray:
     """Samples of any WAV as int16 at 8 kHz mono (sox converts what is not already in that shape)."""
     with wave.open(str(wav_path), "rb") as w:
         shape = (w.getframerate(), w.getnchannels(), w.getsampwidth(), w.getcomptype())
@@ -96,7 +96,7 @@ def wav_to_pcap(
     tail_silence_s: float = 1.0,
 ) -> float:
     """Turn any WAV into a PCMU (PT 0) RTP pcap padded with silence; returns its duration in s."""
-    pcm = _read_pcm16_8k_mono(Path(wav_path))
+    pcm = read_wav_8k(Path(wav_path))
     lead = bytes([ULAW_SILENCE]) * int(round(lead_silence_s * RATE))
     tail = bytes([ULAW_SILENCE]) * int(round(tail_silence_s * RATE))
     packets = write_rtp_pcap(lead + ulaw_encode(pcm) + tail, pcap_path, payload_type=0)
