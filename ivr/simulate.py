@@ -648,6 +648,7 @@ class SimConfig:
     workers: int = 2
     batch: int = 2000
     kpi_groups: bool = False  # KPIs per area code / municipality in the summary too
+    metrics: bool = False  # count every call into the project's Prometheus metrics (ivr.metrics) too
     progress: bool = True
     caller_profile: CallerProfile | None = None
 
@@ -679,6 +680,10 @@ def run_chunks(cfg: SimConfig, chunks: Iterable[int], store_path: Path | None,
         from .store import CallStore
         store = CallStore(store_path)
     kpis = new_accumulator(cfg.kpi_groups)
+    if observer is None and cfg.metrics:
+        from .metrics import MetricsObserver
+
+        observer = MetricsObserver()
     pending: list[CallRecord] = []
     done = 0
     t0 = time.perf_counter()
@@ -690,7 +695,7 @@ def run_chunks(cfg: SimConfig, chunks: Iterable[int], store_path: Path | None,
             rec = sim.run(i, f"sim{cfg.seed}-{i:09d}")
             kpis.add(rec)
             if observer is not None:
-                observer.call_ended(rec)
+                observer.count(rec)  # the metrics a finished real call adds
             if store is not None and i % keep == 0:
                 pending.append(rec)
                 if len(pending) >= cfg.batch:
@@ -703,7 +708,12 @@ def run_chunks(cfg: SimConfig, chunks: Iterable[int], store_path: Path | None,
         store.save_many(pending)
         store.close()
     hits, misses = world.cache_stats()
-    return {"kpis": kpis, "calls": done, "seconds": time.perf_counter() - t0,
+    snapshot = None
+    if observer is not None and hasattr(observer, "registry"):
+        from .metrics import metrics_snapshot
+
+        snapshot = metrics_snapshot(observer.registry)
+    return {"kpis": kpis, "metrics": snapshot, "calls": done, "seconds": time.perf_counter() - t0,
             "matcher_memo_hits": hits, "matcher_memo_misses": misses}
 
 
@@ -795,6 +805,16 @@ def simulate(cfg: SimConfig) -> dict:
         merge_accumulators(acc, r["kpis"])
     kpis = acc.result()
     overall = kpis.to_dict()["overall"]
+    metrics_problems = None
+    snapshot: dict[str, float] | None = None
+    if cfg.metrics:
+        from .metrics import reconcile
+
+        snapshot = {}
+        for r in results:
+            for key, value in (r.get("metrics") or {}).items():
+                snapshot[key] = snapshot.get(key, 0.0) + value
+        metrics_problems = reconcile(snapshot, kpis)
     summary = {
         "format": "ivr-simulate/1",
         "calls": cfg.calls, "days": cfg.days, "seed": cfg.seed, "profile": cfg.profile,
@@ -805,13 +825,17 @@ def simulate(cfg: SimConfig) -> dict:
         "matcher_memo_misses": sum(r["matcher_memo_misses"] for r in results),
         "headline": kpis.overall.headline, "baseline_2020": REPORT_BASELINE,
         "kpis": overall,
+        "metrics_vs_kpis": None if metrics_problems is None else (metrics_problems or "agree"),
         "kpis_by_area_code": {k: asdict(v) for k, v in kpis.by_area_code.items()} if cfg.kpi_groups else None,
         "caller_profile": (cfg.caller_profile or PROFILES.get(cfg.profile, CallerProfile)()).to_dict(),
         "busy_hour_calls_per_s": busy_hour_rate(cfg),
     }
     if cfg.db is not None:
         Path(str(cfg.db) + ".summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    if snapshot is not None and cfg.db is not None:
+        Path(str(cfg.db) + ".metrics.json").write_text(json.dumps(snapshot, indent=1, sort_keys=True) + "\n")
     summary["_kpis"] = kpis
+    summary["_metrics"] = snapshot
     return summary
 
 
@@ -871,6 +895,9 @@ def register(subparsers) -> None:
     p.add_argument("--kpi-groups", action="store_true",
                    help="also accumulate KPIs per area code and municipality over every call (about half as fast)")
     p.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1))
+    p.add_argument("--metrics", action="store_true",
+                   help="also count every call into the Prometheus metrics (ivr.metrics), write the summed "
+                        "snapshot to <db>.metrics.json and check it against the KPIs")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_cmd_simulate)
@@ -905,10 +932,11 @@ def _cmd_simulate(args) -> int:
     caller_profile = CallerProfile(calls_per_year=int(args.rate))
     cfg = SimConfig(calls=calls, days=days, seed=args.seed, profile=profile_name, model_path=model_path, db=db,
                     records=records, sample=args.sample, workers=args.workers, progress=not args.no_progress,
-                    kpi_groups=args.kpi_groups,
+                    kpi_groups=args.kpi_groups, metrics=args.metrics,
                     caller_profile=caller_profile)
     summary = simulate(cfg)
     kpis: Kpis = summary.pop("_kpis")
+    summary.pop("_metrics", None)
     if args.json:
         print(json.dumps(summary, indent=2))
         return 0
@@ -920,6 +948,9 @@ def _cmd_simulate(args) -> int:
         print(f"records: {db} ({kept}); KPIs over all calls: {db}.summary.json")
     for line in headline_table(kpis):
         print("  " + line)
+    if summary["metrics_vs_kpis"] is not None:
+        agree = summary["metrics_vs_kpis"]
+        print("metrics (ivr.metrics) vs KPIs: " + ("agree" if agree == "agree" else "; ".join(agree[:5])))
     if db is not None:
         print(f"the same KPIs from the stored records: ivr report --db {db}")
     return 0

@@ -113,3 +113,11 @@ def test_fit_confusion_from_replay_json(tmp_path):
     assert isinstance(get_profile(str(out)), ConfusionModel)
     summary = run(calls=2000, seed=1, workers=1, model_path=str(out))
     assert summary["kpis"]["calls"] == 2000
+
+
+def test_metrics_counted_like_real_calls_agree_with_kpis(tmp_path):
+    summary = run(calls=3000, seed=4, workers=2, metrics=True, kpi_groups=True, db=tmp_path / "m.sqlite",
+                  records="none")
+    assert summary["metrics_vs_kpis"] == "agree"
+    snapshot = summary["_metrics"]
+    assert sum(v for k, v in snapshot.items() if k.startswith("ivr_calls_total")) == 3000
