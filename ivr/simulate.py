@@ -883,7 +883,7 @@ def register(subparsers) -> None:
     p.add_argument("--rate", type=float, default=CALLS_PER_YEAR_2020,
                    help="calls per year when --calls is not given (default 12 million)")
     p.add_argument("--profile", default="baseline-2020",
-                   help="caller/recogniser profile: baseline-2020, perfect, or a confusion JSON (ivr simulate fit)")
+                   help="caller/recogniser profile: baseline-2020, perfect, or a confusion JSON (from ivr simulate-fit)")
     p.add_argument("--db", type=Path, default=Path("simulated-calls.sqlite"),
                    help="SQLite file for the call records (must not exist; --force replaces it)")
     p.add_argument("--force", action="store_true", help="replace an existing --db")
