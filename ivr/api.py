@@ -343,14 +343,14 @@ def create_app(service: Any, metrics: MetricsObserver | None = None) -> FastAPI:
         filters = dict(since=_parse_time(since, "since"), until=_parse_time(until, "until"),
                        area_code=normalise_area_code(area_code) if area_code else None,
                        municipality=municipality, outcome=outcome.value if outcome else None)
-        store = service.store
+        store = service.records()
         items = [CallOut.model_validate(r.to_dict()) for r in store.query(**filters, limit=limit, offset=offset)]
         return CallPage(total=store.count(**filters), limit=limit, offset=offset, items=items)
 
     @app.get("/v1/calls/{call_id}", response_model=CallOut, tags=["calls"],
              responses={404: {"model": ErrorOut}})
     def get_call(call_id: Annotated[str, Path(min_length=1, max_length=128)]) -> CallOut:
-        record = service.store.get(call_id)
+        record = service.records().get(call_id)
         if record is None:
             raise HTTPException(404, f"no call {call_id!r}")
         return CallOut.model_validate(record.to_dict())
@@ -361,7 +361,7 @@ def create_app(service: Any, metrics: MetricsObserver | None = None) -> FastAPI:
         """KPIs of the selected calls next to the 2020 baseline (the same as ``ivr report --format json``)."""
         filters = dict(since=_parse_time(since, "since"), until=_parse_time(until, "until"),
                        area_code=normalise_area_code(area_code) if area_code else None, municipality=municipality)
-        records = service.store.iter_query(**filters)
+        records = service.records().iter_query(**filters)
         kpis = compute_kpis(records, misroute_window_s=service.settings.misroute_window_s,
                             filters={k: v for k, v in filters.items() if v is not None})
         return kpis.to_dict()

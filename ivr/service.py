@@ -12,12 +12,11 @@ import signal
 from pathlib import Path
 
 from .asterisk.agi import CallController, CallObserver
-from .callrecord import CallRecord
 from .config import Settings
 from .flow import CallFlow
 from .overrides import layer, load_plan, overrides_from_audit
 from .plan import NumberingPlan, PlanError
-from .store import CallStore
+from .store import CallStore, RecordWriter
 
 log = logging.getLogger(__name__)
 
@@ -35,8 +34,9 @@ class Service:
         self.speech_error = "" if settings.speech_engine != "none" else "speech disabled by configuration"
         self._matcher_factory = None
         self._yes_no = None
+        self.writer = RecordWriter(self.store)
         self.controller = CallController(
-            flow_factory=self.new_flow, save=self.store.save,
+            flow_factory=self.new_flow, save=self.writer.save,
             caller_salt=settings.caller_salt.get_secret_value(), observer=observer,
         )
         self._servers: list[asyncio.AbstractServer] = []
@@ -122,6 +122,7 @@ class Service:
             await server.wait_closed()
         if self.ami:
             self.ami.close()
+        self.writer.close()
         self.store.close()
 
     def readiness(self) -> dict[str, object]:
@@ -135,8 +136,10 @@ class Service:
         }
         return {"ready": all(c["ok"] for c in checks.values()), "checks": checks}
 
-    def record(self, call_id: str) -> CallRecord | None:
-        return self.store.get(call_id)
+    def records(self) -> CallStore:
+        """The call store, once every record saved so far has been written."""
+        self.writer.flush(2.0)
+        return self.store
 
 
 async def serve(settings: Settings) -> None:

@@ -9,6 +9,8 @@ filter on are plain columns.
 from __future__ import annotations
 
 import json
+import logging
+import queue
 import sqlite3
 import threading
 import time
@@ -17,6 +19,8 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 from .callrecord import Attempt, CallRecord
+
+log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
 
@@ -79,7 +83,10 @@ class CallStore:
         self.save_many([record])
 
     def save_many(self, records: Iterable[CallRecord]) -> None:
-        rows = [_to_row(r) for r in records]
+        self.save_rows([_to_row(r) for r in records])
+
+    def save_rows(self, rows: Iterable[tuple]) -> None:
+        rows = list(rows)
         if not rows:
             return
         placeholders = ", ".join("?" for _ in _COLUMNS)
@@ -178,3 +185,73 @@ def _from_row(row: sqlite3.Row) -> CallRecord:
         data[key] = int(data[key] or 0)
     data["digits"] = data["digits"] or ""
     return CallRecord(**data)
+
+
+class RecordWriter:
+    """Saves call records from a background thread, in batches.
+
+    A call's record is saved at every step; doing that on the event loop would put
+    SQLite's latency between a caller and their transfer. ``save`` snapshots the record
+    (as the row it will become) and returns at once; the thread keeps only the newest
+    snapshot of each call and writes a batch in one transaction. A failed batch is
+    retried, so a passing storage fault loses no record; ``close`` writes what is queued.
+    """
+
+    def __init__(self, store: CallStore, *, max_batch: int = 500, retry_s: float = 0.5):
+        self.store = store
+        self.max_batch = max_batch
+        self.retry_s = retry_s
+        self._queue: "queue.SimpleQueue[tuple[str, tuple] | None]" = queue.SimpleQueue()
+        self._done = threading.Condition()
+        self._queued = 0
+        self._written = 0
+        self._thread = threading.Thread(target=self._run, name="record-writer", daemon=True)
+        self._thread.start()
+
+    def save(self, record: CallRecord) -> None:
+        row = _to_row(record)
+        with self._done:
+            self._queued += 1
+        self._queue.put((record.call_id, row))
+
+    def flush(self, timeout_s: float = 10.0) -> bool:
+        """Wait until everything saved so far is in the database."""
+        with self._done:
+            target = self._queued
+            return self._done.wait_for(lambda: self._written >= target, timeout_s)
+
+    def close(self) -> None:
+        self._queue.put(None)
+        self._thread.join(30)
+
+    def _run(self) -> None:
+        stop = False
+        while not stop:
+            pending: dict[str, tuple] = {}
+            taken = 0
+            item = self._queue.get()
+            while True:
+                if item is None:
+                    stop = True
+                else:
+                    pending[item[0]] = item[1]
+                    taken += 1
+                if taken >= self.max_batch:
+                    break
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+            for attempt in range(1, 1_000_000):
+                try:
+                    self.store.save_rows(pending.values())
+                    break
+                except Exception:
+                    log.exception("saving %d call record(s) failed (attempt %d)", len(pending), attempt)
+                    if stop and attempt >= 10:
+                        log.error("giving up on %d call record(s) at shutdown", len(pending))
+                        break
+                    time.sleep(self.retry_s)
+            with self._done:
+                self._written += taken
+                self._done.notify_all()

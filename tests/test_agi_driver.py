@@ -7,6 +7,7 @@ when Asterisk goes away, when the caller hangs up, and when storage fails.
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 
 import pytest
 
@@ -73,7 +74,7 @@ def test_asterisk_going_away_mid_menu_keeps_the_record(tmp_path):
     [rec] = store.query()
     assert rec.outcome == "failed" and "asterisk lost" in rec.error
     assert rec.phase == "menu" and rec.ended_at is not None
-    assert commands[1] == "ANSWER"
+    assert commands[0] == "ANSWER"  # the dialplan already set IVR_CALL_ID to the unique id
 
 
 def test_caller_hang_up_notice_is_a_caller_hangup(tmp_path):
@@ -99,7 +100,7 @@ def test_direct_call_dials_without_answering(tmp_path):
 
     commands, store = asyncio.run(run(tmp_path, "140111", answer))
     assert "ANSWER" not in commands
-    assert commands[1] == "EXEC Dial Local/GM1676@ivr14-lab,30,r"
+    assert commands[0] == "EXEC Dial Local/GM1676@ivr14-lab,30,r"  # the first thing the controller says
     [rec] = store.query()
     assert rec.outcome == "routed" and rec.decision_ms is not None
 
@@ -142,3 +143,42 @@ def test_garbage_sessions_do_not_kill_the_server(tmp_path, garbage):
     commands, store = asyncio.run(go())
     assert any("onbekend_nummer" in c for c in commands)
     assert any(r.outcome == "unknown_area_code" and r.dialled == "140999" for r in store.query())
+
+
+def test_record_writer_batches_keeps_the_newest_and_flushes(tmp_path):
+    from ivr.callrecord import CallRecord
+    from ivr.store import RecordWriter
+
+    store = CallStore(tmp_path / "calls.sqlite")
+    writer = RecordWriter(store)
+    rec = CallRecord(call_id="c1", dialled="140113", started_at=1.0)
+    writer.save(rec)
+    rec.outcome = "routed"  # later changes to the object do not leak into the queued snapshot
+    for i in range(200):
+        writer.save(CallRecord(call_id=f"x{i}", dialled="140111", started_at=2.0 + i))
+    writer.save(rec)
+    assert writer.flush(5)
+    assert store.get("c1").outcome == "routed"
+    assert store.count() == 201
+    writer.close()
+
+
+def test_record_writer_retries_a_failed_batch(tmp_path):
+    from ivr.callrecord import CallRecord
+    from ivr.store import RecordWriter
+
+    store = CallStore(tmp_path / "calls.sqlite")
+    real, failures = store.save_rows, []
+
+    def flaky(rows):
+        if len(failures) < 2:
+            failures.append(1)
+            raise sqlite3.OperationalError("database is locked")
+        real(rows)
+
+    store.save_rows = flaky
+    writer = RecordWriter(store, retry_s=0.01)
+    writer.save(CallRecord(call_id="c1", dialled="140113"))
+    assert writer.flush(5)
+    assert store.get("c1") is not None and len(failures) == 2
+    writer.close()

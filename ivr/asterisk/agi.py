@@ -186,7 +186,8 @@ class CallController:
             self.observer.call_started(record)
             self.observer.call_event(record, started, actions)
         try:
-            await channel.set_variable("__IVR_CALL_ID", call_id)
+            if call_id != h.get("agi_uniqueid"):  # the dialplan sets it to UNIQUEID itself
+                await channel.set_variable("__IVR_CALL_ID", call_id)
             if not isinstance(actions[0], Transfer):  # straight through: the caller hears the far end ring
                 await channel.command("ANSWER")
                 channel.answered = True
