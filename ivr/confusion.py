@@ -226,7 +226,8 @@ def fit_confusion(replay_json: Any, *, prior: ConfusionModel | None = None, prio
 
 def summarise(model: ConfusionModel) -> Iterable[str]:
     yield f"confusion model {model.name} ({model.source})"
-    yield f"  {'kind':<8} {'correct':>8} {'confused':>9} {'garbage':>8} {'no input':>9} {'p50 ms':>7} {'p95 ms':>7} {'n':>5}"
+    yield (f"  {'kind':<8} {'correct':>8} {'confused':>9} {'garbage':>8} {'no input':>9} "
+           f"{'p50 ms':>7} {'p95 ms':>7} {'n':>5}")
     for kind, r in sorted(model.kinds.items()):
         r = r.normalised()
         yield (f"  {kind:<8} {r.correct:8.3f} {r.confused:9.3f} {r.garbage:8.3f} {r.no_input:9.3f} "

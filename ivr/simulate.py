@@ -16,8 +16,8 @@ call does, plus ``expected_municipality`` (ground truth), written with
 
 Deterministic for a seed, whatever the number of workers: calls are cut into fixed
 chunks, each with its own random stream. KPIs are always accumulated over *all* calls
-(the report's :class:`~ivr.report.KpiAccumulator`, merged across workers) and written next to the database (``<db>.summary.json``), also when
-only a sample of the records is stored (``--records sample``).
+(the report's :class:`~ivr.report.KpiAccumulator`, merged across workers) and written
+next to the database (``<db>.summary.json``), also when only a sample of the records is stored (``--records sample``).
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ import sqlite3
 import sys
 import time
 from bisect import bisect
-from collections import Counter, defaultdict
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
@@ -414,7 +414,7 @@ class SimulatedCall:
     # -- the call ---------------------------------------------------------------------------
 
     def run(self, index: int, call_id: str) -> CallRecord:
-        rng, w, p = self.rng, self.w, self.w.profile
+        rng, w = self.rng, self.w
         caller = self.new_caller()
         if caller is None:
             dialled = "14" + rng.choice(("0999", "09", "06", "0800", "1"))
@@ -883,7 +883,8 @@ def register(subparsers) -> None:
     p.add_argument("--rate", type=float, default=CALLS_PER_YEAR_2020,
                    help="calls per year when --calls is not given (default 12 million)")
     p.add_argument("--profile", default="baseline-2020",
-                   help="caller/recogniser profile: baseline-2020, perfect, or a confusion JSON (from ivr simulate-fit)")
+                   help="caller/recogniser profile: baseline-2020, perfect, "
+                        "or a confusion JSON (from ivr simulate-fit)")
     p.add_argument("--db", type=Path, default=Path("simulated-calls.sqlite"),
                    help="SQLite file for the call records (must not exist; --force replaces it)")
     p.add_argument("--force", action="store_true", help="replace an existing --db")

@@ -546,7 +546,9 @@ def run_step(ctl: Controller, sampler: Sampler, scen_list: list[tuple[Scenario, 
             scen.expect_phase and r.hangup_phase != scen.expect_phase) or (
             scen.expect_municipality and r.municipality != scen.expect_municipality)
         if bad:
-            key = f"{scen.name}: {r.outcome}/{r.hangup_phase or '-'}/{r.municipality or '-'}" + (f" ({r.error[:40]})" if r.error else "")
+            key = f"{scen.name}: {r.outcome}/{r.hangup_phase or '-'}/{r.municipality or '-'}"
+            if r.error:
+                key += f" ({r.error[:40]})"
             unexpected[key] = unexpected.get(key, 0) + 1
     for scen, _, calls, _ in jobs:
         if seen.get(scen.name, 0) < calls:
@@ -675,7 +677,8 @@ def run_load(cfg: LoadConfig, log=print) -> dict[str, Any]:
                 return _finish(cfg, result, log)
         for rate in cfg.rates:
             step_calls = int(rate * cfg.step_s)
-            if time.monotonic() - t_start + cfg.step_s > cfg.max_total_s or total_calls + step_calls > cfg.max_total_calls:
+            over_time = time.monotonic() - t_start + cfg.step_s > cfg.max_total_s
+            if over_time or total_calls + step_calls > cfg.max_total_calls:
                 log(f"stopping before {rate:g} cps: time/call budget of the run reached")
                 result["stopped"] = "budget"
                 break
@@ -864,7 +867,8 @@ def render_markdown(result: dict[str, Any], plot: Path | None) -> str:
     if result["steps"]:
         lines += ["## Steps", "",
                   "| offered cps | calls | ok | failed (reasons) | completed cps | max concurrent (SIPp / IVR / menu) "
-                  "| INVITE→200 p50/p95/p99 ms | unique decision p50/p95/p99 ms | speech decision p50/p99 ms | IVR s p50 | controller CPU avg/max %, "
+                  "| INVITE→200 p50/p95/p99 ms | unique decision p50/p95/p99 ms | speech decision p50/p99 ms "
+                  "| IVR s p50 | controller CPU avg/max %, "
                   "RSS MB | Asterisk CPU avg/max %, RSS MB | SIPp CPU avg % | machine CPU avg % (all processes) |",
                   "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for s in result["steps"]:
@@ -876,7 +880,8 @@ def render_markdown(result: dict[str, Any], plot: Path | None) -> str:
                 f" unexpected {s['unexpected']}" if s["unexpected"] else "")
             lines.append(
                 f"| {s['rate']:g} | {s['offered']} | {s['successful']} | {fails} | {s['completed_cps']:g} | "
-                f"{s['sipp']['max_concurrent']} / {_f(r.get('ivr_in_progress_max'), 0)} / {_f(r.get('ivr_menu_max'), 0)} | "
+                f"{s['sipp']['max_concurrent']} / {_f(r.get('ivr_in_progress_max'), 0)} / "
+                f"{_f(r.get('ivr_menu_max'), 0)} | "
                 f"{_f(rtt['p50'])} / {_f(rtt['p95'])} / {_f(rtt['p99'])} | "
                 f"{_f(dec['p50'], 2)} / {_f(dec['p95'], 2)} / {_f(dec['p99'], 2)} | "
                 f"{_f(sp.get('p50'), 0)} / {_f(sp.get('p99'), 0)} | "
@@ -899,7 +904,8 @@ def render_markdown(result: dict[str, Any], plot: Path | None) -> str:
         lines += [f"![{result['name']}]({plot.name})", ""]
     lines += ["Columns: *concurrent* is SIPp's maximum of calls in progress and the controller's "
               "`ivr_calls_in_progress` / `ivr_calls_in_phase{phase=\"menu\"}` gauges (scraped each second); "
-              "*unique decision* is the record's `decision_ms` (call start to Dial: the flow, the first record save and "
+              "*unique decision* is the record's `decision_ms` (call start to Dial: the flow, the first "
+              "record save and "
               "one AGI round trip) of unique-code calls; *speech decision* is each speech attempt's `decision_ms` "
               "(end of speech to decision, recogniser included); "
               "CPU is % of one core from /proc (utime+stime), sampled every 0.5 s; *machine* is all processes "
