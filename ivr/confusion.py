@@ -30,6 +30,8 @@ from typing import Any, Iterable, Mapping
 KINDS = ("bare", "phrase", "village", "former", "noisy", "accent")
 OUTCOMES = ("correct", "confused", "garbage", "no_input")
 NO_INPUT_ACTIONS = frozenset({"no_input", "noinput", "timeout", "silence", "no_speech"})
+REJECT_ACTIONS = frozenset({"retry", "reject"})  # ivr replay: verdict reject -> action retry
+ERROR_ACTIONS = frozenset({"error"})
 
 
 @dataclass(frozen=True)
@@ -162,14 +164,20 @@ def _items(replay: Any) -> list[Mapping[str, Any]]:
     raise ValueError("replay JSON: expected a list or an object")
 
 
-def classify(item: Mapping[str, Any]) -> str:
-    """One replay item as correct / confused / garbage / no_input."""
-    action = str(item.get("action") or "").lower()
+def classify(item: Mapping[str, Any]) -> str | None:
+    """One replay item as correct / confused / garbage / no_input (None: an error, skipped).
+
+    ``ivr replay`` fills ``decided_cbs_code`` with the matcher's best even when it rejects
+    (action ``retry``): a rejected utterance counts as garbage, whatever its best was.
+    """
+    action = str(item.get("action") or item.get("verdict") or "").lower()
     expected = item.get("expected_cbs_code") or None
     decided = item.get("decided_cbs_code") or None
+    if action in ERROR_ACTIONS or item.get("error"):
+        return None
     if action in NO_INPUT_ACTIONS:
         return "no_input"
-    if decided is None:
+    if decided is None or action in REJECT_ACTIONS:
         return "garbage"
     return "correct" if decided == expected else "confused"
 
@@ -198,8 +206,11 @@ def fit_confusion(replay_json: Any, *, prior: ConfusionModel | None = None, prio
     counts: dict[str, dict[str, int]] = {}
     latencies: dict[str, list[float]] = {}
     for item in items:
+        outcome = classify(item)
+        if outcome is None:
+            continue
         kind = str(item.get("kind") or "bare")
-        counts.setdefault(kind, dict.fromkeys(OUTCOMES, 0))[classify(item)] += 1
+        counts.setdefault(kind, dict.fromkeys(OUTCOMES, 0))[outcome] += 1
         lat = item.get("latency_ms")
         if isinstance(lat, (int, float)) and math.isfinite(lat) and lat >= 0:
             latencies.setdefault(kind, []).append(float(lat))

@@ -92,8 +92,9 @@ def test_fit_confusion_from_replay_json(tmp_path):
           "confidence": 0.9, "latency_ms": 300 + i} for i in range(90)]
         + [{"kind": "bare", "expected_cbs_code": "GM1", "decided_cbs_code": "GM2", "action": "accept",
             "latency_ms": 500} for _ in range(6)]
-        + [{"kind": "bare", "expected_cbs_code": "GM1", "decided_cbs_code": None, "action": "reject",
-            "latency_ms": 400} for _ in range(4)]
+        + [{"kind": "bare", "expected_cbs_code": "GM1", "decided_cbs_code": "GM1", "action": "retry",
+            "latency_ms": 400} for _ in range(4)]  # ivr replay: a reject still names its best
+        + [{"kind": "bare", "expected_cbs_code": "GM1", "action": "error", "error": "boom"}]
         + [{"kind": "village", "expected_cbs_code": "GM1", "decided_cbs_code": None, "action": "no_input"}]
     )
     path = tmp_path / "replay.json"
