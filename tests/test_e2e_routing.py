@@ -13,7 +13,7 @@ import sys
 
 import httpx
 import pytest
-from e2e import REPO, run_calls, start_controller
+from e2e import REPO, SALT, run_calls, start_controller
 
 from ivr.lab.sipp import CallScript, Dtmf, HangUp, Pause
 from ivr.plan import load_base_plan
@@ -55,9 +55,7 @@ CALLS = {
 @pytest.fixture(scope="module")
 def calls(asterisk, ami, tmp_path_factory):
     workdir = tmp_path_factory.mktemp("e2e-routing")
-    plan_file = workdir / "plan.toml"
-    plan_file.write_text(PLAN_OVERRIDES)
-    controller = start_controller(workdir / "controller", plan_file=plan_file)
+    controller = start_controller(workdir / "controller", salt=SALT, plan_overrides=PLAN_OVERRIDES)
     mark = ami.mark()
     try:
         results = run_calls(CALLS, workdir / "sipp")

@@ -35,7 +35,7 @@ def speak(text: str, wav, voice: str = "nl") -> None:
 @pytest.fixture(scope="module")
 def controller(asterisk, tmp_path_factory):
     workdir = tmp_path_factory.mktemp("e2e-speech-controller")
-    controller = start_controller(workdir, speech_engine="whisper")
+    controller = start_controller(workdir, salt=SALT, speech_engine="whisper")
     deadline = time.monotonic() + 120
     while "speech recognition ready" not in controller.log_path.read_text():
         assert time.monotonic() < deadline, controller.log_path.read_text()

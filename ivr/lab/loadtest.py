@@ -38,23 +38,20 @@ import os
 import platform
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ivr.lab.controller import REPO, Controller, start_controller
 from ivr.lab.sipp import Audio, CallScript, Dtmf, HangUp, Pause, SippResult, run_sipp
 
-REPO = Path(__file__).resolve().parents[2]
 RESULTS_DIR = REPO / "loadtest" / "results"
-AGI_PORT = 4573  # the dialplan's agi://127.0.0.1:4573/call
 SALT = "loadtest-salt"
 PLAN_OVERRIDES = """
 # loadtest: Kapelle's line rings and rings, so a caller can hang up during the transfer
@@ -141,95 +138,7 @@ MIX_SHARES = {"unique": 0.3, "dtmf": 0.3, "hangup_greeting": 0.1, "hangup_menu":
               "hangup_connected": 0.1}
 
 
-# --- the controller --------------------------------------------------------------------------------
-
-def _port_free(port: int) -> bool:
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-            return True
-        except OSError:
-            return False
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@dataclass
-class Controller:
-    proc: subprocess.Popen
-    workdir: Path
-    db_path: Path
-    api_url: str
-    log_path: Path
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def ready(self) -> dict:
-        try:
-            with urllib.request.urlopen(self.api_url + "/readyz", timeout=3) as r:
-                return json.loads(r.read())
-        except urllib.error.HTTPError as exc:  # 503 when not ready still has the body
-            return json.loads(exc.read() or b"{}")
-        except Exception as exc:
-            return {"ready": False, "error": str(exc)}
-
-    def metrics_text(self) -> str:
-        with urllib.request.urlopen(self.api_url + "/metrics", timeout=2) as r:
-            return r.read().decode()
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-
-
-def start_controller(workdir: Path, *, speech_engine: str = "none", wait_port_s: float = 60.0) -> Controller:
-    """``ivr serve`` with a fresh DB; refuses to start beside another controller on port 4573."""
-    deadline = time.monotonic() + wait_port_s
-    while not _port_free(AGI_PORT):
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"port {AGI_PORT} stays busy: another controller (an e2e test?) is running")
-        time.sleep(1.0)
-    workdir.mkdir(parents=True, exist_ok=True)
-    plan_file = workdir / "plan.toml"
-    plan_file.write_text(PLAN_OVERRIDES, encoding="utf-8")
-    api_port = _free_port()
-    db = workdir / "calls.sqlite"
-    env = {**os.environ, "IVR_DB_PATH": str(db), "IVR_SPEECH_ENGINE": speech_engine, "IVR_API_PORT": str(api_port),
-           "IVR_CALLER_SALT": SALT, "IVR_PLAN_FILE": str(plan_file), "IVR_STATE_DIR": os.environ.get(
-               "IVR_STATE_DIR", "/var/lib/ivr14")}
-    log = workdir / "serve.log"
-    proc = subprocess.Popen([sys.executable, "-m", "ivr.cli", "serve"], cwd=REPO, env=env,
-                            stdout=log.open("w"), stderr=subprocess.STDOUT)
-    ctl = Controller(proc, workdir, db, f"http://127.0.0.1:{api_port}", log)
-    deadline = time.monotonic() + 90
-    while True:
-        if proc.poll() is not None:
-            raise RuntimeError(f"ivr serve exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
-        try:
-            with socket.create_connection(("127.0.0.1", AGI_PORT), timeout=0.2):
-                pass
-            with socket.create_connection(("127.0.0.1", api_port), timeout=0.2):
-                break
-        except OSError:
-            if time.monotonic() > deadline:
-                ctl.stop()
-                raise RuntimeError(f"ivr serve did not listen within 90 s:\n{log.read_text()[-3000:]}")
-            time.sleep(0.1)
-    return ctl
-
-
-# --- sampling /proc and /metrics ---------------------------------------------------------------------
+# --- resources -------------------------------------------------------------------------------------
 
 _CLK = os.sysconf("SC_CLK_TCK")
 
@@ -661,7 +570,7 @@ def run_load(cfg: LoadConfig, log=print) -> dict[str, Any]:
         wav = utterance[0]
         wav_to_pcap(wav, speech_pcap)
         result["speech_utterance"] = str(wav.relative_to(REPO))
-    ctl = start_controller(workdir / "controller", speech_engine=engine)
+    ctl = start_controller(workdir / "controller", salt=SALT, speech_engine=engine, plan_overrides=PLAN_OVERRIDES)
     sampler = Sampler({"controller": ctl.pid, "asterisk": a_pid}, ctl)
     sampler.start()
     t_start = time.monotonic()
