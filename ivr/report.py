@@ -261,6 +261,19 @@ class LogHistogram:
         self.min = math.inf
         self.max = -math.inf
 
+    def merge(self, other: "LogHistogram") -> None:
+        for key, (n, total) in other.bins.items():
+            mine = self.bins.get(key)
+            if mine is None:
+                self.bins[key] = [n, total]
+            else:
+                mine[0] += n
+                mine[1] += total
+        self.count += other.count
+        self.total += other.total
+        self.min = min(self.min, other.min)
+        self.max = max(self.max, other.max)
+
     def add(self, value: float) -> None:
         if not math.isfinite(value):
             return
@@ -409,6 +422,14 @@ class _GroupAcc:
         self.errors: Counter[str] = Counter()
         self.hist = {name: LogHistogram() for name in LATENCIES}
 
+    def merge(self, other: "_GroupAcc") -> None:
+        self.calls += other.calls
+        for name in ("outcomes", "modes", "asked", "attempts", "routed", "ground_truth", "misroutes",
+                     "transfers", "hangups", "errors"):
+            getattr(self, name).update(getattr(other, name))
+        for name, hist in other.hist.items():
+            self.hist[name].merge(hist)
+
     def add(self, r: CallRecord, samples: list[tuple[str, float]]) -> None:
         mode = label(r.mode)
         self.calls += 1
@@ -498,11 +519,25 @@ class KpiAccumulator:
     def _groups_of(self, area: str | None, municipality: str | None) -> list[_GroupAcc]:
         out = [self.overall]
         if self.groups:
-            if area:
-                out.append(self.by_area.setdefault(area, _GroupAcc()))
-            if municipality:
-                out.append(self.by_municipality.setdefault(municipality, _GroupAcc()))
+            for key, groups in ((area, self.by_area), (municipality, self.by_municipality)):
+                if key:
+                    group = groups.get(key)
+                    if group is None:
+                        group = groups[key] = _GroupAcc()
+                    out.append(group)
         return out
+
+    def merge(self, other: "KpiAccumulator") -> None:
+        """Add the counts of an accumulator fed a disjoint set of calls (e.g. another worker's).
+        Repeat-call misroutes are detected within each accumulator only."""
+        self.overall.merge(other.overall)
+        for mine, theirs in ((self.by_area, other.by_area), (self.by_municipality, other.by_municipality)):
+            for key, group in theirs.items():
+                if key in mine:
+                    mine[key].merge(group)
+                else:
+                    mine[key] = group
+        self.unfinished += other.unfinished
 
     def add(self, record: CallRecord) -> None:
         if not record.outcome:

@@ -32,7 +32,6 @@ import sqlite3
 import sys
 import time
 from bisect import bisect
-from collections import Counter
 from dataclasses import asdict, dataclass, field
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
@@ -568,50 +567,8 @@ def new_accumulator(groups: bool = False) -> KpiAccumulator:
 
 def merge_accumulators(into: KpiAccumulator, other: KpiAccumulator) -> KpiAccumulator:
     """Add ``other``'s counts to ``into`` (both fed disjoint sets of calls)."""
-    if hasattr(into, "merge"):  # if the report module grows its own merge, trust it
-        into.merge(other)
-        return into
-    _merge_group(into.overall, other.overall)
-    for attr in ("by_area", "by_municipality"):
-        mine = getattr(into, attr)
-        for key, group in getattr(other, attr).items():
-            if key in mine:
-                _merge_group(mine[key], group)
-            else:
-                mine[key] = group
-    into.unfinished += other.unfinished
+    into.merge(other)
     return into
-
-
-def _merge_group(a, b) -> None:
-    for name in type(a).__slots__:
-        x, y = getattr(a, name), getattr(b, name)
-        if isinstance(x, Counter):
-            x.update(y)
-        elif isinstance(x, (int, float)):
-            setattr(a, name, x + y)
-        elif isinstance(x, dict):  # name -> LogHistogram
-            for key, h in y.items():
-                if key in x:
-                    _merge_hist(x[key], h)
-                else:
-                    x[key] = h
-        else:  # pragma: no cover - the report's accumulator changed shape
-            raise TypeError(f"cannot merge KPI field {name!r} of type {type(x).__name__}")
-
-
-def _merge_hist(a, b) -> None:
-    for key, (n, total) in b.bins.items():
-        got = a.bins.get(key)
-        if got is None:
-            a.bins[key] = [n, total]
-        else:
-            got[0] += n
-            got[1] += total
-    a.count += b.count
-    a.total += b.total
-    a.min = min(a.min, b.min)
-    a.max = max(a.max, b.max)
 
 
 def headline_table(kpis: Kpis) -> list[str]:
