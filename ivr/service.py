@@ -81,7 +81,8 @@ class Service:
         from .asterisk.ami import AmiClient
 
         s = self.settings
-        server = await asyncio.start_server(self.controller.handle, s.agi_host, s.agi_port)
+        # a deep backlog: at 100+ calls/s a burst of FastAGI connects must not be refused
+        server = await asyncio.start_server(self.controller.handle, s.agi_host, s.agi_port, backlog=1024)
         self._servers.append(server)
         log.info("FastAGI listening on %s:%s", s.agi_host, s.agi_port)
         if s.speech_engine != "none":
