@@ -391,7 +391,7 @@ def register(subparsers) -> None:
                    help="place real SIP calls through the running Asterisk + controller (scripts/run.sh)")
     p.add_argument("--db", help="--sip: the controller's call records (default: settings db_path)")
     p.add_argument("--sip-concurrency", type=int, default=4, help="--sip: calls at once")
-    p.add_argument("--sip-hold", type=float, default=6.0,
+    p.add_argument("--sip-hold", type=float, default=12.0,
                    help="--sip: seconds after the utterance before the caller hangs up")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_replay)
