@@ -2,7 +2,7 @@
 
     .venv/bin/python loadtest/bench_recognition.py [--streams 20] [--seconds 60]
         [--gap 2.0 4.0] [--manifest tests/data/dev/manifest.csv] [--burst]
-        [--threads N] [--workers N] [--max-batch N]
+        [--threads N] [--workers N] [--max-batch N] [--fast-margin NATS]
 
 Each stream behaves like a caller: silence while the prompt plays (``--gap`` seconds,
 uniform), then one dev-set utterance fed in real time as 20 ms frames through the
@@ -43,6 +43,8 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=None, help="engine cpu_threads (default: the engine's)")
     ap.add_argument("--workers", type=int, default=None, help="engine worker threads (default: the engine's)")
     ap.add_argument("--max-batch", type=int, default=None, help="queued utterances decided together")
+    ap.add_argument("--fast-margin", type=float, default=None,
+                    help="engine fast path: accept on bare names at this margin without a transcript")
     ap.add_argument("--burst", action="store_true", help="all streams finish at once, once")
     ap.add_argument("--seed", type=int, default=7)
     args = ap.parse_args()
@@ -52,7 +54,8 @@ def main() -> int:
     rows = [r for r in csv.DictReader(manifest.open()) if plan.area_codes[r["area_code"]].shared]
     audio = [(r, read_slin(manifest.parent / r["path"])) for r in rows]
     over = {k: v for k, v in (("cpu_threads", args.threads), ("workers", args.workers),
-                                ("max_batch", args.max_batch)) if v is not None}
+                                ("max_batch", args.max_batch), ("fast_margin", args.fast_margin))
+            if v is not None}
     settings = EngineSettings(**over)
     engine = WhisperEngine(plan, settings).warm_up()
     matchers = {c: Matcher(plan.candidates(c)) for c in {r["area_code"] for r in rows}}
@@ -111,7 +114,7 @@ def main() -> int:
     lat = np.array(latencies)
     mode = "burst" if args.burst else f"{args.seconds:.0f}s, prompt gap {args.gap[0]}-{args.gap[1]}s"
     print(f"streams={args.streams} ({mode}) cpu_threads={settings.cpu_threads} workers={settings.workers} "
-          f"max_batch={settings.max_batch} cores={os.cpu_count()}")
+          f"max_batch={settings.max_batch} fast_margin={settings.fast_margin} cores={os.cpu_count()}")
     print(f"decisions={len(lat)} rate={len(lat) / wall:.2f}/s process_cpu={cpu / wall:.2f} cores "
           f"loadavg={os.getloadavg()[0]:.2f}")
     print(f"end of speech -> decision: p50={np.percentile(lat, 50):.0f} ms p95={np.percentile(lat, 95):.0f} ms "

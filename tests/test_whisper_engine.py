@@ -139,3 +139,18 @@ def test_concurrent_requests_from_different_area_codes_are_batched(engine):
     for t in threads:
         t.join()
     assert all(h is not None and h.final and h.nbest for h in results)
+
+
+def test_fast_path_accepts_only_a_name_with_a_decisive_bare_margin():
+    """The optional fast path (off by default) skips the transcript only for a clear name lead."""
+    import numpy as np
+
+    from ivr.speech.whisper_engine import EngineSettings, WhisperEngine
+
+    plan = load_base_plan()
+    assert EngineSettings().fast_margin == float("inf")
+    eng = WhisperEngine(plan, EngineSettings(fast_margin=12.0))
+    two = eng.choices_for([c.cbs_code for c in plan.candidates("0521")])  # 2 names + ja/nee
+    assert eng._fast(np.array([20.0, 5.0, 1.0, 0.0]), two)
+    assert not eng._fast(np.array([20.0, 10.0, 1.0, 0.0]), two)  # margin 10 < 12
+    assert not eng._fast(np.array([5.0, 0.0, 20.0, 0.0]), two)  # "ja" leads: never a fast accept
