@@ -22,7 +22,7 @@ UTTERANCES = {
     # name: (dialled, text, caller)
     "bare": ("140113", "Kapelle", "0620000001"),
     "phrase": ("140113", "ik wil graag de gemeente Noord-Beveland", "0620000002"),
-    "village": ("140113", "Krabbendijke", "0620000003"),  # a village of Reimerswaal
+    "village": ("140113", "Hansweert", "0620000003"),  # a village of Reimerswaal
     "not_connected": ("14023", "Haarlemmermeer", "0620000004"),
     "hangup_speech": ("140113", "", "0620000005"),
 }
