@@ -29,7 +29,7 @@ VALUES = st.one_of(
     st.sampled_from(["0113", "GM0664", "routed", "140113", "2023-11-14T22:13:20Z", "1700000000", "-1", "0",
                      "1e309", "nan", "9" * 40, "speech", "direct", "dtmf", "operator", "not_connected", "active",
                      "Local/operator@ivr14-lab", "PJSIP/x@trunk", "2099-01-01T00:00:00Z", "2001-01-01T00:00:00"]),
-    st.text(max_size=40), st.integers(min_value=-(2**70), max_value=2**70), st.floats(allow_nan=True),
+    st.text(max_size=40), st.integers(min_value=-(2**70), max_value=2**70), st.floats(allow_nan=False, allow_infinity=False),  # JSON has no NaN/inf: those go raw
     st.booleans(), st.none(),
 )
 BODY_KEYS = ["status", "destination", "alt_number", "aliases", "mode", "target", "message", "expires", "extra"]
@@ -42,7 +42,8 @@ HEADERS = st.sampled_from([AUTH, {}, {"Authorization": "Bearer nope"}, {"Authori
                            AUTH | {"X-Admin-User": "ö<script> x".encode("latin-1")}])
 
 
-@settings(max_examples=350, deadline=None, suppress_health_check=list(HealthCheck))
+# derandomize: CI runs the same 350 requests every time (a failure is a bug, never a dice roll)
+@settings(max_examples=350, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
 @given(data=st.data())
 def test_no_request_gets_a_5xx_or_breaks_the_plan(data):
     service, client = _app()
@@ -54,7 +55,10 @@ def test_no_request_gets_a_5xx_or_breaks_the_plan(data):
     kwargs = {"params": params, "headers": headers}
     if method in ("PATCH", "PUT", "POST"):
         if data.draw(st.booleans(), label="raw body"):
-            kwargs["content"] = data.draw(st.binary(max_size=64), label="raw")
+            kwargs["content"] = data.draw(st.one_of(
+                st.binary(max_size=64),
+                st.sampled_from([b"NaN", b"Infinity", b'{"mode": NaN}', b'{"status": -Infinity}', b"[", b"{}"])),
+                label="raw")
             kwargs["headers"] = headers | {"Content-Type": "application/json"}
         else:
             kwargs["json"] = data.draw(BODIES, label="body")
