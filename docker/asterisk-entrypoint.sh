@@ -4,18 +4,9 @@
 # into) $IVR_STATE_DIR/secrets.env - a volume the controller container mounts too.
 # IVR_SIP_BIND (default 127.0.0.1:5060) lets SIP listen beyond the container's loopback.
 set -euo pipefail
-STATE=${IVR_STATE_DIR:-/var/lib/ivr14}
-SECRETS=$STATE/secrets.env
-mkdir -p "$STATE"; touch "$SECRETS"; chmod 600 "$SECRETS"
-for name in IVR_AMI_SECRET IVR_ARI_PASSWORD; do
-  val=${!name:-}
-  [ -n "$val" ] || val=$(sed -n "s/^$name=//p" "$SECRETS" | tail -n 1)
-  if [ -z "$val" ]; then
-    val=$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')
-    echo "$name=$val" >>"$SECRETS"
-  fi
-  export "$name=$val"
-done
+# shellcheck source=scripts/secrets.sh
+. /usr/local/share/ivr14/secrets.sh
+ivr_secrets "${IVR_STATE_DIR:-/var/lib/ivr14}"
 rm -rf /etc/asterisk/*
 for f in /usr/local/share/ivr14/dialplan/*.conf; do
   # only our two placeholders; Asterisk's own ${VARIABLES} stay as they are

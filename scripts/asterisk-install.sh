@@ -102,22 +102,9 @@ fi
 
 # ---- secrets: environment first, else generated once and kept in $STATE/secrets.env (0600) ----
 mkdir -p "$STATE"; chmod 700 "$STATE"
-SECRETS=$STATE/secrets.env
-touch "$SECRETS"; chmod 600 "$SECRETS"
-secret() {  # secret NAME -> value from env, else from secrets.env, else generated and appended
-  local name=$1 val
-  val=${!name:-}
-  [ -n "$val" ] || val=$(sed -n "s/^$name=//p" "$SECRETS" | tail -n 1)
-  if [ -z "$val" ]; then
-    val=$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')
-    echo "$name=$val" >>"$SECRETS"
-    log "generated $name into $SECRETS"
-  fi
-  printf '%s' "$val"
-}
-IVR_AMI_SECRET=$(secret IVR_AMI_SECRET)
-IVR_ARI_PASSWORD=$(secret IVR_ARI_PASSWORD)
-export IVR_AMI_SECRET IVR_ARI_PASSWORD
+# shellcheck source=scripts/secrets.sh
+. "$REPO/scripts/secrets.sh"
+ivr_secrets "$STATE"
 
 # ---- configs: replace the whole /etc/asterisk every time (cheap, keeps it in step with the repo) ----
 ETC=$ROOT/etc/asterisk
