@@ -24,14 +24,14 @@ from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict
 
 from .callrecord import Outcome
 from .metrics import MetricsObserver
 from .overrides import AreaCodeOverride, CalamityOverride, MunicipalityOverride
 from .plan import AreaCode, Calamity, Municipality, NumberingPlan, PlanError
 from .report import compute_kpis
-from .routing import MAX_DIGITS, Verdict, route
+from .routing import MAX_DIGITS, route
 
 log = logging.getLogger(__name__)
 
@@ -420,13 +420,7 @@ def create_app(service: Any, metrics: MetricsObserver | None = None) -> FastAPI:
         """What a call to ``number`` would do now (no call is made)."""
         plan = service.plan
         d = route(plan, number, speech_available=getattr(service, "speech", None) is not None)
-        return RouteOut(number=number, verdict=d.verdict.value, reason=d.reason, area_code=d.area_code,
-                        mode=d.mode.value if d.mode else None,
-                        municipality=d.municipality.cbs_code if d.municipality else None,
-                        municipality_name=d.municipality.name if d.municipality else None,
-                        destination=d.destination, message=d.message,
-                        candidates=[m.cbs_code for m in d.candidates] if d.verdict is Verdict.ASK else [],
-                        plan_version=plan.version)
+        return RouteOut(number=number, **d.to_dict(), plan_version=plan.version)
 
     @app.get("/v1/calamities", response_model=list[CalamityOut], tags=["plan"])
     def list_calamities() -> list[CalamityOut]:

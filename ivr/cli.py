@@ -119,30 +119,28 @@ def _route(args) -> int:
 
     plan = plan_from_args(args)
     decision = route(plan, args.number, speech_available=not args.no_speech)
-    out = {"number": args.number, "verdict": decision.verdict.value, "reason": decision.reason,
-           "area_code": decision.area_code, "mode": decision.mode.value if decision.mode else None,
-           "municipality": decision.municipality.name if decision.municipality else None,
-           "destination": decision.destination,
-           "candidates": [m.name for m in decision.candidates]}
+    out = {"number": args.number, **decision.to_dict()}
     if args.dtmf and decision.verdict is Verdict.ASK:
+        # the caller's digits go through the real call flow (menu pages, invalid digits, operator)
         flow = CallFlow(plan, speech_available=False)
         actions = flow.handle(CallStarted(0.0, "dry-run", args.number))
         for i, digit in enumerate(args.dtmf):
             actions = flow.handle(Digit(float(i + 1), digit))
         rec = flow.record
         transfer = next((a for a in actions if isinstance(a, Transfer)), None)
-        out.update(verdict=rec.decision, reason=rec.reason,
-                   municipality=plan.municipalities[rec.municipality].name if rec.municipality else None,
-                   destination=transfer.destination if transfer else rec.destination)
+        chosen = plan.municipalities.get(rec.municipality or "")
+        out.update(verdict=rec.decision, reason=rec.reason, municipality=rec.municipality,
+                   municipality_name=chosen.name if chosen else None,
+                   destination=transfer.destination if transfer else rec.destination, candidates=[])
     if args.json:
         print(json.dumps(out, indent=2))
     else:
         print(f"{out['number']}: {out['verdict']} — {out['reason']}")
-        for key in ("area_code", "mode", "municipality", "destination"):
+        for key in ("area_code", "mode", "municipality_name", "destination", "message"):
             if out[key]:
-                print(f"  {key}: {out[key]}")
-        if out["candidates"] and not args.dtmf:
-            print("  candidates: " + ", ".join(out["candidates"]))
+                print(f"  {key.removesuffix('_name')}: {out[key]}")
+        if out["candidates"]:
+            print("  candidates: " + ", ".join(plan.municipalities[c].name for c in out["candidates"]))
     return 0
 
 

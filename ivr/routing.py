@@ -37,6 +37,15 @@ class Decision:
     candidates: tuple[Municipality, ...] = ()
     message: str = ""  # a calamity message to say before transferring
 
+    def to_dict(self) -> dict[str, object]:
+        """The decision as plain data: what `ivr route --json` and `GET /v1/route` show."""
+        m = self.municipality
+        return {"verdict": self.verdict.value, "reason": self.reason, "area_code": self.area_code,
+                "mode": self.mode.value if self.mode else None,
+                "municipality": m.cbs_code if m else None, "municipality_name": m.name if m else None,
+                "destination": self.destination, "message": self.message,
+                "candidates": [c.cbs_code for c in self.candidates]}
+
 
 @dataclass(frozen=True, slots=True)
 class ParsedNumber:

@@ -172,3 +172,18 @@ def test_admin_changes_replay_from_the_audit_log(plan):
     assert (goes.status, goes.alt_number, goes.aliases) == (Status.NOT_CONNECTED, "0113 249 249", ("Goes stad",))
     assert replayed.area_codes["0113"].mode is RoutingMode.DTMF
     assert [c.target for c in replayed.calamities] == ["0111"]
+
+
+def test_cli_route_and_the_api_show_the_same_decision(capsys):
+    import json
+
+    from ivr.cli import main
+
+    assert main(["route", "140113", "--dtmf", "2", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert (out["verdict"], out["municipality"], out["municipality_name"]) == ("transfer", "GM0703", "Reimerswaal")
+    assert out["destination"] == "Local/GM0703@ivr14-lab"
+    assert main(["route", "14abc", "--json"]) == 0
+    bad = json.loads(capsys.readouterr().out)
+    assert bad["verdict"] == "invalid_number" and "other than digits" in bad["reason"]
+    assert set(bad) == {"number"} | set(route(load_base_plan(), "14abc").to_dict())
