@@ -12,7 +12,7 @@ the call record are the driver's and tests are deterministic.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Callable, Sequence
 
@@ -172,7 +172,6 @@ class _State:
     menu_failures: int = 0
     menu_page: int = 0
     pending: tuple[Municipality, ...] = ()  # what a confirmation is about (1 or 2 municipalities)
-    waiting: bool = False  # an action is waiting for the caller or the transfer
     transfer_started: float | None = None
     ended: bool = False
     started: float = 0.0
@@ -258,7 +257,6 @@ class CallFlow:
 
     def _act_on(self, decision: Decision, at: float, announce: bool = False) -> list[Action]:
         self._note_decision(decision)
-        rec = self.record
         v = decision.verdict
         if v is Verdict.TRANSFER:
             prompts: tuple[str, ...] = ()
@@ -268,12 +266,8 @@ class CallFlow:
             if announce and decision.municipality:
                 prompts += ("doorverbinden", municipality_prompt(decision.municipality.cbs_code), "terug_keuze")
                 back = BACK_DIGIT
-            self._enter(Phase.TRANSFER, at)
-            self._state.transfer_started = at
-            self._state.waiting = True
-            rec.ivr_seconds = at - self._state.started
             cbs = decision.municipality.cbs_code if decision.municipality else None
-            return [Transfer(decision.destination, prompts, cbs, back)]
+            return self._transfer(Transfer(decision.destination, prompts, cbs, back), at)
         if v is Verdict.OPERATOR:
             return self._to_operator(at, reason=decision.reason)
         if v is Verdict.NOT_CONNECTED:
@@ -291,11 +285,13 @@ class CallFlow:
         rec.reason = reason
         rec.destination = self.plan.operator_destination
         rec.municipality = None
+        return self._transfer(Transfer(self.plan.operator_destination, ("medewerker",), None), at)
+
+    def _transfer(self, action: Transfer, at: float) -> list[Action]:
         self._enter(Phase.TRANSFER, at)
         self._state.transfer_started = at
-        self._state.waiting = True
-        rec.ivr_seconds = at - self._state.started
-        return [Transfer(self.plan.operator_destination, ("medewerker",), None)]
+        self.record.ivr_seconds = at - self._state.started
+        return [action]
 
     def _chosen(self, m: Municipality, at: float, how: str) -> list[Action]:
         area = self.plan.area_codes[self.record.area_code]
@@ -307,7 +303,6 @@ class CallFlow:
     def _ask_menu(self, at: float, prompts: tuple[str, ...] = (), page: int = 0) -> list[Action]:
         self._enter(Phase.MENU, at)
         self._state.menu_page = page
-        self._state.waiting = True
         self.record.recognition_attempts += 1
         entries = menu_page(self._state.candidates, page)
         listing: list[str] = ["kies_menu"] if page == 0 else []
@@ -356,7 +351,6 @@ class CallFlow:
     def _ask_speech(self, at: float, first: bool = False) -> list[Action]:
         self._enter(Phase.SPEECH, at)
         self._state.speech_attempts += 1
-        self._state.waiting = True
         self.record.recognition_attempts += 1
         prompts = ("welkom", "zeg_gemeente") if first else ("niet_verstaan", "zeg_gemeente")
         codes = tuple(m.cbs_code for m in self._state.candidates)
@@ -395,7 +389,6 @@ class CallFlow:
     def _ask_confirm(self, at: float, pending: tuple[Municipality, ...]) -> list[Action]:
         self._enter(Phase.CONFIRM, at)
         self._state.pending = pending
-        self._state.waiting = True
         self.record.recognition_attempts += 1
         if len(pending) == 1:
             prompts = ("bedoelt_u", municipality_prompt(pending[0].cbs_code), "ja_nee")

@@ -201,7 +201,7 @@ class CallController:
                         self.observer.call_event(record, event, actions)
                 self._persist(record)
             if flow.ended and actions:  # last words before hanging up
-                await self._say_goodbye(channel, actions)
+                await self._carry_out(channel, flow, actions)
         except ChannelHungUp:
             self._feed(flow, CallerHungUp(self.clock(), await self._hangup_cause(channel)))
         except AsteriskLost as exc:
@@ -235,14 +235,6 @@ class CallController:
             return await asyncio.wait_for(channel.get_variable("HANGUPCAUSE"), 1.0)
         except Exception:
             return ""
-
-    async def _say_goodbye(self, channel: AgiChannel, actions: list[Action]) -> None:
-        for action in actions:
-            if isinstance(action, Play):
-                for key in action.prompts:
-                    await channel.stream(key)
-            elif isinstance(action, Hangup):
-                await channel.command("HANGUP")
 
     async def _carry_out(self, channel: AgiChannel, flow: CallFlow, actions: list[Action]) -> list[Event]:
         """Carry out actions up to the first that waits; return the events that answer it."""
