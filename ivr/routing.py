@@ -77,8 +77,8 @@ def parse_dialled(plan: NumberingPlan, dialled: str) -> ParsedNumber:
         return ParsedNumber(digits, None, "area code missing after 14")
     if not rest.startswith("0"):
         return ParsedNumber(digits, None, "area code must start with 0")
-    for code in plan.area_codes:
-        if rest.startswith(code):
+    for code in (rest[:3], rest[:4]):  # area codes are 3 or 4 digits and prefix-free (the plan checks)
+        if code in plan.area_codes:
             if len(rest) > len(code):
                 return ParsedNumber(digits, code, f"{len(rest) - len(code)} digit(s) too many after area code {code}")
             return ParsedNumber(digits, code)
