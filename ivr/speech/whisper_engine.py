@@ -53,17 +53,17 @@ from typing import TYPE_CHECKING, Iterable, Sequence
 
 import numpy as np
 
-from ivr.speech.base import FRAME_BYTES, Hypotheses, RecogniserError
+from ivr.speech.base import Hypotheses, RecogniserError
+from ivr.speech.closed_set import (
+    CBS as _CBS, NO_PHRASES, YES_PHRASES, BufferedSession, Choice, choices_for, frames_of, municipality_choice,
+    shaped_nbest, spoken as _spoken,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     from ivr.plan import Municipality, NumberingPlan
 
-__all__ = ["WhisperEngine", "WhisperSession", "EngineSettings", "Choice", "load_model"]
-
-YES_PHRASES = ("ja", "ja graag", "ja, dat klopt", "jazeker", "klopt")
-NO_PHRASES = ("nee", "nee, dat klopt niet", "nee hoor")
-_CBS = re.compile(r"^GM\d{4}$")
-
+__all__ = ["WhisperEngine", "WhisperSession", "EngineSettings", "Choice", "load_model", "municipality_choice",
+           "frames_of", "YES_PHRASES", "NO_PHRASES"]
 
 @dataclass(frozen=True)
 class EngineSettings:
@@ -102,16 +102,6 @@ class EngineSettings:
     # one name leads by >= fast_margin nats. Measured: skips 12% of transcripts at 12 nats, costs
     # more than it saves (309 -> 372 ms model time per utterance on dev); see docs/recognition.md
     fast_margin: float = float("inf")
-
-
-@dataclass(frozen=True)
-class Choice:
-    """One class of the closed set: a municipality (or "ja"/"nee") and how to say it."""
-
-    key: str  # CBS code, "ja", "nee", or the phrase itself
-    label: str  # what goes into the n-best text
-    phrases: tuple[str, ...]
-    places: tuple[str, ...] = ()  # villages: shortlisted per utterance only
 
 
 # --- model ----------------------------------------------------------------------------
@@ -247,22 +237,7 @@ class WhisperEngine:
         return WhisperSession(self, self.choices_for(vocabulary))
 
     def choices_for(self, vocabulary: Sequence) -> tuple[Choice, ...]:
-        items = list(vocabulary)
-        choices: list[Choice] = []
-        if items and all(isinstance(v, str) and _CBS.match(v) for v in items):
-            if self.plan is None:
-                raise RecogniserError("WhisperEngine needs a plan to resolve CBS codes")
-            items = [self.plan.municipalities[c] for c in items]
-        for v in items:
-            if isinstance(v, str):
-                choices.append(Choice(v, v, (v,)))
-            else:
-                choices.append(municipality_choice(v))
-        yn = self.settings.yes_no
-        if yn == "always" or not choices or (yn == "auto" and len(choices) <= 2):
-            choices.append(Choice("ja", "ja", YES_PHRASES))
-            choices.append(Choice("nee", "nee", NO_PHRASES))
-        return tuple(choices)
+        return choices_for(vocabulary, self.plan, self.settings.yes_no)
 
     def recognise(self, audio_8k: np.ndarray, choices: Sequence[Choice]) -> Hypotheses:
         """Blocking: queue one utterance (float32 at 8 kHz) and wait for its n-best."""
@@ -517,34 +492,13 @@ class WhisperEngine:
 
         Yes/no questions (only "ja"/"nee") get the plain softmax.
         """
-        s = self.settings
-        z = per_choice / max(s.temperature, 1e-6)
-        z = np.exp(z - np.max(z))
-        q = z / z.sum()
-        order = [int(i) for i in np.argsort(-per_choice, kind="stable")]
-        names = [i for i in order if choices[i].key not in ("ja", "nee")]
-        if len(names) < 2 or choices[order[0]].key in ("ja", "nee") or debug is None:
-            # a yes/no answer (or nothing to choose between): the plain posterior
-            return tuple((choices[i].label, round(float(q[i]), 4)) for i in order[:5])
-        decision = debug.get("force") or self._decision(per_choice, debug)
-        debug["decision"] = decision
-        # the matcher ignores "ja"/"nee": the two best *names* must carry the gap
-        order = names + [i for i in order if i not in names]
-        p = q.copy()
-        i1, i2 = order[0], order[1]
-        if decision == "accept":
-            p1 = max(float(q[i1]), 0.9)
-            p = q * ((1 - p1) / max(1 - float(q[i1]), 1e-9))
-            p[i1] = p1
-        else:
-            gap = 0.2 if decision == "confirm" else 0.04
-            m = min(max((float(q[i1]) + float(q[i2])) / 2, 0.15), 0.45)
-            rest = q.copy()
-            rest[[i1, i2]] = 0
-            rest = rest * ((1 - 2 * m) / max(rest.sum(), 1e-9)) if rest.sum() > 0 else rest
-            p = np.minimum(rest, m - gap / 2)
-            p[i1], p[i2] = m + gap / 2, m - gap / 2
-        return tuple((choices[i].label, round(float(p[i]), 4)) for i in order[:5])
+        order = np.argsort(-per_choice, kind="stable")
+        names = [int(i) for i in order if choices[int(i)].key not in ("ja", "nee")]
+        decision = None
+        if debug is not None and len(names) >= 2 and choices[int(order[0])].key not in ("ja", "nee"):
+            decision = debug.get("force") or self._decision(per_choice, debug)
+            debug["decision"] = decision
+        return shaped_nbest(per_choice, choices, decision, self.settings.temperature)
 
     def _decision(self, per_choice: np.ndarray, debug: dict) -> str:
         s = self.settings
@@ -654,51 +608,4 @@ def _locate(transcript: str, matcher, s: "EngineSettings"):
     return prefix, suffix, shortlist, result
 
 
-
-def _spoken(name: str) -> str:
-    return name.split(" (")[0].strip()
-
-
-def municipality_choice(m: "Municipality") -> Choice:
-    """A municipality's phrases: its name, spoken aliases and former names; villages apart."""
-    phrases = [_spoken(m.name)]
-    for a in (*m.aliases, *m.former_names):
-        a = _spoken(a)
-        if a and "'" not in a.strip("'s-") and a not in phrases and len(a) > 2:
-            phrases.append(a)
-    places = tuple(dict.fromkeys(_spoken(p) for p in m.places if "(" not in p and _spoken(p) not in phrases))
-    return Choice(m.cbs_code, m.name, tuple(phrases), places)
-
-
-class WhisperSession:
-    """One utterance: buffer 20 ms frames, decide at :meth:`finish`."""
-
-    def __init__(self, engine: WhisperEngine, choices: tuple[Choice, ...]):
-        self.engine = engine
-        self.choices = choices
-        self._chunks: list[bytes] = []
-        self._finished = False
-
-    def feed(self, pcm: bytes) -> Hypotheses | None:
-        if self._finished:
-            raise RuntimeError("session already finished")
-        if len(pcm) % 2:
-            pcm = pcm[:-1]
-        self._chunks.append(pcm)
-        return None  # no partials: the decision is made once, at end of speech
-
-    def finish(self) -> Hypotheses:
-        if self._finished:
-            raise RuntimeError("finish() called twice")
-        self._finished = True
-        audio = np.frombuffer(b"".join(self._chunks), dtype="<i2").astype(np.float32) / 32768.0
-        # keep at most the last 8 s (the endpointer caps speech at 6 s)
-        audio = audio[-8 * 8000:]
-        return self.engine.recognise(audio, self.choices)
-
-
-def frames_of(pcm: bytes) -> Iterable[bytes]:
-    """Split slin audio into 20 ms frames (the last one zero-padded)."""
-    for i in range(0, len(pcm), FRAME_BYTES):
-        frame = pcm[i: i + FRAME_BYTES]
-        yield frame if len(frame) == FRAME_BYTES else frame + b"\0" * (FRAME_BYTES - len(frame))
+WhisperSession = BufferedSession  # the session every closed-set engine uses

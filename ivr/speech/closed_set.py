@@ -1,0 +1,142 @@
+"""What every closed-set engine shares: the choices, the buffered session, the n-best.
+
+A closed-set engine does not transcribe: it decides which of an area code's
+municipalities (or "ja"/"nee") the caller said, and hands the call flow an n-best whose
+confidences make the project's :class:`~ivr.matcher.Matcher` carry out that decision.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Iterable, Protocol, Sequence
+
+import numpy as np
+
+from ivr.speech.base import FRAME_BYTES, Hypotheses, RecogniserError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ivr.plan import Municipality, NumberingPlan
+
+__all__ = ["Choice", "municipality_choice", "choices_for", "shaped_nbest", "BufferedSession", "frames_of",
+           "YES_PHRASES", "NO_PHRASES", "spoken"]
+
+YES_PHRASES = ("ja", "ja graag", "ja, dat klopt", "jazeker", "klopt")
+NO_PHRASES = ("nee", "nee, dat klopt niet", "nee hoor")
+CBS = re.compile(r"^GM\d{4}$")
+
+
+@dataclass(frozen=True)
+class Choice:
+    """One class of the closed set: a municipality (or "ja"/"nee") and how to say it."""
+
+    key: str  # CBS code, "ja", "nee", or the phrase itself
+    label: str  # what goes into the n-best text
+    phrases: tuple[str, ...]
+    places: tuple[str, ...] = ()  # villages
+
+
+def spoken(name: str) -> str:
+    return name.split(" (")[0].strip()
+
+
+def municipality_choice(m: "Municipality") -> Choice:
+    """A municipality's phrases: its name, spoken aliases and former names; villages apart."""
+    phrases = [spoken(m.name)]
+    for a in (*m.aliases, *m.former_names):
+        a = spoken(a)
+        if a and "'" not in a.strip("'s-") and a not in phrases and len(a) > 2:
+            phrases.append(a)
+    places = tuple(dict.fromkeys(spoken(p) for p in m.places if "(" not in p and spoken(p) not in phrases))
+    return Choice(m.cbs_code, m.name, tuple(phrases), places)
+
+
+def choices_for(vocabulary: Sequence, plan: "NumberingPlan | None", yes_no: str = "auto") -> tuple[Choice, ...]:
+    """The classes of one question. ``vocabulary``: CBS codes (what ``flow.Listen`` holds,
+    resolved through ``plan``), municipalities, or plain phrases; empty = a yes/no question.
+    ``yes_no``: "ja"/"nee" compete as classes "always", or ("auto") with <= 2 choices."""
+    items = list(vocabulary)
+    choices: list[Choice] = []
+    if items and all(isinstance(v, str) and CBS.match(v) for v in items):
+        if plan is None:
+            raise RecogniserError("a closed-set engine needs a plan to resolve CBS codes")
+        items = [plan.municipalities[c] for c in items]
+    for v in items:
+        choices.append(Choice(v, v, (v,)) if isinstance(v, str) else municipality_choice(v))
+    if yes_no == "always" or not choices or (yes_no == "auto" and len(choices) <= 2):
+        choices.append(Choice("ja", "ja", YES_PHRASES))
+        choices.append(Choice("nee", "nee", NO_PHRASES))
+    return tuple(choices)
+
+
+def shaped_nbest(scores: np.ndarray, choices: Sequence[Choice], decision: str | None,
+                 temperature: float) -> tuple[tuple[str, float], ...]:
+    """The n-best handed to the matcher: (label, confidence), best first by ``scores``
+    (higher = better).
+
+    The confidences are shaped so that the matcher's gap thresholds carry out the
+    engine's own ``decision``: "accept" -> p1 >= 0.9 (matcher: ACCEPT); "confirm" ->
+    p1 - p2 = 0.2 (CONFIRM the best); "choose" -> p1 - p2 = 0.04 ("A of B?"). A yes/no
+    answer, or ``decision`` None, gets the plain softmax at ``temperature``.
+    """
+    z = scores / max(temperature, 1e-6)
+    z = np.exp(z - np.max(z))
+    q = z / z.sum()
+    order = [int(i) for i in np.argsort(-scores, kind="stable")]
+    names = [i for i in order if choices[i].key not in ("ja", "nee")]
+    if len(names) < 2 or choices[order[0]].key in ("ja", "nee") or decision is None:
+        return tuple((choices[i].label, round(float(q[i]), 4)) for i in order[:5])
+    # the matcher ignores "ja"/"nee": the two best *names* must carry the gap
+    order = names + [i for i in order if i not in names]
+    i1, i2 = order[0], order[1]
+    if decision == "accept":
+        p1 = max(float(q[i1]), 0.9)
+        p = q * ((1 - p1) / max(1 - float(q[i1]), 1e-9))
+        p[i1] = p1
+    else:
+        gap = 0.2 if decision == "confirm" else 0.04
+        m = min(max((float(q[i1]) + float(q[i2])) / 2, 0.15), 0.45)
+        rest = q.copy()
+        rest[[i1, i2]] = 0
+        rest = rest * ((1 - 2 * m) / max(rest.sum(), 1e-9)) if rest.sum() > 0 else rest
+        p = np.minimum(rest, m - gap / 2)
+        p[i1], p[i2] = m + gap / 2, m - gap / 2
+    return tuple((choices[i].label, round(float(p[i]), 4)) for i in order[:5])
+
+
+class _Deciding(Protocol):
+    def recognise(self, audio_8k: np.ndarray, choices: Sequence[Choice]) -> Hypotheses: ...
+
+
+class BufferedSession:
+    """One utterance: buffer 20 ms frames, decide once, at :meth:`finish`."""
+
+    def __init__(self, engine: _Deciding, choices: tuple[Choice, ...]):
+        self.engine = engine
+        self.choices = choices
+        self._chunks: list[bytes] = []
+        self._finished = False
+
+    def feed(self, pcm: bytes) -> Hypotheses | None:
+        if self._finished:
+            raise RuntimeError("session already finished")
+        if len(pcm) % 2:
+            pcm = pcm[:-1]
+        self._chunks.append(pcm)
+        return None  # no partials: the decision is made once, at end of speech
+
+    def finish(self) -> Hypotheses:
+        if self._finished:
+            raise RuntimeError("finish() called twice")
+        self._finished = True
+        audio = np.frombuffer(b"".join(self._chunks), dtype="<i2").astype(np.float32) / 32768.0
+        # keep at most the last 8 s (the endpointer caps speech at 6 s)
+        audio = audio[-8 * 8000:]
+        return self.engine.recognise(audio, self.choices)
+
+
+def frames_of(pcm: bytes) -> Iterable[bytes]:
+    """Split slin audio into 20 ms frames (the last one zero-padded)."""
+    for i in range(0, len(pcm), FRAME_BYTES):
+        frame = pcm[i: i + FRAME_BYTES]
+        yield frame if len(frame) == FRAME_BYTES else frame + b"\0" * (FRAME_BYTES - len(frame))
