@@ -1,6 +1,6 @@
 """Replay labelled recordings through the live recognition path and score it.
 
-``ivr replay MANIFEST.csv [--json OUT.json] [--engine whisper|vosk]``
+``ivr replay MANIFEST.csv [--json OUT.json] [--engine templates|whisper|vosk]``
 
 The manifest needs ``path,area_code,expected_cbs_code`` (paths relative to the
 manifest; other columns are ignored, ``kind`` gives a per-kind breakdown). Each WAV
@@ -43,6 +43,7 @@ from ivr.matcher import Matcher, MatchResult
 from ivr.plan import NumberingPlan, load_base_plan
 from ivr.speech.base import FRAME_BYTES, SAMPLE_RATE, Recogniser
 from ivr.speech.endpoint import EndpointEvent, Endpointer
+from ivr.speech.engines import ENGINES
 
 ACTIONS = {"accept": "transfer", "confirm": "confirm", "choose": "choose", "reject": "retry"}
 
@@ -232,18 +233,14 @@ def replay(manifest: Path, recogniser: Recogniser, plan: NumberingPlan | None = 
 
 
 def make_recogniser(engine: str, plan: NumberingPlan) -> Recogniser:
-    if engine == "whisper":
-        from ivr.speech.whisper_engine import WhisperEngine
+    from ivr.speech.base import RecogniserError
+    from ivr.speech.engines import load_recogniser
 
-        return WhisperEngine(plan).warm_up()
-    if engine == "vosk":
-        try:
-            from ivr.speech import vosk_engine  # written by the Vosk adapter's owner
-        except ImportError as exc:
-            raise SystemExit(f"vosk engine not available: {exc}") from exc
-        factory = getattr(vosk_engine, "make_recogniser", None) or getattr(vosk_engine, "VoskRecogniser")
-        return factory(plan) if factory is not None else None
-    raise SystemExit(f"unknown engine {engine!r}")
+    try:
+        recogniser = load_recogniser(engine, plan)
+    except (RecogniserError, ImportError, ValueError) as exc:
+        raise SystemExit(f"{engine} engine not available: {exc}") from exc
+    return recogniser
 
 
 def drive_sip(manifest: Path, args: argparse.Namespace) -> list[ItemResult]:
@@ -386,7 +383,7 @@ def register(subparsers) -> None:
     p = subparsers.add_parser("replay", help="replay labelled WAVs through recogniser + matcher; print metrics")
     p.add_argument("manifest", help="CSV with path,area_code,expected_cbs_code[,kind,...]")
     p.add_argument("--json", help="write the full report (metrics, per kind, items, confusion) here")
-    p.add_argument("--engine", choices=("whisper", "vosk"), default="whisper")
+    p.add_argument("--engine", choices=ENGINES, default=ENGINES[0])
     p.add_argument("--sip", action="store_true",
                    help="place real SIP calls through the running Asterisk + controller (scripts/run.sh)")
     p.add_argument("--db", help="--sip: the controller's call records (default: settings db_path)")

@@ -97,7 +97,8 @@ class Service:
     async def _start_speech(self) -> None:
         """Load the recogniser off the event loop; until it is ready shared codes use the menu."""
         from .asterisk.audiosocket import AudioSocketServer
-        from .asterisk.speech_path import AudioSocketSpeech, PromptAudio, cached_matcher, load_recogniser
+        from .asterisk.speech_path import AudioSocketSpeech, PromptAudio, cached_matcher
+        from .speech.engines import load_recogniser
         from .matcher import yes_no
 
         s = self.settings

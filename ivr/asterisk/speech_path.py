@@ -98,19 +98,3 @@ def cached_matcher(candidates: tuple) -> Matcher:
     return Matcher(candidates)
 
 
-def load_recogniser(engine: str, plan: NumberingPlan) -> Recogniser:
-    """The configured engine, loaded and warmed up (raises with a reason when it cannot be)."""
-    if engine == "whisper":
-        from ..speech.whisper_engine import WhisperEngine
-
-        return WhisperEngine(plan).warm_up()
-    if engine == "vosk":
-        from ..grammar import grammar_for
-        from ..speech.vosk_engine import VoskRecogniser
-
-        recogniser = VoskRecogniser()
-        # fail at start-up, with the list, rather than drop words silently on calls
-        recogniser.verify_vocabulary(
-            phrase for code, area in plan.area_codes.items() if area.shared for phrase in grammar_for(plan, code))
-        return recogniser
-    raise ValueError(f"unknown speech engine {engine!r}")

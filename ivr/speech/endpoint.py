@@ -41,6 +41,9 @@ class EndpointConfig:
     frame_ms: int = FRAME_MS
     start_frames: int = 3  # 60 ms of voiced frames to call it speech
     end_silence_ms: int = 280  # silence that ends an utterance
+    # a lone short burst ("eh, ...") is more often a hesitation than an answer: it waits longer
+    hesitation_speech_ms: int = 240
+    hesitation_silence_ms: int = 500
     min_speech_ms: int = 100  # shorter bursts (clicks, coughs) are not speech
     no_input_ms: int = 5000
     max_speech_ms: int = 6000
@@ -140,7 +143,8 @@ class Endpointer:
         assert self.speech_start_ms is not None
         if self.elapsed_ms - self.speech_start_ms >= cfg.max_speech_ms:
             return self._finish(EndpointEvent.MAX_SPEECH)
-        if self._silence_ms >= cfg.end_silence_ms:
+        hesitating = self._voiced_ms < cfg.hesitation_speech_ms
+        if self._silence_ms >= (cfg.hesitation_silence_ms if hesitating else cfg.end_silence_ms):
             if self._voiced_ms < cfg.min_speech_ms:
                 # a click or a cough: back to waiting, keep the no-input clock running
                 self.state = EndpointState.WAITING

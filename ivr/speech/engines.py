@@ -1,0 +1,33 @@
+"""The configured speech engine, by name (``IVR_SPEECH_ENGINE``, ``ivr replay --engine``)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ivr.plan import NumberingPlan
+    from ivr.speech.base import Recogniser
+
+ENGINES = ("templates", "whisper", "vosk")
+
+
+def load_recogniser(engine: str, plan: "NumberingPlan") -> "Recogniser":
+    """The engine, loaded and warmed up (raises with a reason when it cannot be)."""
+    if engine == "templates":
+        from ivr.speech.template_engine import TemplateEngine
+
+        return TemplateEngine(plan).warm_up()
+    if engine == "whisper":
+        from ivr.speech.whisper_engine import WhisperEngine
+
+        return WhisperEngine(plan).warm_up()
+    if engine == "vosk":
+        from ivr.grammar import grammar_for
+        from ivr.speech.vosk_engine import VoskRecogniser
+
+        recogniser = VoskRecogniser()
+        # fail at start-up, with the list, rather than drop words silently on calls
+        recogniser.verify_vocabulary(
+            phrase for code, area in plan.area_codes.items() if area.shared for phrase in grammar_for(plan, code))
+        return recogniser
+    raise ValueError(f"unknown speech engine {engine!r}")

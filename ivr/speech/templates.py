@@ -1,0 +1,241 @@
+"""Query by example: score an utterance against spoken references of every candidate.
+
+Each candidate phrase (municipality name, alias, former name, village) is spoken once by
+espeak-ng, band-limited like a phone line, and kept as a sequence of mean-normalised
+log-mel frames. An utterance is compared with every reference of its area code by
+subsequence dynamic time warping: the reference may sit anywhere in the utterance
+("ik woon in *Hansweert*"), at 0.5x to any slower speed. The score of a reference is
+the mean cosine distance along its best path; lower is closer.
+
+This is the classic isolated-word technique of template matching, with synthesised
+references instead of enrolled speakers. It is cheap (no neural network: ~1 ms per
+reference) and it knows every village, which the Whisper decoder could not afford to
+score. Its weakness is equally classic: it matches *how espeak-ng says a name*; a
+caller whose pronunciation differs a lot scores flat, with a small margin, and the
+engine then hands the decision on (see :mod:`ivr.speech.cascade`).
+
+References are cached on disk (one ``.npy`` per phrase, keyed by the phrase, the voice
+and the feature settings), so a restart does not speak 6,000 names again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from ivr.speech.base import RecogniserError
+
+__all__ = ["FeatureSettings", "ReferenceBank", "log_mel", "subsequence_dtw", "default_cache_dir"]
+
+RATE = 8000
+
+
+@dataclass(frozen=True)
+class FeatureSettings:
+    n_fft: int = 256
+    win: int = 200  # 25 ms
+    hop: int = 160  # 20 ms: 50 frames a second
+    n_mels: int = 40
+    f_min: float = 250.0
+    f_max: float = 3500.0
+    dynamic_range: float = 18.4  # natural log: energies further below the loudest are floored
+    noise_subtract: float = 1.0  # x the noise spectrum (quietest fifth of the frames) subtracted
+    noise_floor: float = 0.05  # ... but never below this share of the frame's own power
+    voice: str = "nl"
+    speed: int = 160
+    pitch: int = 50
+
+    @property
+    def voice_key(self) -> str:
+        """Names the cached audio: only how the references are spoken, not the features."""
+        return f"{self.voice.replace('+', '_')}-s{self.speed}-p{self.pitch}"
+
+
+def _mel_filters(s: FeatureSettings) -> np.ndarray:
+    def hz_to_mel(f):
+        return 2595.0 * np.log10(1.0 + np.asarray(f) / 700.0)
+
+    def mel_to_hz(m):
+        return 700.0 * (10 ** (np.asarray(m) / 2595.0) - 1.0)
+
+    edges = mel_to_hz(np.linspace(hz_to_mel(s.f_min), hz_to_mel(s.f_max), s.n_mels + 2))
+    bins = np.fft.rfftfreq(s.n_fft, 1.0 / RATE)
+    fb = np.zeros((s.n_mels, bins.size), np.float32)
+    for m in range(s.n_mels):
+        lo, mid, hi = edges[m], edges[m + 1], edges[m + 2]
+        up = (bins - lo) / (mid - lo)
+        down = (hi - bins) / (hi - mid)
+        fb[m] = np.maximum(0.0, np.minimum(up, down))
+    return fb
+
+
+_FILTERS: dict[FeatureSettings, np.ndarray] = {}
+
+
+def log_mel(audio_8k: np.ndarray, s: FeatureSettings = FeatureSettings()) -> np.ndarray:
+    """(frames, n_mels) log-mel energies of 8 kHz audio, speech only, mean-normalised.
+
+    Stationary line noise is estimated on the quietest fifth of the frames and
+    subtracted from the power spectrum (spectral subtraction with a floor), so a noisy
+    call and a clean reference meet in the middle."""
+    audio = np.asarray(audio_8k, np.float32)
+    if audio.size < s.win:
+        return np.zeros((0, s.n_mels), np.float32)
+    fb = _FILTERS.get(s)
+    if fb is None:
+        fb = _FILTERS[s] = _mel_filters(s)
+    n = 1 + (audio.size - s.win) // s.hop
+    idx = np.arange(s.win)[None, :] + s.hop * np.arange(n)[:, None]
+    power = np.abs(np.fft.rfft(audio[idx] * np.hanning(s.win).astype(np.float32), s.n_fft, axis=1)) ** 2
+    energy = 10 * np.log10(power.sum(axis=1) + 1e-10)
+    if s.noise_subtract and n >= 10:
+        quiet = power[energy <= np.percentile(energy, 20)]
+        power = np.maximum(power - s.noise_subtract * quiet.mean(axis=0), s.noise_floor * power)
+        energy = 10 * np.log10(power.sum(axis=1) + 1e-10)
+    gate = max(np.percentile(energy, 10) + 10.0, energy.max() - 35.0, -60.0)
+    voiced = np.nonzero(energy > gate)[0]
+    if voiced.size == 0:
+        return np.zeros((0, s.n_mels), np.float32)
+    power = power[max(0, voiced[0] - 1): voiced[-1] + 2]
+    mel = np.log(power @ fb.T + 1e-8)
+    # like Whisper's front end: a floor under the quiet bins keeps line noise out of the match
+    mel = np.maximum(mel, mel.max() - s.dynamic_range)
+    return (mel - mel.mean(axis=0, keepdims=True)).astype(np.float32)
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    return x / (np.linalg.norm(x, axis=1, keepdims=True) + 1e-9)
+
+
+def subsequence_dtw(references: Sequence[np.ndarray], utterance: np.ndarray) -> np.ndarray:
+    """Per reference: the lowest mean cosine distance of a path through the whole reference
+    against any stretch of the utterance.
+
+    Steps (reference frame j, utterance frame i): from (j-1, i-1), (j, i-1) (the caller is
+    slower) or (j-2, i-1) (faster, up to 2x). The predecessor is the one with the lowest
+    mean cost so far, so long and short paths compare fairly. All references advance
+    together, one utterance frame at a time (vectorised over references and frames).
+    """
+    t = len(references)
+    if t == 0:
+        return np.zeros(0, np.float32), np.zeros(0, np.float32)
+    if utterance.shape[0] == 0:
+        return np.ones(t, np.float32), np.zeros(t, np.float32)
+    lens = np.array([max(1, r.shape[0]) for r in references])
+    width = int(lens.max())
+    ref = np.zeros((t, width, utterance.shape[1]), np.float32)
+    for k, r in enumerate(references):
+        if r.shape[0]:
+            ref[k, : r.shape[0]] = _unit(r)
+    cost = 1.0 - np.einsum("tjd,id->ijt", ref, _unit(utterance))  # (utterance frames, width, refs)
+    cost = np.ascontiguousarray(cost.transpose(0, 2, 1))  # (i, t, j)
+    inf = np.float32(1e9)
+    # columns 0 and 1 are padding: 0 = unreachable, 1 = a fresh start (sum 0, count 0)
+    total = np.full((t, width + 2), inf, np.float32)
+    count = np.ones((t, width + 2), np.float32)
+    total[:, 1] = 0.0
+    count[:, 1] = 0.0
+    best = np.full(t, np.inf, np.float32)
+    best_len = np.ones(t, np.float32)
+    rows = np.arange(t)
+    end = lens + 1
+    for i in range(utterance.shape[0]):
+        mean = total / np.maximum(count, 1.0)
+        mean[:, 1] = 0.0
+        diag, stay, skip = mean[:, 1:-1], mean[:, 2:], mean[:, :-2]
+        use_stay = stay < diag
+        src_t = np.where(use_stay, total[:, 2:], total[:, 1:-1])
+        src_n = np.where(use_stay, count[:, 2:], count[:, 1:-1])
+        low = np.minimum(diag, stay)
+        use_skip = skip < low
+        src_t = np.where(use_skip, total[:, :-2], src_t)
+        src_n = np.where(use_skip, count[:, :-2], src_n)
+        new_total = src_t + cost[i]
+        new_count = src_n + 1.0
+        total[:, 2:] = np.minimum(new_total, inf)
+        count[:, 2:] = new_count
+        total[:, 1] = 0.0
+        count[:, 1] = 0.0
+        here = total[rows, end] / count[rows, end]
+        better = here < best
+        best = np.where(better, here, best)
+        best_len = np.where(better, count[rows, end], best_len)
+    # a fresh start is only allowed at the first frame of a reference: column 1 feeds j = 0
+    # via "diag" and j = 1 via "skip"; the latter skips one frame, which is harmless.
+    return best, best_len
+
+
+def default_cache_dir() -> Path:
+    env = os.environ.get("IVR_TEMPLATE_CACHE")
+    if env:
+        return Path(env)
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "ivr14" / "templates"
+
+
+class ReferenceBank:
+    """Spoken references of phrases, computed once (espeak-ng + sox) and cached on disk."""
+
+    def __init__(self, settings: FeatureSettings = FeatureSettings(), cache_dir: Path | None = None):
+        missing = [t for t in ("espeak-ng", "sox") if shutil.which(t) is None]
+        if missing:
+            raise RecogniserError(f"template references need {', '.join(missing)}: apt-get install -y espeak-ng sox")
+        self.settings = settings
+        self.cache_dir = (cache_dir or default_cache_dir()) / settings.voice_key
+        self._memory: dict[str, np.ndarray] = {}
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._memory)
+
+    def get(self, phrases: Iterable[str]) -> list[np.ndarray]:
+        phrases = list(phrases)
+        todo = [p for p in dict.fromkeys(phrases) if p not in self._memory]
+        if todo:
+            self.build(todo)
+        return [self._memory[p] for p in phrases]
+
+    def build(self, phrases: Sequence[str], workers: int = 2) -> None:
+        todo = [p for p in dict.fromkeys(phrases) if p not in self._memory]
+        if not todo:
+            return
+        with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+            for p, feats in zip(todo, pool.map(self._load_or_speak, todo)):
+                with self._lock:
+                    self._memory[p] = feats
+
+    def _path(self, phrase: str) -> Path:
+        return self.cache_dir / (hashlib.sha1(phrase.encode()).hexdigest()[:20] + ".npy")
+
+    def _load_or_speak(self, phrase: str) -> np.ndarray:
+        """The phrase's features; its audio comes from the disk cache or from espeak-ng."""
+        path = self._path(phrase)
+        try:
+            pcm = np.load(path)
+        except (OSError, ValueError):
+            pcm = np.clip(self.speak(phrase) * 32768.0, -32768, 32767).astype("<i2")
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                tmp = path.with_name(f"{path.stem}.{os.getpid()}.{threading.get_ident()}.tmp.npy")
+                np.save(tmp, pcm)
+                os.replace(tmp, path)
+            except OSError:
+                pass  # a read-only cache only costs time
+        return log_mel(pcm.astype(np.float32) / 32768.0, self.settings)
+
+    def speak(self, phrase: str) -> np.ndarray:
+        s = self.settings
+        spoken = subprocess.run(["espeak-ng", "-v", s.voice, "-s", str(s.speed), "-p", str(s.pitch), "--stdout",
+                                 phrase], capture_output=True, check=True, timeout=30).stdout
+        line = subprocess.run(["sox", "-t", "wav", "-", "-t", "raw", "-r", str(RATE), "-e", "signed-integer",
+                               "-b", "16", "-", "sinc", "300-3400", "rate", "8k"],
+                              input=spoken, capture_output=True, check=True, timeout=30).stdout
+        return np.frombuffer(line, "<i2").astype(np.float32) / 32768.0
