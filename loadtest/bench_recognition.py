@@ -1,8 +1,8 @@
 """Recognition latency under load: N simultaneous call streams sharing one engine.
 
-    .venv/bin/python loadtest/bench_recognition.py [--streams 20] [--seconds 60]
-        [--gap 2.0 4.0] [--manifest tests/data/dev/manifest.csv] [--burst]
-        [--threads N] [--workers N] [--max-batch N] [--fast-margin NATS]
+    .venv/bin/python loadtest/bench_recognition.py [--engine templates|whisper] [--streams 20]
+        [--seconds 60] [--gap 2.0 4.0] [--manifest tests/data/dev/manifest.csv] [--burst]
+        [--threads N] [--workers N] [--max-batch N] [--fast-margin NATS]   (the last four: whisper)
 
 Each stream behaves like a caller: silence while the prompt plays (``--gap`` seconds,
 uniform), then one dev-set utterance fed in real time as 20 ms frames through the
@@ -31,12 +31,14 @@ from ivr.plan import load_base_plan  # noqa: E402
 from ivr.replay import read_slin  # noqa: E402
 from ivr.speech.base import FRAME_BYTES  # noqa: E402
 from ivr.speech.endpoint import EndpointEvent, Endpointer  # noqa: E402
+from ivr.speech.template_engine import TemplateEngine  # noqa: E402
 from ivr.speech.whisper_engine import EngineSettings, WhisperEngine  # noqa: E402
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--manifest", default="tests/data/dev/manifest.csv")
+    ap.add_argument("--engine", choices=("templates", "whisper"), default="templates")
     ap.add_argument("--streams", type=int, default=20)
     ap.add_argument("--seconds", type=float, default=60.0)
     ap.add_argument("--gap", type=float, nargs=2, default=(2.0, 4.0), help="prompt silence before each utterance")
@@ -56,8 +58,14 @@ def main() -> int:
     over = {k: v for k, v in (("cpu_threads", args.threads), ("workers", args.workers),
                                 ("max_batch", args.max_batch), ("fast_margin", args.fast_margin))
             if v is not None}
-    settings = EngineSettings(**over)
-    engine = WhisperEngine(plan, settings).warm_up()
+    if args.engine == "whisper":
+        settings = EngineSettings(**over)
+        engine = WhisperEngine(plan, settings).warm_up()
+        described = (f"cpu_threads={settings.cpu_threads} workers={settings.workers} "
+                     f"max_batch={settings.max_batch} fast_margin={settings.fast_margin}")
+    else:
+        engine = TemplateEngine(plan).warm_up(background=False)  # every reference loaded first
+        described = f"voices={','.join(engine.settings.voices)} workers={engine.settings.workers}"
     matchers = {c: Matcher(plan.candidates(c)) for c in {r["area_code"] for r in rows}}
     r0, a0 = audio[0]
     warm = engine.start(plan.area_codes[r0["area_code"]].municipalities)
@@ -113,8 +121,7 @@ def main() -> int:
     cpu = (cpu1.user - cpu0.user) + (cpu1.system - cpu0.system)
     lat = np.array(latencies)
     mode = "burst" if args.burst else f"{args.seconds:.0f}s, prompt gap {args.gap[0]}-{args.gap[1]}s"
-    print(f"streams={args.streams} ({mode}) cpu_threads={settings.cpu_threads} workers={settings.workers} "
-          f"max_batch={settings.max_batch} fast_margin={settings.fast_margin} cores={os.cpu_count()}")
+    print(f"engine={args.engine} streams={args.streams} ({mode}) {described} cores={os.cpu_count()}")
     print(f"decisions={len(lat)} rate={len(lat) / wall:.2f}/s process_cpu={cpu / wall:.2f} cores "
           f"loadavg={os.getloadavg()[0]:.2f}")
     print(f"end of speech -> decision: p50={np.percentile(lat, 50):.0f} ms p95={np.percentile(lat, 95):.0f} ms "
