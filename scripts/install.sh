@@ -12,3 +12,4 @@ if [ ! -e "$stamp" ]; then
   rm -f .venv/.ivr14-installed-*; touch "$stamp"
 fi
 bash scripts/asterisk-install.sh
+.venv/bin/python -m ivr.cli references  # template engine: espeak-ng references into the disk cache (~2 min once)

@@ -1,5 +1,5 @@
 """Spoken municipality names through the real Asterisk: SIPp plays espeak-ng audio as RTP,
-the controller listens over AudioSocket with the Dutch Whisper engine and routes."""
+the controller listens over AudioSocket with the default (template) engine and routes."""
 
 from __future__ import annotations
 
@@ -35,7 +35,7 @@ def speak(text: str, wav, voice: str = "nl") -> None:
 @pytest.fixture(scope="module")
 def controller(asterisk, tmp_path_factory):
     workdir = tmp_path_factory.mktemp("e2e-speech-controller")
-    controller = start_controller(workdir, salt=SALT, speech_engine="whisper")
+    controller = start_controller(workdir, salt=SALT, speech_engine="templates")
     deadline = time.monotonic() + 120
     while "speech recognition ready" not in controller.log_path.read_text():
         assert time.monotonic() < deadline, controller.log_path.read_text()

@@ -16,7 +16,8 @@ def load_recogniser(engine: str, plan: "NumberingPlan") -> "Recogniser":
     if engine == "templates":
         from ivr.speech.template_engine import TemplateEngine
 
-        return TemplateEngine(plan).warm_up()
+        # every reference in memory before the first call: until then, calls use the DTMF menu
+        return TemplateEngine(plan).warm_up(background=False)
     if engine == "whisper":
         from ivr.speech.whisper_engine import WhisperEngine
 

@@ -89,14 +89,22 @@ class TemplateEngine:
 
     def _load_all(self) -> None:
         t0 = time.perf_counter()
-        areas = sorted((a for a in self.plan.area_codes.values() if a.shared), key=lambda a: -a.population)
-        for area in areas:
-            phrases = [p for code in area.municipalities
-                       for p in _phrases(municipality_choice(self.plan.municipalities[code]))]
+        for phrases in self._phrases_by_area():
             for bank in self.banks:
                 bank.build(phrases)
         log.info("template references ready: %d phrases x %d voices in %.1f s",
                  len(self.banks[0]), len(self.banks), time.perf_counter() - t0)
+
+    def _phrases_by_area(self) -> list[list[str]]:
+        """Every shared area code's phrases, most populous area code first."""
+        areas = sorted((a for a in self.plan.area_codes.values() if a.shared), key=lambda a: -a.population)
+        return [[p for code in area.municipalities for p in _phrases(municipality_choice(self.plan.municipalities[code]))]
+                for area in areas]
+
+    def cache_references(self) -> int:
+        """Fill the disk cache (what ``scripts/install.sh`` runs); returns phrases spoken."""
+        phrases = [p for area in self._phrases_by_area() for p in area]
+        return sum(bank.ensure_cached(phrases) for bank in self.banks)
 
     def close(self) -> None:
         pass
@@ -161,3 +169,21 @@ class TemplateEngine:
 
 def _phrases(choice: Choice) -> tuple[str, ...]:
     return choice.phrases + choice.places
+
+
+# --- command line -------------------------------------------------------------------------
+
+def register(sub) -> None:
+    p = sub.add_parser("references", help="speak the template engine's references into the disk cache")
+    p.set_defaults(func=_cache_command)
+
+
+def _cache_command(args) -> int:
+    from ivr.plan import load_base_plan
+
+    t0 = time.perf_counter()
+    engine = TemplateEngine(load_base_plan())
+    spoken = engine.cache_references()
+    print(f"references: {spoken} spoken, cache {engine.banks[0].cache_dir.parent} "
+          f"({time.perf_counter() - t0:.1f} s)")
+    return 0

@@ -212,6 +212,13 @@ class ReferenceBank:
                 with self._lock:
                     self._memory[p] = feats
 
+    def ensure_cached(self, phrases: Sequence[str], workers: int = 2) -> int:
+        """Speak into the disk cache whatever is not there yet; returns how many were spoken."""
+        todo = [p for p in dict.fromkeys(phrases) if not self._path(p).exists()]
+        with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+            list(pool.map(self._load_or_speak, todo))
+        return len(todo)
+
     def _path(self, phrase: str) -> Path:
         return self.cache_dir / (hashlib.sha1(phrase.encode()).hexdigest()[:20] + ".npy")
 
