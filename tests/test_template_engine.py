@@ -231,15 +231,9 @@ def test_reference_bank_respeaks_a_corrupt_cache_file(tmp_path):
 _CORPUS_VOICES = ("nl", "nl+f2", "nl+f4", "nl+m1", "nl+m3")  # the dev manifest's voice column
 
 
-@pytest.mark.parametrize("voice", [
-    pytest.param(v, marks=pytest.mark.xfail(strict=True, reason=(
-        "espeak-ng variant names are case-sensitive file names (!v/linda): 'nl+Linda' silently "
-        "falls back to the plain 'nl' voice (byte-identical output), so the second reference "
-        "voice is the corpus's own 'nl' voice, not a disjoint one as TemplateSettings claims"
-    ))) if v == "nl+Linda" else v
-    for v in TemplateSettings().voices
-])
+@pytest.mark.parametrize("voice", TemplateSettings().voices)
 def test_reference_voices_are_distinct_from_the_corpus_voices(voice):
+    # espeak-ng variant names are case-sensitive file names: "nl+Linda" once fell back to "nl"
     assert {r["voice"].split()[0] for r in dev_rows().values()} <= set(_CORPUS_VOICES)
 
     def spoken(v: str) -> bytes:
@@ -323,12 +317,6 @@ def _noise_bursts(seed: int) -> np.ndarray:
     return np.concatenate([np.zeros(RATE // 2), noise, np.zeros(RATE)]).astype(np.float32)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "bursts of white noise (no speech at all) pass the energy endpointer and log_mel's energy "
-    "gate; after mean normalisation their frames match fricative/plosive references such as "
-    "'Putten' at a mean cosine distance of ~0.08-0.14 - closer than most real utterances match "
-    "their own name - with a margin >= accept_margin, so the engine shapes an ACCEPT and the "
-    "call is transferred to Putten. Nothing checks voicing/periodicity before accepting."))
 def test_engine_never_accepts_noise_bursts_through_the_live_path(plan, engine):
     code = "0341"  # Ermelo, Harderwijk, Nunspeet, Putten
     area = plan.area_codes[code]
@@ -350,3 +338,11 @@ def test_engine_yes_no_question(engine, m3_bank, said, expected):
     assert {label for label, _ in hyps.nbest} <= {"ja", "nee"}
     assert hyps.nbest[0][0] == expected, f"{said!r}: {hyps.nbest} ({engine.last_debug})"
     assert engine.last_debug["decision"] is None  # yes/no answers are never shaped as accept
+
+
+def test_an_unknown_voice_variant_is_refused_not_replaced_by_the_plain_voice(tmp_path):
+    from ivr.speech.base import RecogniserError
+
+    with pytest.raises(RecogniserError, match="case-sensitive"):
+        ReferenceBank(FeatureSettings(voice="nl+Linda"), tmp_path).check_voice()
+    ReferenceBank(FeatureSettings(voice="nl+linda"), tmp_path).check_voice()

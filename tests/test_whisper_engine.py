@@ -81,12 +81,12 @@ def test_engine_decision_becomes_the_matcher_verdict():
 
 
 def test_two_candidates_with_yes_no_classes_still_confirm():
-    """ja/nee compete for <= 2 candidates; the matcher ignores them, so the gap must sit
-    between the two names (a confirm used to turn into a misroute here)."""
-    from ivr.speech.whisper_engine import WhisperEngine
+    """When ja/nee compete with two candidates (``yes_no="always"``) the matcher ignores
+    them, so the gap must sit between the two names (a confirm used to turn into a misroute)."""
+    from ivr.speech.whisper_engine import EngineSettings, WhisperEngine
 
     plan = load_base_plan()
-    eng = WhisperEngine(plan)
+    eng = WhisperEngine(plan, EngineSettings(yes_no="always"))
     cands = plan.candidates("0521")
     assert len(cands) == 2
     decision, r = _verdict(eng, cands, [3.0, 0.5, 2.0, -4.0], [0.9, 0.0, 0.0, 0.0])
@@ -109,6 +109,9 @@ def test_locate_places_the_name_and_shortlists_villages():
 def test_empty_vocabulary_is_a_yes_no_question(engine):
     choices = engine.choices_for([])
     assert {c.key for c in choices} == {"ja", "nee"}
+    # a first question on an area code with two municipalities is not a yes/no question
+    two = engine.choices_for([c.cbs_code for c in load_base_plan().candidates("0521")])
+    assert [c.key for c in two] == [c.cbs_code for c in load_base_plan().candidates("0521")]
 
 
 def test_silence_gives_an_empty_nbest(engine):
@@ -149,7 +152,7 @@ def test_fast_path_accepts_only_a_name_with_a_decisive_bare_margin():
 
     plan = load_base_plan()
     assert EngineSettings().fast_margin == float("inf")
-    eng = WhisperEngine(plan, EngineSettings(fast_margin=12.0))
+    eng = WhisperEngine(plan, EngineSettings(fast_margin=12.0, yes_no="always"))
     two = eng.choices_for([c.cbs_code for c in plan.candidates("0521")])  # 2 names + ja/nee
     assert eng._fast(np.array([20.0, 5.0, 1.0, 0.0]), two)
     assert not eng._fast(np.array([20.0, 10.0, 1.0, 0.0]), two)  # margin 10 < 12

@@ -61,9 +61,10 @@ class AudioSocketSpeech:
         self.max_speech_s = max_speech_s
 
     def vocabulary(self, action: Listen) -> tuple[str, ...]:
+        closed_set = getattr(self.recogniser, "closed_set", False)  # scores the candidates themselves
         if not action.vocabulary_of:
-            return () if self.recogniser.name == "whisper" else YES_NO_PHRASES
-        if self.recogniser.name == "whisper":  # closed-set scorer: takes the candidates themselves
+            return () if closed_set else YES_NO_PHRASES
+        if closed_set:
             return action.vocabulary_of
         plan = self.plan()
         return tuple(sorted(cached_matcher(tuple(plan.municipalities[c] for c in action.vocabulary_of)).vocabulary()))

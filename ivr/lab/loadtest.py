@@ -557,7 +557,7 @@ def run_load(cfg: LoadConfig, log=print) -> dict[str, Any]:
     else:
         raise ValueError(f"unknown scenario {cfg.scenario!r}: one of {', '.join([*all_scen, 'mixed'])}")
     speech = any(s.speech for s, _ in mix)
-    engine = cfg.speech_engine or (os.environ.get("IVR_SPEECH_ENGINE", "whisper") if speech else "none")
+    engine = cfg.speech_engine or (os.environ.get("IVR_SPEECH_ENGINE", "templates") if speech else "none")
     machine = describe_machine()
     result: dict[str, Any] = {"format": "ivr-loadtest/1", "config": _cfg_dict(cfg), "machine": machine,
                               "speech_engine": engine, "steps": [], "skipped": None, "workdir": str(workdir)}

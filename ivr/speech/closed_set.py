@@ -54,7 +54,9 @@ def municipality_choice(m: "Municipality") -> Choice:
 def choices_for(vocabulary: Sequence, plan: "NumberingPlan | None", yes_no: str = "auto") -> tuple[Choice, ...]:
     """The classes of one question. ``vocabulary``: CBS codes (what ``flow.Listen`` holds,
     resolved through ``plan``), municipalities, or plain phrases; empty = a yes/no question.
-    ``yes_no``: "ja"/"nee" compete as classes "always", or ("auto") with <= 2 choices."""
+    ``yes_no``: "ja"/"nee" compete as classes "always", or ("auto") only in a yes/no question:
+    an area code with two municipalities asks its first question with two choices, and
+    "klopt" must not outscore "Oldebroek" there."""
     items = list(vocabulary)
     choices: list[Choice] = []
     if items and all(isinstance(v, str) and CBS.match(v) for v in items):
@@ -63,7 +65,7 @@ def choices_for(vocabulary: Sequence, plan: "NumberingPlan | None", yes_no: str 
         items = [plan.municipalities[c] for c in items]
     for v in items:
         choices.append(Choice(v, v, (v,)) if isinstance(v, str) else municipality_choice(v))
-    if yes_no == "always" or not choices or (yes_no == "auto" and len(choices) <= 2):
+    if yes_no == "always" or not choices:
         choices.append(Choice("ja", "ja", YES_PHRASES))
         choices.append(Choice("nee", "nee", NO_PHRASES))
     return tuple(choices)

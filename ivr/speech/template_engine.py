@@ -32,7 +32,7 @@ import numpy as np
 
 from ivr.speech.base import Hypotheses
 from ivr.speech.closed_set import BufferedSession, Choice, choices_for, municipality_choice, shaped_nbest
-from ivr.speech.templates import FeatureSettings, ReferenceBank, log_mel, subsequence_dtw
+from ivr.speech.templates import FeatureSettings, ReferenceBank, log_mel, subsequence_dtw, voiced_ms
 
 if TYPE_CHECKING:  # pragma: no cover
     from pathlib import Path
@@ -46,12 +46,15 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class TemplateSettings:
-    voices: tuple[str, ...] = ("nl+m6", "nl+Linda")  # disjoint from the corpus voices
+    # disjoint from the corpus voices; espeak-ng variant names are case-sensitive file names,
+    # and an unknown one silently falls back to plain "nl" (a development voice)
+    voices: tuple[str, ...] = ("nl+m6", "nl+linda")
     features: FeatureSettings = field(default_factory=lambda: FeatureSettings(noise_subtract=2.0, noise_floor=0.02))
     village_penalty: float = 0.02  # added to a village's distance
     accept_margin: float = 0.04  # distance between the best two municipalities to accept
     choose_margin: float = 0.002  # ... below which the caller chooses between the two
     reject_above: float = 0.6  # best distance above this: nothing was said that we know
+    min_voiced_ms: int = 100  # less voiced (pitched) audio than this is noise, not an answer
     rescore_top: int = 24  # phrases re-scored with the other voices
     temperature: float = 0.02  # softmax over -distance for the n-best confidences
     yes_no: str = "auto"
@@ -62,6 +65,7 @@ class TemplateEngine:
     """A :class:`~ivr.speech.base.Recogniser`; ``start(vocabulary)`` as the Whisper engine."""
 
     name = "templates"
+    closed_set = True  # start() takes CBS codes; () is a yes/no question
 
     def __init__(self, plan: "NumberingPlan | None" = None, settings: TemplateSettings | None = None,
                  cache_dir: "Path | None" = None):
@@ -69,6 +73,8 @@ class TemplateEngine:
         self.settings = settings or TemplateSettings()
         self.banks = [ReferenceBank(replace(self.settings.features, voice=v), cache_dir)
                       for v in self.settings.voices]
+        for bank in self.banks:
+            bank.check_voice()
         self._slots = threading.Semaphore(max(1, self.settings.workers))
         self._preload: threading.Thread | None = None
         self.last_debug: dict = {}
@@ -133,7 +139,7 @@ class TemplateEngine:
             for p in c.places:
                 owner.append(ci), phrases.append(p), penalty.append(s.village_penalty)
         utterance = log_mel(audio, s.features)
-        if utterance.shape[0] < 4 or not phrases:
+        if utterance.shape[0] < 4 or not phrases or voiced_ms(audio) < s.min_voiced_ms:
             self.last_debug = {"reason": "no speech"}
             return Hypotheses((), True, (time.perf_counter() - t0) * 1000)
         dist, _ = subsequence_dtw(self.banks[0].get(phrases), utterance)

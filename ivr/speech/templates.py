@@ -26,7 +26,7 @@ import shutil
 import subprocess
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -110,6 +110,30 @@ def log_mel(audio_8k: np.ndarray, s: FeatureSettings = FeatureSettings()) -> np.
     # like Whisper's front end: a floor under the quiet bins keeps line noise out of the match
     mel = np.maximum(mel, mel.max() - s.dynamic_range)
     return (mel - mel.mean(axis=0, keepdims=True)).astype(np.float32)
+
+
+def voiced_ms(audio_8k: np.ndarray, threshold: float = 0.45) -> int:
+    """How much of the audio is voiced (periodic at 60-400 Hz), in ms.
+
+    A burst of noise can sit closer to some reference than a real answer does; it has no
+    pitch. 40 ms frames every 20 ms; a frame is voiced when it is within 30 dB of the
+    loudest and its normalised autocorrelation peaks above ``threshold`` at a pitch lag."""
+    audio = np.asarray(audio_8k, np.float32)
+    win, hop = 320, 160
+    if audio.size < win:
+        return 0
+    n = 1 + (audio.size - win) // hop
+    frames = audio[np.arange(win)[None, :] + hop * np.arange(n)[:, None]]
+    frames = frames - frames.mean(axis=1, keepdims=True)
+    energy = (frames ** 2).sum(axis=1)
+    loud = energy > energy.max() * 1e-3
+    if not loud.any():
+        return 0
+    frames = frames[loud]
+    spectrum = np.fft.rfft(frames, 2 * win, axis=1)
+    acf = np.fft.irfft(np.abs(spectrum) ** 2, axis=1)[:, : win]
+    peak = acf[:, RATE // 400: RATE // 60].max(axis=1) / np.maximum(acf[:, 0], 1e-12)
+    return int((peak > threshold).sum()) * hop * 1000 // RATE
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
@@ -212,6 +236,17 @@ class ReferenceBank:
                 with self._lock:
                     self._memory[p] = feats
 
+    def check_voice(self) -> None:
+        """espeak-ng falls back to its plain voice, silently, for an unknown variant
+        (variant names are case-sensitive file names): refuse that here."""
+        voice = self.settings.voice
+        if "+" not in voice:
+            return
+        base = replace(self.settings, voice=voice.split("+", 1)[0])
+        if np.array_equal(self.speak("test", base), self.speak("test")):
+            raise RecogniserError(f"espeak-ng has no voice variant {voice!r} (names are case-sensitive): "
+                                  "it would speak with the plain voice")
+
     def ensure_cached(self, phrases: Sequence[str], workers: int = 2) -> int:
         """Speak into the disk cache whatever is not there yet; returns how many were spoken."""
         todo = [p for p in dict.fromkeys(phrases) if not self._path(p).exists()]
@@ -238,11 +273,11 @@ class ReferenceBank:
                 pass  # a read-only cache only costs time
         return log_mel(pcm.astype(np.float32) / 32768.0, self.settings)
 
-    def speak(self, phrase: str) -> np.ndarray:
-        s = self.settings
+    def speak(self, phrase: str, settings: FeatureSettings | None = None) -> np.ndarray:
+        s = settings or self.settings
         spoken = subprocess.run(["espeak-ng", "-v", s.voice, "-s", str(s.speed), "-p", str(s.pitch), "--stdout",
                                  phrase], capture_output=True, check=True, timeout=30).stdout
         line = subprocess.run(["sox", "-t", "wav", "-", "-t", "raw", "-r", str(RATE), "-e", "signed-integer",
-                               "-b", "16", "-", "sinc", "300-3400", "rate", "8k"],
+                               "-b", "16", "-D", "-", "sinc", "300-3400", "rate", "8k"],
                               input=spoken, capture_output=True, check=True, timeout=30).stdout
         return np.frombuffer(line, "<i2").astype(np.float32) / 32768.0

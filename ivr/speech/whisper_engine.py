@@ -90,7 +90,7 @@ class EngineSettings:
     temperature: float = 4.0  # softmax temperature on the per-municipality scores
     max_places: int = 6  # villages shortlisted per utterance (by sound-alike to the transcript)
     place_floor: float = 60.0  # min fuzzy score (0..100) for a village to be shortlisted
-    yes_no: str = "auto"  # "ja"/"nee" compete as classes: "auto" = when <= 2 choices (confirmations)
+    yes_no: str = "auto"  # "ja"/"nee" compete as classes: "auto" = in a yes/no question only
     max_new_tokens: int = 24  # transcript cap ...
     base_tokens: int = 6  # ... and budget: base + tokens_per_second * seconds of speech
     tokens_per_second: float = 5.0
@@ -195,6 +195,7 @@ class WhisperEngine:
     """
 
     name = "whisper"
+    closed_set = True  # start() takes CBS codes; () is a yes/no question
 
     def __init__(self, plan: "NumberingPlan | None" = None, settings: EngineSettings | None = None):
         self.plan = plan
