@@ -91,7 +91,7 @@ def read_slin(path: Path) -> bytes:
 def decide(recogniser: Recogniser, matcher: Matcher, vocabulary: Sequence[str], slin: bytes,
            endpointer: Endpointer | None = None) -> tuple[MatchResult | None, "object", float, str]:
     """Feed ``slin`` as a live call would; return (match, hypotheses, latency_ms, endpoint)."""
-    endpointer = endpointer or Endpointer()
+    endpointer = endpointer or Endpointer(hesitation=getattr(recogniser, "is_hesitation", None))
     session = recogniser.start(vocabulary)
     event = EndpointEvent.NONE
     for i in range(0, len(slin), FRAME_BYTES):

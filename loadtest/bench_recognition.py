@@ -79,7 +79,7 @@ def main() -> int:
         row, slin = rng.choice(audio)
         code = row["area_code"]
         session = engine.start(plan.area_codes[code].municipalities)
-        ep = Endpointer()
+        ep = Endpointer(hesitation=getattr(engine, "is_hesitation", None))
         start = time.perf_counter()
         for k, i in enumerate(range(0, len(slin), FRAME_BYTES)):
             frame = slin[i: i + FRAME_BYTES].ljust(FRAME_BYTES, b"\0")

@@ -114,3 +114,35 @@ def test_longer_buffers_are_split(chunk):
     for i in range(0, len(audio), chunk):
         seen.add(ep.feed(audio[i: i + chunk]))
     assert ep.result is EndpointEvent.SPEECH_END
+
+
+def test_a_filled_pause_keeps_the_line_open_until_the_name():
+    """ "ehm, <name>": the detector calls the short first burst a filled pause, so the
+    utterance ends after the name; without a detector it would end after "ehm"."""
+    audio = pcm(silence(300), speech(300), silence(450), speech(700), silence(800))
+    asked: list[int] = []
+
+    def filler(slin: bytes) -> bool:
+        asked.append(len(slin))
+        return True
+
+    held = Endpointer(hesitation=filler)
+    ends = [t for t, e in run(held, audio) if e is EndpointEvent.SPEECH_END]
+    plain = [t for t, e in run(Endpointer(), audio) if e is EndpointEvent.SPEECH_END]
+    assert plain and plain[0] < 1100  # after the first burst
+    assert ends and ends[0] > 1750  # after the second
+    assert held.held == 1 and len(asked) == 1  # asked once, with the audio since speech start
+    assert asked[0] >= FRAME_BYTES * (300 // 20)
+
+
+def test_a_name_the_detector_rejects_ends_as_usual():
+    audio = pcm(silence(300), speech(400), silence(800))
+    ep = Endpointer(hesitation=lambda slin: False)
+    ends = [t for t, e in run(ep, audio) if e is EndpointEvent.SPEECH_END]
+    assert ends and ends[0] < 1100 and ep.held == 0
+
+
+def test_long_utterances_are_not_asked():
+    audio = pcm(silence(300), speech(1200), silence(800))
+    ep = Endpointer(hesitation=lambda slin: pytest.fail("asked about a long utterance"))
+    assert [e for _, e in run(ep, audio) if e is EndpointEvent.SPEECH_END]

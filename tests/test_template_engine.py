@@ -346,3 +346,21 @@ def test_an_unknown_voice_variant_is_refused_not_replaced_by_the_plain_voice(tmp
     with pytest.raises(RecogniserError, match="case-sensitive"):
         ReferenceBank(FeatureSettings(voice="nl+Linda"), tmp_path).check_voice()
     ReferenceBank(FeatureSettings(voice="nl+linda"), tmp_path).check_voice()
+
+
+def test_a_filled_pause_before_the_name_is_waited_for(plan, engine, m3_bank):
+    """ "ehm ... Gorinchem" (a corpus voice, half a second's pause after "ehm"): the
+    endpointer asks the engine, hears a filled pause, and the name decides the call."""
+    from ivr.replay import decide
+    from ivr.speech.endpoint import Endpointer
+
+    pause = np.zeros(4000, np.float32)
+    audio = np.concatenate([pause, m3_bank.speak("ehm"), pause, m3_bank.speak("Gorinchem"), pause, pause])
+    assert engine.is_hesitation(to_slin(m3_bank.speak("ehm")))
+    assert not engine.is_hesitation(to_slin(m3_bank.speak("Gorinchem")))
+    code = "0183"
+    endpointer = Endpointer(hesitation=engine.is_hesitation)
+    result, hyps, _, _ = decide(engine, Matcher(plan.candidates(code)), plan.area_codes[code].municipalities,
+                                to_slin(audio), endpointer)
+    assert endpointer.held == 1
+    assert result is not None and result.best.cbs_code == "GM0512", engine.last_debug

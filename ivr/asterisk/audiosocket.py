@@ -231,7 +231,7 @@ class _Session:
         cfg = EndpointConfig(**{**config.__dict__, "no_input_ms": int(req.no_input_s * 1000),
                                 "max_speech_ms": int(req.max_speech_s * 1000)})
         self.prompt = req.prompt_pcm or b""
-        self.ep = Endpointer(cfg, armed=not self.prompt)
+        self.ep = Endpointer(cfg, armed=not self.prompt, hesitation=getattr(req.recogniser, "is_hesitation", None))
         self.prompt_pos = 0
         self.prompt_playing = bool(self.prompt)
         self.outcome: str | None = None

@@ -14,7 +14,9 @@ consecutive frames to start; once started, frames stay "voiced" down to
 from __future__ import annotations
 
 import math
+from collections import deque
 from dataclasses import dataclass
+from typing import Callable
 from enum import StrEnum
 
 import numpy as np
@@ -44,6 +46,10 @@ class EndpointConfig:
     # a lone short burst ("eh, ...") is more often a hesitation than an answer: it waits longer
     hesitation_speech_ms: int = 240
     hesitation_silence_ms: int = 500
+    # with a hesitation detector (the engine's ``is_hesitation``): a short utterance it calls
+    # a filled pause ("ehm, ...") keeps the line open this long before it counts as the answer
+    hesitation_check_ms: int = 700  # only utterances with less voiced audio than this are asked
+    hesitation_hold_ms: int = 1500
     min_speech_ms: int = 100  # shorter bursts (clicks, coughs) are not speech
     no_input_ms: int = 5000
     max_speech_ms: int = 6000
@@ -67,8 +73,15 @@ class Endpointer:
     """Feed frames; read events. ``arm()`` starts the no-input timer (e.g. after a
     prompt ends); it is armed from the first frame unless ``armed=False``."""
 
-    def __init__(self, config: EndpointConfig | None = None, *, armed: bool = True):
+    def __init__(self, config: EndpointConfig | None = None, *, armed: bool = True,
+                 hesitation: Callable[[bytes], bool] | None = None):
         self.config = config or EndpointConfig()
+        self.hesitation = hesitation  # slin of the utterance so far -> "only a filled pause"
+        self._frames: list[bytes] = []  # the utterance so far, for the hesitation detector
+        self._held_at_voiced_ms = -1  # the detector's verdict is asked once per stretch of speech
+        self._hold = False
+        self.held = 0  # how many times a filled pause kept the line open
+        self._recent: deque[bytes] = deque(maxlen=self.config.start_frames)
         self.state = EndpointState.WAITING
         self.floor_dbfs = self.config.initial_floor_dbfs
         self.elapsed_ms = 0
@@ -111,6 +124,8 @@ class Endpointer:
         self.elapsed_ms += cfg.frame_ms
 
         if self.state is EndpointState.WAITING:
+            if self.hesitation is not None:
+                self._recent.append(frame)
             voiced = level >= max(cfg.abs_gate_dbfs, self.floor_dbfs + cfg.snr_start_db)
             if voiced:
                 self._run += 1
@@ -121,6 +136,7 @@ class Endpointer:
                     self._voiced_ms = self._run * cfg.frame_ms
                     self._silence_ms = 0
                     self._run = 0
+                    self._frames = list(self._recent)
                     return EndpointEvent.SPEECH_START
             else:
                 self._run = 0
@@ -133,6 +149,8 @@ class Endpointer:
             return EndpointEvent.NONE
 
         # SPEAKING
+        if self.hesitation is not None:
+            self._frames.append(frame)
         voiced = level >= max(cfg.abs_gate_dbfs - 3.0, self.floor_dbfs + cfg.snr_continue_db)
         if voiced:
             self._silence_ms = 0
@@ -152,9 +170,22 @@ class Endpointer:
                 self.speech_end_ms = None
                 self._silence_ms = 0
                 self._voiced_ms = 0
+                self._frames = []
                 return EndpointEvent.NONE
+            if self._silence_ms < cfg.hesitation_hold_ms and self._filled_pause():
+                return EndpointEvent.NONE  # "ehm, ..." - the name is still to come
             return self._finish(EndpointEvent.SPEECH_END)
         return EndpointEvent.NONE
+
+    def _filled_pause(self) -> bool:
+        """Is the short utterance so far only a hesitation? Asked once per stretch of speech."""
+        if self.hesitation is None or self._voiced_ms >= self.config.hesitation_check_ms:
+            return False
+        if self._held_at_voiced_ms != self._voiced_ms:
+            self._held_at_voiced_ms = self._voiced_ms
+            self._hold = bool(self.hesitation(b"".join(self._frames)))
+            self.held += self._hold
+        return self._hold
 
     def _finish(self, event: EndpointEvent) -> EndpointEvent:
         self.state = EndpointState.DONE

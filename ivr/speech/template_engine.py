@@ -43,6 +43,8 @@ __all__ = ["TemplateEngine", "TemplateSettings"]
 
 log = logging.getLogger(__name__)
 
+FILLERS = ("eh", "ehm", "uh", "uhm")  # filled pauses, spoken like the references
+
 
 @dataclass(frozen=True)
 class TemplateSettings:
@@ -55,6 +57,8 @@ class TemplateSettings:
     choose_margin: float = 0.002  # ... below which the caller chooses between the two
     reject_above: float = 0.6  # best distance above this: nothing was said that we know
     min_voiced_ms: int = 100  # less voiced (pitched) audio than this is noise, not an answer
+    filler_distance: float = 0.2  # a filled pause fits a filler reference this closely ...
+    filler_coverage: float = 0.6  # ... over this share of the utterance
     rescore_top: int = 24  # phrases re-scored with the other voices
     temperature: float = 0.02  # softmax over -distance for the n-best confidences
     yes_no: str = "auto"
@@ -102,10 +106,11 @@ class TemplateEngine:
                  len(self.banks[0]), len(self.banks), time.perf_counter() - t0)
 
     def _phrases_by_area(self) -> list[list[str]]:
-        """Every shared area code's phrases, most populous area code first."""
+        """The fillers, then every shared area code's phrases, most populous area code first."""
         areas = sorted((a for a in self.plan.area_codes.values() if a.shared), key=lambda a: -a.population)
-        return [[p for code in area.municipalities for p in _phrases(municipality_choice(self.plan.municipalities[code]))]
-                for area in areas]
+        return [list(FILLERS)] + [
+            [p for code in area.municipalities for p in _phrases(municipality_choice(self.plan.municipalities[code]))]
+            for area in areas]
 
     def cache_references(self) -> int:
         """Fill the disk cache (what ``scripts/install.sh`` runs); returns phrases spoken."""
@@ -114,6 +119,34 @@ class TemplateEngine:
 
     def close(self) -> None:
         pass
+
+    def _after_filler(self, utterance: np.ndarray) -> np.ndarray:
+        """Drop a filled pause at the start ("ehm, ... Gorinchem"): a short village otherwise
+        finds its best fit in the "ehm"."""
+        s = self.settings
+        refs = [r for bank in self.banks for r in bank.get(FILLERS)]
+        dist, length, end = subsequence_dtw(refs, utterance, with_end=True)
+        k = int(np.argmin(dist))
+        start = int(end[k]) - int(length[k]) + 1
+        rest = utterance.shape[0] - int(end[k]) - 1
+        if dist[k] <= s.filler_distance and start <= 3 and rest >= 10:
+            rest = utterance[int(end[k]) + 1:]
+            return rest - rest.mean(axis=0, keepdims=True)  # normalised as if said alone
+        return utterance
+
+    def is_hesitation(self, slin: bytes) -> bool:
+        """Is this short utterance only a filled pause ("eh", "ehm")? The endpointer asks,
+        and keeps listening when it is: otherwise "ehm, ... Roermond" is decided on "ehm".
+        A filler reference must fit closely and cover most of the utterance."""
+        s = self.settings
+        audio = np.frombuffer(slin[: len(slin) // 2 * 2], "<i2").astype(np.float32) / 32768.0
+        utterance = log_mel(audio, s.features)
+        if utterance.shape[0] < 4:
+            return False
+        refs = [r for bank in self.banks for r in bank.get(FILLERS)]
+        dist, length = subsequence_dtw(refs, utterance)
+        covers = length >= s.filler_coverage * utterance.shape[0]
+        return bool(np.any(covers & (dist <= s.filler_distance)))
 
     # -- Recogniser protocol ---------------------------------------------------------------
     def start(self, vocabulary: Sequence) -> BufferedSession:
@@ -142,6 +175,7 @@ class TemplateEngine:
         if utterance.shape[0] < 4 or not phrases or voiced_ms(audio) < s.min_voiced_ms:
             self.last_debug = {"reason": "no speech"}
             return Hypotheses((), True, (time.perf_counter() - t0) * 1000)
+        utterance = self._after_filler(utterance)
         dist, _ = subsequence_dtw(self.banks[0].get(phrases), utterance)
         dist = dist + np.asarray(penalty, np.float32)
         if len(self.banks) > 1:

@@ -140,9 +140,10 @@ def _unit(x: np.ndarray) -> np.ndarray:
     return x / (np.linalg.norm(x, axis=1, keepdims=True) + 1e-9)
 
 
-def subsequence_dtw(references: Sequence[np.ndarray], utterance: np.ndarray) -> np.ndarray:
+def subsequence_dtw(references: Sequence[np.ndarray], utterance: np.ndarray, *, with_end: bool = False):
     """Per reference: the lowest mean cosine distance of a path through the whole reference
-    against any stretch of the utterance.
+    against any stretch of the utterance, and the path's length in utterance frames (every
+    step consumes one utterance frame); ``with_end``: also the utterance frame it ends on.
 
     Steps (reference frame j, utterance frame i): from (j-1, i-1), (j, i-1) (the caller is
     slower) or (j-2, i-1) (faster, up to 2x). The predecessor is the one with the lowest
@@ -150,10 +151,9 @@ def subsequence_dtw(references: Sequence[np.ndarray], utterance: np.ndarray) -> 
     together, one utterance frame at a time (vectorised over references and frames).
     """
     t = len(references)
-    if t == 0:
-        return np.zeros(0, np.float32), np.zeros(0, np.float32)
-    if utterance.shape[0] == 0:
-        return np.ones(t, np.float32), np.zeros(t, np.float32)
+    if t == 0 or utterance.shape[0] == 0:
+        empty = (np.ones(t, np.float32), np.zeros(t, np.float32), np.zeros(t, np.int64))
+        return empty if with_end else empty[:2]
     lens = np.array([max(1, r.shape[0]) for r in references])
     width = int(lens.max())
     ref = np.zeros((t, width, utterance.shape[1]), np.float32)
@@ -170,6 +170,7 @@ def subsequence_dtw(references: Sequence[np.ndarray], utterance: np.ndarray) -> 
     count[:, 1] = 0.0
     best = np.full(t, np.inf, np.float32)
     best_len = np.ones(t, np.float32)
+    best_end = np.zeros(t, np.int64)
     rows = np.arange(t)
     end = lens + 1
     for i in range(utterance.shape[0]):
@@ -193,9 +194,10 @@ def subsequence_dtw(references: Sequence[np.ndarray], utterance: np.ndarray) -> 
         better = here < best
         best = np.where(better, here, best)
         best_len = np.where(better, count[rows, end], best_len)
+        best_end = np.where(better, i, best_end)
     # a fresh start is only allowed at the first frame of a reference: column 1 feeds j = 0
     # via "diag" and j = 1 via "skip"; the latter skips one frame, which is harmless.
-    return best, best_len
+    return (best, best_len, best_end) if with_end else (best, best_len)
 
 
 def default_cache_dir() -> Path:
