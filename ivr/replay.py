@@ -41,7 +41,7 @@ import numpy as np
 from ivr.lab.pcap import read_wav_8k
 from ivr.matcher import Matcher, MatchResult
 from ivr.plan import NumberingPlan, load_base_plan
-from ivr.speech.base import FRAME_BYTES, SAMPLE_RATE, Recogniser
+from ivr.speech.base import FRAME_BYTES, Recogniser
 from ivr.speech.endpoint import EndpointEvent, Endpointer
 from ivr.speech.engines import ENGINES
 

@@ -49,7 +49,7 @@ import time
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterable, Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
@@ -60,7 +60,7 @@ from ivr.speech.closed_set import (
 )
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ivr.plan import Municipality, NumberingPlan
+    from ivr.plan import NumberingPlan
 
 __all__ = ["WhisperEngine", "WhisperSession", "EngineSettings", "Choice", "load_model", "municipality_choice",
            "frames_of", "YES_PHRASES", "NO_PHRASES"]
