@@ -117,9 +117,6 @@ class TemplateEngine:
         phrases = [p for area in self._phrases_by_area() for p in area]
         return sum(bank.ensure_cached(phrases) for bank in self.banks)
 
-    def close(self) -> None:
-        pass
-
     def _after_filler(self, utterance: np.ndarray) -> np.ndarray:
         """Drop a filled pause at the start ("ehm, ... Gorinchem"): a short village otherwise
         finds its best fit in the "ehm"."""
@@ -163,26 +160,22 @@ class TemplateEngine:
     def _decide(self, audio: np.ndarray, choices: tuple[Choice, ...]) -> Hypotheses:
         t0 = time.perf_counter()
         s = self.settings
-        owner: list[int] = []
-        phrases: list[str] = []
-        penalty: list[float] = []
-        for ci, c in enumerate(choices):
-            for p in c.phrases:
-                owner.append(ci), phrases.append(p), penalty.append(0.0)
-            for p in c.places:
-                owner.append(ci), phrases.append(p), penalty.append(s.village_penalty)
+        scored = [(ci, p, 0.0) for ci, c in enumerate(choices) for p in c.phrases]
+        scored += [(ci, p, s.village_penalty) for ci, c in enumerate(choices) for p in c.places]
+        owner = [ci for ci, _, _ in scored]
+        phrases = [p for _, p, _ in scored]
+        penalty = np.array([pen for _, _, pen in scored], np.float32)
         utterance = log_mel(audio, s.features)
         if utterance.shape[0] < 4 or not phrases or voiced_ms(audio) < s.min_voiced_ms:
             self.last_debug = {"reason": "no speech"}
             return Hypotheses((), True, (time.perf_counter() - t0) * 1000)
         utterance = self._after_filler(utterance)
         dist, _ = subsequence_dtw(self.banks[0].get(phrases), utterance)
-        dist = dist + np.asarray(penalty, np.float32)
-        if len(self.banks) > 1:
-            top = np.argsort(dist)[: s.rescore_top]
-            for bank in self.banks[1:]:
-                again, _ = subsequence_dtw(bank.get([phrases[i] for i in top]), utterance)
-                dist[top] = np.minimum(dist[top], again + np.asarray(penalty, np.float32)[top])
+        dist = dist + penalty
+        top = np.argsort(dist)[: s.rescore_top]
+        for bank in self.banks[1:]:
+            again, _ = subsequence_dtw(bank.get([phrases[i] for i in top]), utterance)
+            dist[top] = np.minimum(dist[top], again + penalty[top])
         per_choice = np.full(len(choices), np.inf)
         best_phrase: dict[int, str] = {}
         for i, d in enumerate(dist):

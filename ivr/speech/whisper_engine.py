@@ -62,7 +62,7 @@ from ivr.speech.closed_set import (
 if TYPE_CHECKING:  # pragma: no cover
     from ivr.plan import NumberingPlan
 
-__all__ = ["WhisperEngine", "WhisperSession", "EngineSettings", "Choice", "load_model", "municipality_choice",
+__all__ = ["WhisperEngine", "EngineSettings", "Choice", "load_model", "municipality_choice",
            "frames_of", "YES_PHRASES", "NO_PHRASES"]
 
 @dataclass(frozen=True)
@@ -234,8 +234,8 @@ class WhisperEngine:
         self._workers = []
 
     # -- Recogniser protocol ---------------------------------------------------------------
-    def start(self, vocabulary: Sequence) -> "WhisperSession":
-        return WhisperSession(self, self.choices_for(vocabulary))
+    def start(self, vocabulary: Sequence) -> BufferedSession:
+        return BufferedSession(self, self.choices_for(vocabulary))
 
     def choices_for(self, vocabulary: Sequence) -> tuple[Choice, ...]:
         return choices_for(vocabulary, self.plan, self.settings.yes_no)
@@ -607,6 +607,3 @@ def _locate(transcript: str, matcher, s: "EngineSettings"):
         if normalise(heard.heard) in {normalise(p) for p in m.places} - spoken:
             shortlist.setdefault(heard.cbs_code, []).append(_spoken(heard.heard))
     return prefix, suffix, shortlist, result
-
-
-WhisperSession = BufferedSession  # the session every closed-set engine uses
