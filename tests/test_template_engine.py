@@ -364,3 +364,33 @@ def test_a_filled_pause_before_the_name_is_waited_for(plan, engine, m3_bank):
                                 to_slin(audio), endpointer)
     assert endpointer.held == 1
     assert result is not None and result.best.cbs_code == "GM0512", engine.last_debug
+
+
+class _Opinion:
+    """A scripted second opinion (pure re-ranking logic; the real one is Whisper)."""
+
+    def __init__(self, scores=None, fail=False):
+        self.scores, self.fail, self.asked = scores, fail, []
+
+    def score_phrases(self, audio_8k, phrases):
+        self.asked.append(list(phrases))
+        if self.fail:
+            raise RuntimeError("model gone")
+        return np.asarray(self.scores[: len(phrases)], float)
+
+
+def test_second_opinion_reranks_only_the_close_candidates(plan, cache_dir):
+    engine = TemplateEngine(plan, cache_dir=cache_dir, second_opinion=_Opinion([0.0, 50.0, 0.0]))
+    scores = -np.array([0.30, 0.31, 0.32, 0.50])  # higher = closer
+    best_phrase = {0: "Goes", 1: "Kapelle", 2: "Borsele", 3: "Reimerswaal"}
+    out = engine._second_opinion(np.zeros(8000, np.float32), scores, [0, 1, 2], best_phrase)
+    assert engine.second_opinion.asked == [["Goes", "Kapelle", "Borsele"]]
+    assert int(np.argmax(out)) == 1  # the opinion's clear favourite leads now
+    assert sorted(out[:3]) == sorted(scores[:3]) and out[3] == scores[3]  # same values, new order
+
+
+def test_a_failing_second_opinion_keeps_the_template_ranking(plan, cache_dir):
+    engine = TemplateEngine(plan, cache_dir=cache_dir, second_opinion=_Opinion(fail=True))
+    scores = -np.array([0.30, 0.31, 0.32])
+    out = engine._second_opinion(np.zeros(8000, np.float32), scores, [0, 1, 2], {0: "a", 1: "b", 2: "c"})
+    assert np.array_equal(out, scores)

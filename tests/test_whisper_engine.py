@@ -157,3 +157,13 @@ def test_fast_path_accepts_only_a_name_with_a_decisive_bare_margin():
     assert eng._fast(np.array([20.0, 5.0, 1.0, 0.0]), two)
     assert not eng._fast(np.array([20.0, 10.0, 1.0, 0.0]), two)  # margin 10 < 12
     assert not eng._fast(np.array([5.0, 0.0, 20.0, 0.0]), two)  # "ja" leads: never a fast accept
+
+
+def test_score_phrases_prefers_the_name_that_was_said(engine):
+    """The template engine's second opinion: bare-phrase PMI scores on one utterance."""
+    import numpy as np
+
+    audio = np.frombuffer(read_slin(DEV / "bare/0001.wav"), "<i2").astype(np.float32) / 32768.0  # Lingewaard
+    said, other, unrelated = engine.score_phrases(audio, ["Lingewaard", "Overbetuwe", "Zevenaar"])
+    assert said > other and said > unrelated
+    assert list(engine.score_phrases(np.zeros(200, np.float32), ["Lingewaard"])) == [0.0]  # no speech

@@ -17,7 +17,7 @@ def load_recogniser(engine: str, plan: "NumberingPlan") -> "Recogniser":
         from ivr.speech.template_engine import TemplateEngine
 
         # every reference in memory before the first call: until then, calls use the DTMF menu
-        return TemplateEngine(plan).warm_up(background=False)
+        return TemplateEngine(plan, second_opinion=_whisper_or_none(plan)).warm_up(background=False)
     if engine == "whisper":
         from ivr.speech.whisper_engine import WhisperEngine
 
@@ -32,3 +32,18 @@ def load_recogniser(engine: str, plan: "NumberingPlan") -> "Recogniser":
             phrase for code, area in plan.area_codes.items() if area.shared for phrase in grammar_for(plan, code))
         return recogniser
     raise ValueError(f"unknown speech engine {engine!r}")
+
+
+def _whisper_or_none(plan: "NumberingPlan"):
+    """The Whisper engine as the template engine's second opinion, when it can be loaded."""
+    import logging
+
+    from ivr.speech.base import RecogniserError
+
+    try:
+        from ivr.speech.whisper_engine import WhisperEngine
+
+        return WhisperEngine(plan).warm_up()
+    except (ImportError, RecogniserError) as exc:
+        logging.getLogger(__name__).warning("no second opinion for the template engine: %s", exc)
+        return None

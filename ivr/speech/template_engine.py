@@ -26,7 +26,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Protocol, Sequence
 
 import numpy as np
 
@@ -43,6 +43,11 @@ __all__ = ["TemplateEngine", "TemplateSettings"]
 
 log = logging.getLogger(__name__)
 
+
+class SecondOpinion(Protocol):
+    def score_phrases(self, audio_8k: np.ndarray, phrases: Sequence[str]) -> np.ndarray:
+        """Higher = the phrase fits the audio better."""
+
 FILLERS = ("eh", "ehm", "uh", "uhm")  # filled pauses, spoken like the references
 
 
@@ -53,13 +58,18 @@ class TemplateSettings:
     voices: tuple[str, ...] = ("nl+m6", "nl+linda")
     features: FeatureSettings = field(default_factory=lambda: FeatureSettings(noise_subtract=2.0, noise_floor=0.02))
     village_penalty: float = 0.02  # added to a village's distance
-    accept_margin: float = 0.04  # distance between the best two municipalities to accept
+    accept_margin: float = 0.07  # distance between the best two municipalities to accept
     choose_margin: float = 0.002  # ... below which the caller chooses between the two
     reject_above: float = 0.6  # best distance above this: nothing was said that we know
     min_voiced_ms: int = 100  # less voiced (pitched) audio than this is noise, not an answer
     filler_distance: float = 0.2  # a filled pause fits a filler reference this closely ...
     filler_coverage: float = 0.6  # ... over this share of the utterance
     rescore_top: int = 24  # phrases re-scored with the other voices
+    # a close call (margin below second_below) re-ranks its best few municipalities with a
+    # second opinion (Whisper's score of their best phrases) minus second_weight x the distance
+    second_below: float = 0.04
+    second_top: int = 3
+    second_weight: float = 100.0
     temperature: float = 0.02  # softmax over -distance for the n-best confidences
     yes_no: str = "auto"
     workers: int = 2  # utterances scored at the same time
@@ -72,8 +82,9 @@ class TemplateEngine:
     closed_set = True  # start() takes CBS codes; () is a yes/no question
 
     def __init__(self, plan: "NumberingPlan | None" = None, settings: TemplateSettings | None = None,
-                 cache_dir: "Path | None" = None):
+                 cache_dir: "Path | None" = None, second_opinion: "SecondOpinion | None" = None):
         self.plan = plan
+        self.second_opinion = second_opinion
         self.settings = settings or TemplateSettings()
         self.banks = [ReferenceBank(replace(self.settings.features, voice=v), cache_dir)
                       for v in self.settings.voices]
@@ -197,7 +208,26 @@ class TemplateEngine:
                            "heard": [(choices[i].key, best_phrase.get(i, ""), round(float(per_choice[i]), 4))
                                      for i in order[:3]]}
         scores = -np.where(np.isfinite(per_choice), per_choice, 10.0)
-        return Hypotheses(shaped_nbest(scores, choices, decision, s.temperature), True, elapsed)
+        if decision in ("confirm", "choose") and margin < s.second_below and self.second_opinion is not None:
+            scores = self._second_opinion(audio, scores, names[: s.second_top], best_phrase)
+        return Hypotheses(shaped_nbest(scores, choices, decision, s.temperature), True,
+                          (time.perf_counter() - t0) * 1000)
+
+    def _second_opinion(self, audio: np.ndarray, scores: np.ndarray, best: list[int],
+                        best_phrase: dict[int, str]) -> np.ndarray:
+        """Re-rank the closest municipalities: the second opinion's score of each one's best
+        phrase minus ``second_weight`` x its distance. Their scores are handed back in the
+        new order, so the doubt (and with it confirm / "A of B?") stays what it was."""
+        try:
+            opinion = self.second_opinion.score_phrases(audio, [best_phrase[i] for i in best])
+        except Exception:  # noqa: BLE001 - a failing second opinion must not lose the answer
+            log.exception("second opinion failed; keeping the template ranking")
+            return scores
+        fused = np.asarray(opinion, float) + self.settings.second_weight * scores[best]
+        reranked = scores.copy()
+        reranked[[best[int(i)] for i in np.argsort(-fused, kind="stable")]] = np.sort(scores[best])[::-1]
+        self.last_debug["second_opinion"] = {best_phrase[i]: round(float(o), 2) for i, o in zip(best, opinion)}
+        return reranked
 
 
 def _phrases(choice: Choice) -> tuple[str, ...]:

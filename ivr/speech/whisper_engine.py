@@ -247,6 +247,23 @@ class WhisperEngine:
         self._queue.put(req)
         return req.future.result()
 
+    def score_phrases(self, audio_8k: np.ndarray, phrases: Sequence[str]) -> np.ndarray:
+        """Blocking, outside the worker queue: each bare phrase's PMI score (log P(phrase |
+        audio) - log P(phrase | silence)) on this utterance. For a few phrases only: the
+        template engine's second opinion between its closest candidates."""
+        self.warm_up()
+        s = self.settings
+        audio = np.asarray(audio_8k, np.float32)
+        audio = trim_silence(audio, margin_s=s.trim_margin_s) if s.trim_margin_s else audio
+        if audio.size < 8000 * 0.08 or not phrases:
+            return np.zeros(len(phrases))
+        mel = self._model.feature_extractor(upsample_8k(audio))
+        frames = min(3000, max(s.min_window_frames, mel.shape[1] + mel.shape[1] % 2))
+        encoded = self._encode_many([mel], frames)
+        tok = self._tokenizer
+        items = [(0, [], tok.encode(" " + p), i, p) for i, p in enumerate(phrases)]
+        return self._pmi_scores(encoded, [min(frames, mel.shape[1])], items)
+
     # -- worker -----------------------------------------------------------------------------
     def _run(self) -> None:
         while True:
