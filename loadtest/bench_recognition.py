@@ -31,7 +31,7 @@ from ivr.plan import load_base_plan  # noqa: E402
 from ivr.replay import read_slin  # noqa: E402
 from ivr.speech.base import FRAME_BYTES  # noqa: E402
 from ivr.speech.endpoint import EndpointEvent, Endpointer  # noqa: E402
-from ivr.speech.template_engine import TemplateEngine  # noqa: E402
+from ivr.speech.engines import load_recogniser  # noqa: E402
 from ivr.speech.whisper_engine import EngineSettings, WhisperEngine  # noqa: E402
 
 
@@ -64,8 +64,9 @@ def main() -> int:
         described = (f"cpu_threads={settings.cpu_threads} workers={settings.workers} "
                      f"max_batch={settings.max_batch} fast_margin={settings.fast_margin}")
     else:
-        engine = TemplateEngine(plan).warm_up(background=False)  # every reference loaded first
-        described = f"voices={','.join(engine.settings.voices)} workers={engine.settings.workers}"
+        engine = load_recogniser("templates", plan)  # as the service: references loaded, Whisper second opinion
+        described = (f"voices={','.join(engine.settings.voices)} workers={engine.settings.workers} "
+                     f"second_opinion={type(engine.second_opinion).__name__}")
     matchers = {c: Matcher(plan.candidates(c)) for c in {r["area_code"] for r in rows}}
     r0, a0 = audio[0]
     warm = engine.start(plan.area_codes[r0["area_code"]].municipalities)
