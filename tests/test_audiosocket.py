@@ -4,6 +4,7 @@ speaks Asterisk's side of the protocol (espeak-ng audio; a scripted and a real e
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
 
@@ -247,3 +248,36 @@ def test_real_vosk_engine_over_audiosocket():
     assert result.nbest and result.nbest[0][0] == "아니요"
     assert result.recogniser_ms > 0
     assert result.decided_at - result.speech_ended_at < 0.8
+
+
+def test_the_server_closes_with_fin_even_with_caller_audio_unread():
+    """Asterisk keeps streaming while we decide. Closing with that audio unread used to send
+    RST; Asterisk then fails the AudioSocket application and hangs the caller up."""
+    rec = ScriptedRecogniser(nbest=(("goes", 0.9),))
+
+    async def scenario(server):
+        call_id = str(uuid.uuid4())
+        listen = asyncio.create_task(server.listen(call_id, rec, ("goes",), no_input_s=5.0))
+        await asyncio.sleep(0.05)
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        writer.write(encode(Kind.UUID, uuid.UUID(call_id).bytes) + encode(Kind.DTMF, b"1"))
+        flood = encode(Kind.AUDIO, b"\0" * FRAME_BYTES) * 3000  # 60 s of audio nobody will read
+
+        async def stream():
+            with contextlib.suppress(ConnectionError):
+                writer.write(flood)
+                await writer.drain()
+
+        streaming = asyncio.create_task(stream())
+        result = await asyncio.wait_for(listen, 5)
+        received = 0
+        while chunk := await asyncio.wait_for(reader.read(65536), 5):  # a reset raises here
+            received += len(chunk)
+        writer.close()
+        streaming.cancel()
+        with contextlib.suppress(asyncio.CancelledError, ConnectionError):
+            await streaming
+        return result
+
+    result = run(scenario)
+    assert result.outcome == "dtmf" and result.digits == "1"
