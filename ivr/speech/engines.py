@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -17,7 +18,7 @@ def load_recogniser(engine: str, plan: "NumberingPlan") -> "Recogniser":
         from ivr.speech.template_engine import TemplateEngine
 
         # every reference in memory before the first call: until then, calls use the DTMF menu
-        return TemplateEngine(plan, second_opinion=_whisper_or_none(plan)).warm_up(background=False)
+        return TemplateEngine(plan, second_opinion=_whisper_or_none(plan)).warm_up()
     if engine == "whisper":
         from ivr.speech.whisper_engine import WhisperEngine
 
@@ -36,8 +37,6 @@ def load_recogniser(engine: str, plan: "NumberingPlan") -> "Recogniser":
 
 def _whisper_or_none(plan: "NumberingPlan"):
     """The Whisper engine as the template engine's second opinion, when it can be loaded."""
-    import logging
-
     from ivr.speech.base import RecogniserError
 
     try:

@@ -91,30 +91,21 @@ class TemplateEngine:
         for bank in self.banks:
             bank.check_voice()
         self._slots = threading.Semaphore(max(1, self.settings.workers))
-        self._preload: threading.Thread | None = None
         self.last_debug: dict = {}
 
     # -- lifecycle ------------------------------------------------------------------------
-    def warm_up(self, background: bool = True) -> "TemplateEngine":
-        """Speak (or load from the disk cache) the references of every shared area code,
-        most populous first; in a background thread unless ``background`` is False. A
-        question whose references are not loaded yet loads them itself."""
-        if self.plan is None or (self._preload is not None and self._preload.is_alive()):
+    def warm_up(self) -> "TemplateEngine":
+        """Load (or speak, when not cached) the references of every shared area code, most
+        populous first. Without it, a question loads its own references on first use."""
+        if self.plan is None:
             return self
-        if background:
-            self._preload = threading.Thread(target=self._load_all, name="template-preload", daemon=True)
-            self._preload.start()
-        else:
-            self._load_all()
-        return self
-
-    def _load_all(self) -> None:
         t0 = time.perf_counter()
         for phrases in self._phrases_by_area():
             for bank in self.banks:
                 bank.build(phrases)
         log.info("template references ready: %d phrases x %d voices in %.1f s",
                  len(self.banks[0]), len(self.banks), time.perf_counter() - t0)
+        return self
 
     def _phrases_by_area(self) -> list[list[str]]:
         """The fillers, then every shared area code's phrases, most populous area code first."""
@@ -132,8 +123,7 @@ class TemplateEngine:
         """Drop a filled pause at the start ("ehm, ... Gorinchem"): a short village otherwise
         finds its best fit in the "ehm"."""
         s = self.settings
-        refs = [r for bank in self.banks for r in bank.get(FILLERS)]
-        dist, length, end = subsequence_dtw(refs, utterance, with_end=True)
+        dist, length, end = subsequence_dtw(self._filler_refs(), utterance, with_end=True)
         k = int(np.argmin(dist))
         start = int(end[k]) - int(length[k]) + 1
         rest = utterance.shape[0] - int(end[k]) - 1
@@ -141,6 +131,9 @@ class TemplateEngine:
             rest = utterance[int(end[k]) + 1:]
             return rest - rest.mean(axis=0, keepdims=True)  # normalised as if said alone
         return utterance
+
+    def _filler_refs(self) -> list[np.ndarray]:
+        return [r for bank in self.banks for r in bank.get(FILLERS)]
 
     def is_hesitation(self, slin: bytes) -> bool:
         """Is this short utterance only a filled pause ("eh", "ehm")? The endpointer asks,
@@ -151,8 +144,7 @@ class TemplateEngine:
         utterance = log_mel(audio, s.features)
         if utterance.shape[0] < 4:
             return False
-        refs = [r for bank in self.banks for r in bank.get(FILLERS)]
-        dist, length = subsequence_dtw(refs, utterance)
+        dist, length = subsequence_dtw(self._filler_refs(), utterance)
         covers = length >= s.filler_coverage * utterance.shape[0]
         return bool(np.any(covers & (dist <= s.filler_distance)))
 

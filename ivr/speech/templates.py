@@ -14,8 +14,9 @@ score. Its weakness is equally classic: it matches *how espeak-ng says a name*; 
 caller whose pronunciation differs a lot scores flat, with a small margin, and the
 engine then hands the decision on (see :mod:`ivr.speech.cascade`).
 
-References are cached on disk (one ``.npy`` per phrase, keyed by the phrase, the voice
-and the feature settings), so a restart does not speak 6,000 names again.
+The references' audio is cached on disk (one int16 ``.npy`` per phrase, in a folder per
+voice); features are computed from it at load, so changing them does not speak 6,000
+names again.
 """
 
 from __future__ import annotations

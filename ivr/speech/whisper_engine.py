@@ -55,15 +55,13 @@ import numpy as np
 
 from ivr.speech.base import Hypotheses, RecogniserError
 from ivr.speech.closed_set import (
-    CBS as _CBS, NO_PHRASES, YES_PHRASES, BufferedSession, Choice, choices_for, frames_of, municipality_choice,
-    shaped_nbest, spoken as _spoken,
+    CBS as _CBS, BufferedSession, Choice, choices_for, municipality_choice, shaped_nbest, spoken as _spoken,
 )
 
 if TYPE_CHECKING:  # pragma: no cover
     from ivr.plan import NumberingPlan
 
-__all__ = ["WhisperEngine", "EngineSettings", "Choice", "load_model", "municipality_choice",
-           "frames_of", "YES_PHRASES", "NO_PHRASES"]
+__all__ = ["WhisperEngine", "EngineSettings", "load_model"]
 
 @dataclass(frozen=True)
 class EngineSettings:
