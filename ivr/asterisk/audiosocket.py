@@ -14,11 +14,11 @@ and exchanges frames of ``type (1 byte) | length (2 bytes, big endian) | payload
 The AGI driver runs ``EXEC AudioSocket <uuid>,127.0.0.1:9092`` and concurrently awaits
 :meth:`AudioSocketServer.listen` with the same UUID. ``listen`` plays the optional
 prompt (20 ms frames paced in real time), stops it on barge-in (speech) or a DTMF,
-feeds the caller's audio to our endpointer and to the recogniser session (from a
-300 ms pre-roll before speech started, in a worker thread so the event loop never
-waits on the engine), and when the endpointer decides - or a digit, hang-up or error
-arrives - closes the connection so the AudioSocket application returns to the
-dialplan.
+feeds the caller's audio to a :class:`~ivr.speech.listening.Listening` (endpointer,
+300 ms pre-roll, recogniser session: the same listening ``ivr replay`` does; the session
+runs in a worker thread so the event loop never waits on the engine), and when the
+endpointer decides - or a digit, hang-up or error arrives - closes the connection so the
+AudioSocket application returns to the dialplan.
 
 We always send a frame every 20 ms (prompt, else silence): Asterisk hangs up an
 AudioSocket that receives nothing for ~2 s. Gaps in the caller's audio (SIPp, packet
@@ -33,19 +33,17 @@ import contextlib
 import logging
 import time
 import uuid as uuidlib
-from collections import deque
 from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Sequence
 
 from ivr.speech.base import FRAME_BYTES, FRAME_MS, Recogniser
-from ivr.speech.endpoint import EndpointConfig, EndpointEvent, Endpointer
+from ivr.speech.endpoint import EndpointConfig, EndpointEvent
+from ivr.speech.listening import SILENCE_FRAME, Listening
 
 log = logging.getLogger(__name__)
 
-SILENCE_FRAME = bytes(FRAME_BYTES)
 FRAME_S = FRAME_MS / 1000
-PREROLL_FRAMES = 15  # 300 ms of audio before speech start goes to the recogniser
 GAP_FILL_S = 0.1  # no caller audio for this long: count silence ourselves
 CLOSE_DRAIN_S = 2.0  # at most this long waiting for Asterisk to close its side
 PARK_S = 10.0  # how long a connection may wait for its listen() call
@@ -250,7 +248,10 @@ class _Session:
         cfg = EndpointConfig(**{**config.__dict__, "no_input_ms": int(req.no_input_s * 1000),
                                 "max_speech_ms": int(req.max_speech_s * 1000)})
         self.prompt = req.prompt_pcm or b""
-        self.ep = Endpointer(cfg, armed=not self.prompt, hesitation=getattr(req.recogniser, "is_hesitation", None))
+        self.feed_q: asyncio.Queue[bytes | None] = asyncio.Queue()
+        # endpointer + pre-roll + session; frames for the recogniser go to the feeder thread
+        self.listening = Listening(req.recogniser, req.vocabulary, cfg, armed=not self.prompt,
+                                   sink=self.feed_q.put_nowait)
         self.prompt_pos = 0
         self.prompt_playing = bool(self.prompt)
         self.outcome: str | None = None
@@ -260,16 +261,13 @@ class _Session:
         self.speech_started_at: float | None = None
         self.speech_ended_at: float | None = None
         self.done = asyncio.Event()
-        self.preroll: deque[bytes] = deque(maxlen=PREROLL_FRAMES)
-        self.feed_q: asyncio.Queue[bytes | None] = asyncio.Queue()
         self.rx_buffer = b""
         self.last_rx = time.monotonic()
-        self.session = None
         self.feed_error: BaseException | None = None
 
     async def run(self) -> ListenResult:
         req = self.req
-        self.session = await asyncio.to_thread(req.recogniser.start, req.vocabulary)
+        await asyncio.to_thread(self.listening.start)
         wall_limit = len(self.prompt) / (2 * 8000) + req.no_input_s + req.max_speech_s + 5.0
         tasks = [asyncio.create_task(self._rx()), asyncio.create_task(self._tx())]
         feeder = asyncio.create_task(self._feeder())
@@ -291,7 +289,9 @@ class _Session:
                 self.outcome, self.detail = "error", f"recogniser failed: {self.feed_error!r}"
             else:
                 try:
-                    hyps = await asyncio.to_thread(self.session.finish)
+                    verdict = await asyncio.to_thread(self.listening.finish)
+                    hyps = verdict.hypotheses
+                    assert hyps is not None  # speech was heard (or capped)
                     nbest, engine_ms = tuple(hyps.nbest), hyps.engine_ms
                 except Exception as exc:
                     log.exception("recogniser finish failed")
@@ -311,7 +311,7 @@ class _Session:
         if self.prompt_playing:
             self.prompt_playing = False
             self.barge_in = True
-        self.ep.arm()
+        self.listening.arm()
 
     # -- caller -> us ----------------------------------------------------------------
     async def _rx(self) -> None:
@@ -345,23 +345,15 @@ class _Session:
             self._frame(frame, arrived)
 
     def _frame(self, frame: bytes, arrived: float) -> None:
-        ep = self.ep
-        event = ep.feed(frame)
+        ep = self.listening.endpointer
+        event = self.listening.feed(frame)  # pre-roll and speech go to the feeder
         if event is EndpointEvent.SPEECH_START:
             assert ep.speech_start_ms is not None
             self.speech_started_at = arrived - (ep.elapsed_ms - ep.speech_start_ms) / 1000
             self._stop_prompt()
-            for f in self.preroll:
-                self.feed_q.put_nowait(f)
-            self.preroll.clear()
-            self.feed_q.put_nowait(frame)
             return
-        if ep.speech_started or event in (EndpointEvent.SPEECH_END, EndpointEvent.MAX_SPEECH):
-            self.feed_q.put_nowait(frame)
-        else:
-            if self.speech_started_at is not None:  # a false start the endpointer took back
-                self.speech_started_at = None
-            self.preroll.append(frame)
+        if not ep.speech_started and self.speech_started_at is not None:
+            self.speech_started_at = None  # a false start the endpointer took back
         if event in (EndpointEvent.SPEECH_END, EndpointEvent.MAX_SPEECH):
             assert ep.speech_end_ms is not None
             self.speech_ended_at = arrived - (ep.elapsed_ms - ep.speech_end_ms) / 1000
@@ -381,7 +373,7 @@ class _Session:
                     chunk = chunk + SILENCE_FRAME[len(chunk):]
                 if self.prompt_pos >= len(self.prompt):
                     self.prompt_playing = False
-                    self.ep.arm()  # the no-input clock starts when the prompt ends
+                    self.listening.arm()  # the no-input clock starts when the prompt ends
             else:
                 chunk = SILENCE_FRAME
             self.writer.write(encode(Kind.AUDIO, chunk))
@@ -408,7 +400,7 @@ class _Session:
                     batch.append(more)
             if batch and self.feed_error is None:
                 try:
-                    await asyncio.to_thread(self.session.feed, b"".join(batch))
+                    await asyncio.to_thread(self.listening.session.feed, b"".join(batch))
                 except Exception as exc:
                     log.exception("recogniser feed failed")
                     self.feed_error = exc
