@@ -1,22 +1,31 @@
 """Replay labelled recordings through the live recognition path and score it.
 
-``ivr replay MANIFEST.csv [--json OUT.json] [--engine templates|whisper|vosk]``
+``ivr replay MANIFEST.csv [--json OUT.json] [--engine NAME]`` (default: the engine calls
+use, ``IVR_SPEECH_ENGINE``)
 
 The manifest needs ``path,area_code,expected_cbs_code`` (paths relative to the
 manifest; other columns are ignored, ``kind`` gives a per-kind breakdown). Each WAV
-(8 kHz mono 16-bit, what ``ivr corpus synth`` writes) goes through exactly what a
-call does: 20 ms frames into the energy endpointer and the recogniser session, the
-session finished at end of speech (or end of audio), the n-best into the area code's
-:class:`~ivr.matcher.Matcher`, and its verdict is the action.
+goes through exactly what a call does (:mod:`ivr.speech.listening`, the module the live
+AudioSocket path listens with): 20 ms frames, followed by the silence a caller's line
+carries after they stop talking, into the endpointer; the 300 ms pre-roll and the speech
+into the recogniser session; the session's n-best at end of speech into the area code's
+:class:`~ivr.matcher.Matcher`, and its verdict is the action. ``listen`` records how the
+listen ended: ``heard``, ``too_long`` (talked past the 6 s cap: decided on what was heard,
+as a call is) or ``no_input`` (no speech within the 5 s no-input timeout).
+
+Audio that is not 8 kHz mono 16-bit PCM (another rate, stereo, 8-bit...) is converted with
+sox, as ``--sip`` converts it for RTP, and ``note`` says so; what cannot be read as audio
+is an error naming the file.
 
 Metrics:
   accuracy_first_attempt  accepted or confirmed, and the right municipality
   misroutes               accepted (transferred without asking) but wrong
   confirm_rate / choose_rate / reject_rate   share of items with that verdict
-  latency_ms_p50 / _p95   end of speech (endpoint or end of audio) -> decision
+  latency_ms_p50 / _p95   end of the listen (the endpoint) -> decision (engine + matcher)
 
-A bad row (missing file, not a WAV, unknown area code...) is reported as an error
-for that item and counted in ``errors``; it never stops the run.
+A bad row (missing file, not a WAV, an empty cell, unknown area code...) is reported as
+an error for that item and counted in ``errors``; it never stops the run. A manifest
+without the required columns is refused as a whole, naming them.
 
 ``--sip`` places the same utterances as real SIP calls through Asterisk (SIPp, RTP from
 the WAVs) and reads each outcome from the controller's call record: see :func:`drive_sip`.
@@ -38,12 +47,13 @@ from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
-from ivr.lab.pcap import read_wav_8k
+from ivr.lab.pcap import RATE, read_wav_8k
 from ivr.matcher import Matcher, MatchResult
-from ivr.plan import NumberingPlan, load_base_plan
-from ivr.speech.base import FRAME_BYTES, Recogniser
-from ivr.speech.endpoint import EndpointEvent, Endpointer
+from ivr.plan import AreaCode, NumberingPlan, load_base_plan
+from ivr.speech.base import FRAME_BYTES, Hypotheses, Recogniser
+from ivr.speech.endpoint import EndpointConfig, Endpointer
 from ivr.speech.engines import ENGINES
+from ivr.speech.listening import Verdict, listen
 
 ACTIONS = {"accept": "transfer", "confirm": "confirm", "choose": "choose", "reject": "retry"}
 
@@ -62,7 +72,11 @@ class ItemResult:
     heard: str = ""  # the recogniser's best hypothesis
     latency_ms: float = 0.0
     engine_ms: float = 0.0
+    listen: str = ""  # how the listen ended: heard | too_long | no_input (offline replay)
+    speech_start_ms: int | None = None  # audio time from the start of the WAV (offline replay)
+    speech_end_ms: int | None = None
     error: str = ""
+    note: str = ""  # e.g. the WAV was converted from another rate
     answered_by: str = ""  # --sip: the municipality extension that answered the transfer
 
 
@@ -72,49 +86,76 @@ class ItemError(ValueError):
     pass
 
 
+def wav_shape(path: Path) -> str:
+    """What a WAV holds when it is not what a call carries (8 kHz mono 16-bit PCM), for the
+    item's note; "" when it is, or when the header cannot be read (sox will say why)."""
+    try:
+        with wave.open(str(path), "rb") as w:
+            rate, channels, width = w.getframerate(), w.getnchannels(), w.getsampwidth()
+    except (wave.Error, EOFError, OSError):
+        return ""
+    if (rate, channels, width) == (RATE, 1, 2):
+        return ""
+    return f"converted from {rate} Hz, {channels} channel(s), {8 * width}-bit to 8 kHz mono 16-bit"
+
+
 def read_slin(path: Path) -> bytes:
-    """Any WAV -> slin bytes, 8 kHz mono 16-bit (converted with sox when it is not already);
-    clear errors for anything that is not audio."""
+    """Any WAV -> slin bytes, 8 kHz mono 16-bit (converted with sox when it is not already:
+    another sample rate is resampled, not refused); clear errors for anything that is not
+    audio."""
     if not path.is_file():
         raise ItemError(f"missing file {path}")
     try:
         data = read_wav_8k(path).tobytes()
     except (wave.Error, EOFError) as exc:
         raise ItemError(f"{path.name}: not a PCM WAV file ({exc})") from exc
-    except (subprocess.CalledProcessError, RuntimeError) as exc:
+    except subprocess.CalledProcessError as exc:
+        why = (exc.stderr or b"").decode("utf-8", "replace").strip().splitlines()
+        raise ItemError(f"{path.name}: cannot convert to 8 kHz mono ({why[-1] if why else exc})") from exc
+    except RuntimeError as exc:
         raise ItemError(f"{path.name}: cannot convert to 8 kHz mono ({exc})") from exc
     if len(data) < FRAME_BYTES:
-        raise ItemError(f"{path.name}: empty audio")
+        raise ItemError(f"{path.name}: empty audio (less than 20 ms)")
     return data
 
 
 def decide(recogniser: Recogniser, matcher: Matcher, vocabulary: Sequence[str], slin: bytes,
-           endpointer: Endpointer | None = None) -> tuple[MatchResult | None, "object", float, str]:
-    """Feed ``slin`` as a live call would; return (match, hypotheses, latency_ms, endpoint)."""
-    endpointer = endpointer or Endpointer(hesitation=getattr(recogniser, "is_hesitation", None))
-    session = recogniser.start(vocabulary)
-    event = EndpointEvent.NONE
-    for i in range(0, len(slin), FRAME_BYTES):
-        frame = slin[i: i + FRAME_BYTES]
-        if len(frame) < FRAME_BYTES:
-            frame = frame + b"\0" * (FRAME_BYTES - len(frame))
-        session.feed(frame)
-        event = endpointer.feed(frame)
-        if event in (EndpointEvent.SPEECH_END, EndpointEvent.MAX_SPEECH, EndpointEvent.NO_INPUT):
-            break
-    t0 = time.perf_counter()  # end of speech: the endpoint fired, or the audio ended
-    if event is EndpointEvent.NO_INPUT or not endpointer.speech_started:
-        hyps = session.finish()
-        return None, hyps, (time.perf_counter() - t0) * 1000, "no_input"
-    hyps = session.finish()
-    result = matcher.match(hyps.nbest)
-    return result, hyps, (time.perf_counter() - t0) * 1000, str(event.value if event else "end_of_audio")
+           endpointer: Endpointer | None = None, config: EndpointConfig | None = None,
+           ) -> tuple[MatchResult | None, Hypotheses, float, str]:
+    """Listen to ``slin`` as a live call does (:func:`ivr.speech.listening.listen`) and match
+    what was heard; return (match, hypotheses, latency_ms, how the listen ended: heard,
+    too_long or no_input). No input gives no match and an empty n-best."""
+    verdict = listen(recogniser, vocabulary, slin, config, endpointer=endpointer)
+    if verdict.hypotheses is None:
+        return None, Hypotheses((), final=True, engine_ms=0.0), verdict.decision_ms, str(verdict.kind)
+    t0 = time.perf_counter()
+    result = matcher.match(verdict.hypotheses.nbest)
+    latency = verdict.decision_ms + (time.perf_counter() - t0) * 1000
+    return result, verdict.hypotheses, latency, str(verdict.kind)
 
 
 def new_item(row: dict[str, str]) -> ItemResult:
-    return ItemResult(path=(row.get("path") or "").strip(), area_code=(row.get("area_code") or "").strip(),
-                      expected_cbs_code=(row.get("expected_cbs_code") or "").strip(),
-                      kind=(row.get("kind") or "").strip())
+    def cell(name: str) -> str:
+        value = row.get(name)
+        return value.strip() if isinstance(value, str) else ""
+
+    return ItemResult(path=cell("path"), area_code=cell("area_code"), expected_cbs_code=cell("expected_cbs_code"),
+                      kind=cell("kind"))
+
+
+def check_row(item: ItemResult, plan: NumberingPlan) -> AreaCode:
+    """The row's area code, or an :class:`ItemError` saying what is wrong with the row."""
+    for name in ("path", "area_code", "expected_cbs_code"):
+        if not getattr(item, name):
+            raise ItemError(f"row has no {name}")
+    area = plan.area_codes.get(item.area_code)
+    if area is None:
+        raise ItemError(f"unknown area code {item.area_code!r}")
+    if not area.shared:
+        raise ItemError(f"area code {item.area_code} routes directly (one municipality): nothing to recognise")
+    if item.expected_cbs_code not in area.municipalities:
+        raise ItemError(f"{item.expected_cbs_code!r} is not a candidate of area code {item.area_code}")
+    return area
 
 
 def _failed(item: ItemResult, exc: Exception) -> None:
@@ -126,34 +167,37 @@ def run_item(row: dict[str, str], base: Path, plan: NumberingPlan, recogniser: R
              matchers: dict[str, Matcher]) -> ItemResult:
     item = new_item(row)
     try:
-        if not item.path:
-            raise ItemError("row has no path")
-        area = plan.area_codes.get(item.area_code)
-        if area is None:
-            raise ItemError(f"unknown area code {item.area_code!r}")
-        if not area.shared:
-            raise ItemError(f"area code {item.area_code} routes directly (one municipality): nothing to recognise")
-        if item.expected_cbs_code not in area.municipalities:
-            raise ItemError(f"{item.expected_cbs_code!r} is not a candidate of area code {item.area_code}")
+        area = check_row(item, plan)
         slin = read_slin(base / item.path)
+        item.note = wav_shape(base / item.path)
         if item.area_code not in matchers:
             matchers[item.area_code] = Matcher(plan.candidates(item.area_code))
-        result, hyps, latency, _ = decide(recogniser, matchers[item.area_code], area.municipalities, slin)
-        item.latency_ms = round(latency, 1)
-        item.engine_ms = round(float(getattr(hyps, "engine_ms", 0.0)), 1)
-        item.heard = hyps.nbest[0][0] if hyps.nbest else ""
-        item.confidence = round(float(hyps.nbest[0][1]), 4) if hyps.nbest else 0.0
-        if result is None:
-            item.verdict = item.action = "no_input"
-        else:
-            item.verdict = str(result.verdict)
-            item.action = ACTIONS[item.verdict]
-            if result.best is not None:
-                item.decided_cbs_code = result.best.cbs_code
-                item.score = result.best.score
+        verdict = listen(recogniser, area.municipalities, slin)
+        _fill_from_verdict(item, verdict, matchers[item.area_code])
     except Exception as exc:  # noqa: BLE001 - one bad item must not end the run
         _failed(item, exc)
     return item
+
+
+def _fill_from_verdict(item: ItemResult, verdict: Verdict, matcher: Matcher) -> None:
+    """The row's outcome: how the listen ended and, when speech was heard, the matcher's verdict."""
+    item.listen = str(verdict.kind)
+    item.speech_start_ms, item.speech_end_ms = verdict.speech_start_ms, verdict.speech_end_ms
+    hyps = verdict.hypotheses
+    if hyps is None:
+        item.verdict = item.action = "no_input"
+        return
+    t0 = time.perf_counter()
+    result = matcher.match(hyps.nbest)
+    item.latency_ms = round(verdict.decision_ms + (time.perf_counter() - t0) * 1000, 1)
+    item.engine_ms = round(float(hyps.engine_ms), 1)
+    item.heard = hyps.nbest[0][0] if hyps.nbest else ""
+    item.confidence = round(float(hyps.nbest[0][1]), 4) if hyps.nbest else 0.0
+    item.verdict = str(result.verdict)
+    item.action = ACTIONS[item.verdict]
+    if result.best is not None:
+        item.decided_cbs_code = result.best.cbs_code
+        item.score = result.best.score
 
 
 # --- metrics -------------------------------------------------------------------------------
@@ -243,6 +287,14 @@ def make_recogniser(engine: str, plan: NumberingPlan) -> Recogniser:
     return recogniser
 
 
+def default_engine() -> str:
+    """The engine a live call uses (settings), so that replay hears what a call hears."""
+    from ivr.config import load_settings
+
+    engine = load_settings().speech_engine
+    return engine if engine in ENGINES else ENGINES[0]
+
+
 def drive_sip(manifest: Path, args: argparse.Namespace) -> list[ItemResult]:
     """``--sip``: one real call per row through the running Asterisk and controller.
 
@@ -262,6 +314,7 @@ def drive_sip(manifest: Path, args: argparse.Namespace) -> list[ItemResult]:
     from ivr.store import CallStore
 
     settings = load_settings()
+    plan = load_base_plan()
     db_path = Path(args.db) if args.db else settings.db_path
     salt = settings.caller_salt.get_secret_value()
     rows = read_manifest(manifest)
@@ -272,6 +325,9 @@ def drive_sip(manifest: Path, args: argparse.Namespace) -> list[ItemResult]:
         item = new_item(row)
         caller = f"09{run_id:04d}{index:05d}"
         try:
+            check_row(item, plan)  # the same per-row errors as offline replay, before any call
+            read_slin(manifest.parent / item.path)
+            item.note = wav_shape(manifest.parent / item.path)
             pcap = workdir / f"{index:05d}.pcap"
             wav_to_pcap(manifest.parent / item.path, pcap)
             script = CallScript("14" + item.area_code, caller=caller,
@@ -308,12 +364,19 @@ def drive_sip(manifest: Path, args: argparse.Namespace) -> list[ItemResult]:
 
 
 def _fill_from_record(item: ItemResult, record) -> None:
-    """The row's outcome as the live call decided it."""
-    first = next((a for a in record.attempts if a.kind == "speech" and a.input == "speech"), None)
+    """The row's outcome as the live call decided it: its first speech question."""
+    first = next((a for a in record.attempts if a.kind == "speech"), None)
     item.answered_by = record.answered_by or ""
     if first is None:
         item.verdict = item.action = "no_input"
         item.error = f"no speech attempt recorded (outcome {record.outcome})"
+        return
+    if first.input == "no_input":  # nobody spoke before the no-input timeout
+        item.verdict = item.action = item.listen = "no_input"
+        return
+    if first.input != "speech":
+        item.verdict = item.action = first.input
+        item.error = f"the first question was answered by {first.input} {first.heard!r}, not speech"
         return
     item.verdict = first.verdict
     item.action = ACTIONS.get(first.verdict, first.verdict)
@@ -347,8 +410,10 @@ def format_text(rep: dict) -> str:
     lines.append("items (path expected decided action confidence latency_ms):")
     for i in rep["items"]:
         mark = "" if i["decided_cbs_code"] == i["expected_cbs_code"] else "  <-- " + (i["error"] or "wrong")
+        extra = "".join(f" [{x}]" for x in (i.get("listen") if i.get("listen") == "too_long" else "", i.get("note"))
+                        if x)
         lines.append(f"  {i['path']} {i['expected_cbs_code']} {i['decided_cbs_code'] or '-'} {i['action']} "
-                     f"{i['confidence']:.3f} {i['latency_ms']}{mark}")
+                     f"{i['confidence']:.3f} {i['latency_ms']}{extra}{mark}")
     lines.append("confusion (expected: decided=count):")
     for exp, row in rep["confusion"].items():
         lines.append(f"  {exp}: " + ", ".join(f"{k}={v}" for k, v in sorted(row.items(), key=lambda kv: -kv[1])))
@@ -365,6 +430,7 @@ def _cmd_replay(args: argparse.Namespace) -> int:
         if args.sip:
             items = drive_sip(manifest, args)
         else:
+            args.engine = args.engine or default_engine()
             recogniser = make_recogniser(args.engine, plan)
             items = replay(manifest, recogniser, plan, progress=None if args.quiet else _progress_bar)
     except (ValueError, NotImplementedError) as exc:
@@ -383,7 +449,8 @@ def register(subparsers) -> None:
     p = subparsers.add_parser("replay", help="replay labelled WAVs through recogniser + matcher; print metrics")
     p.add_argument("manifest", help="CSV with path,area_code,expected_cbs_code[,kind,...]")
     p.add_argument("--json", help="write the full report (metrics, per kind, items, confusion) here")
-    p.add_argument("--engine", choices=ENGINES, default=ENGINES[0])
+    p.add_argument("--engine", choices=ENGINES, default=None,
+                   help="default: the engine live calls use (IVR_SPEECH_ENGINE)")
     p.add_argument("--sip", action="store_true",
                    help="place real SIP calls through the running Asterisk + controller (scripts/run.sh)")
     p.add_argument("--db", help="--sip: the controller's call records (default: settings db_path)")
