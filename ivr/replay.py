@@ -370,6 +370,8 @@ def _fill_from_record(item: ItemResult, record) -> None:
     if first is None:
         item.verdict = item.action = "no_input"
         item.error = f"no speech attempt recorded (outcome {record.outcome})"
+        if record.outcome == "caller_hangup":
+            item.error += ": the caller hung up before the IVR decided (a longer --sip-hold?)"
         return
     if first.input == "no_input":  # nobody spoke before the no-input timeout
         item.verdict = item.action = item.listen = "no_input"
