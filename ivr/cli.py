@@ -16,7 +16,7 @@ from .routing import route
 
 # Modules that contribute sub-commands through ``register(subparsers)``.
 COMMAND_MODULES: tuple[str, ...] = ("ivr.grammar", "ivr.simulate", "ivr.report_render", "ivr.corpus", "ivr.replay",
-                                    "ivr.lab.loadtest", "ivr.speech.template_engine")
+                                    "ivr.lab.loadtest", "ivr.speech.engines", "ivr.lab.bench_human")
 
 
 def main(argv: list[str] | None = None) -> int:
