@@ -25,6 +25,7 @@ class Hypotheses:
     nbest: tuple[tuple[str, float], ...]
     final: bool
     engine_ms: float  # CPU/wall time spent in the engine so far for this utterance
+    p_right: float | None = None  # calibrated probability that the best is right (engines that know it)
 
     @property
     def best(self) -> str:

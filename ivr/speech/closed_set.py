@@ -19,10 +19,11 @@ if TYPE_CHECKING:  # pragma: no cover
     from ivr.plan import Municipality, NumberingPlan
 
 __all__ = ["Choice", "municipality_choice", "choices_for", "shaped_nbest", "BufferedSession", "frames_of",
-           "YES_PHRASES", "NO_PHRASES", "spoken"]
+           "YES_PHRASES", "NO_PHRASES", "FILLERS", "spoken"]
 
 YES_PHRASES = ("ja", "ja graag", "ja, dat klopt", "jazeker", "klopt")
 NO_PHRASES = ("nee", "nee, dat klopt niet", "nee hoor")
+FILLERS = ("eh", "ehm", "uh", "uhm")  # filled pauses, spoken like the references
 CBS = re.compile(r"^GM\d{4}$")
 
 

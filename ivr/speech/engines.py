@@ -9,11 +9,16 @@ if TYPE_CHECKING:  # pragma: no cover
     from ivr.plan import NumberingPlan
     from ivr.speech.base import Recogniser
 
-ENGINES = ("templates", "whisper", "vosk")
+ENGINES = ("fusion", "templates", "whisper", "vosk")
 
 
 def load_recogniser(engine: str, plan: "NumberingPlan") -> "Recogniser":
     """The engine, loaded and warmed up (raises with a reason when it cannot be)."""
+    if engine == "fusion":
+        from ivr.speech.fusion_engine import FusionEngine
+
+        # every reference in memory before the first call: until then, calls use the DTMF menu
+        return FusionEngine(plan).warm_up()
     if engine == "templates":
         from ivr.speech.template_engine import TemplateEngine
 
@@ -46,3 +51,36 @@ def _whisper_or_none(plan: "NumberingPlan"):
     except (ImportError, RecogniserError) as exc:
         logging.getLogger(__name__).warning("no second opinion for the template engine: %s", exc)
         return None
+
+
+def cache_references(engine: str, plan: "NumberingPlan") -> int:
+    """Fill the engine's disk cache of spoken references (what ``scripts/install.sh`` runs);
+    returns how many were made. Engines without references have nothing to cache."""
+    if engine == "fusion":
+        from ivr.speech.fusion_engine import FusionEngine
+
+        return FusionEngine(plan).cache_references()
+    if engine == "templates":
+        from ivr.speech.template_engine import TemplateEngine
+
+        return TemplateEngine(plan).cache_references()
+    return 0
+
+
+def register(sub) -> None:
+    p = sub.add_parser("references", help="build the speech engine's spoken references into the disk cache")
+    p.add_argument("--engine", choices=ENGINES, help="default: IVR_SPEECH_ENGINE")
+    p.set_defaults(func=_cache_command)
+
+
+def _cache_command(args) -> int:
+    import time
+
+    from ivr.config import load_settings
+    from ivr.plan import load_base_plan
+
+    engine = args.engine or load_settings().speech_engine
+    t0 = time.perf_counter()
+    made = cache_references(engine, load_base_plan())
+    print(f"references for {engine}: {made} made ({time.perf_counter() - t0:.1f} s)")
+    return 0

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Protocol, Sequence
 import numpy as np
 
 from ivr.speech.base import Hypotheses
-from ivr.speech.closed_set import BufferedSession, Choice, choices_for, municipality_choice, shaped_nbest
+from ivr.speech.closed_set import FILLERS, BufferedSession, Choice, choices_for, municipality_choice, shaped_nbest
 from ivr.speech.templates import FeatureSettings, ReferenceBank, log_mel, subsequence_dtw, voiced_ms
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -47,8 +47,6 @@ log = logging.getLogger(__name__)
 class SecondOpinion(Protocol):
     def score_phrases(self, audio_8k: np.ndarray, phrases: Sequence[str]) -> np.ndarray:
         """Higher = the phrase fits the audio better."""
-
-FILLERS = ("eh", "ehm", "uh", "uhm")  # filled pauses, spoken like the references
 
 
 @dataclass(frozen=True)
@@ -224,21 +222,3 @@ class TemplateEngine:
 
 def _phrases(choice: Choice) -> tuple[str, ...]:
     return choice.phrases + choice.places
-
-
-# --- command line -------------------------------------------------------------------------
-
-def register(sub) -> None:
-    p = sub.add_parser("references", help="speak the template engine's references into the disk cache")
-    p.set_defaults(func=_cache_command)
-
-
-def _cache_command(args) -> int:
-    from ivr.plan import load_base_plan
-
-    t0 = time.perf_counter()
-    engine = TemplateEngine(load_base_plan())
-    spoken = engine.cache_references()
-    print(f"references: {spoken} spoken, cache {engine.banks[0].cache_dir.parent} "
-          f"({time.perf_counter() - t0:.1f} s)")
-    return 0

@@ -254,7 +254,7 @@ class ReferenceBank:
         """Speak into the disk cache whatever is not there yet; returns how many were spoken."""
         todo = [p for p in dict.fromkeys(phrases) if not self._path(p).exists()]
         with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-            list(pool.map(self._load_or_speak, todo))
+            list(pool.map(self.audio, todo))
         return len(todo)
 
     def _path(self, phrase: str) -> Path:
@@ -262,6 +262,10 @@ class ReferenceBank:
 
     def _load_or_speak(self, phrase: str) -> np.ndarray:
         """The phrase's features; its audio comes from the disk cache or from espeak-ng."""
+        return log_mel(self.audio(phrase), self.settings)
+
+    def audio(self, phrase: str) -> np.ndarray:
+        """The phrase as spoken (float32, 8 kHz, phone band), from the disk cache or espeak-ng."""
         path = self._path(phrase)
         try:
             pcm = np.load(path)
@@ -274,7 +278,7 @@ class ReferenceBank:
                 os.replace(tmp, path)
             except OSError:
                 pass  # a read-only cache only costs time
-        return log_mel(pcm.astype(np.float32) / 32768.0, self.settings)
+        return pcm.astype(np.float32) / 32768.0
 
     def speak(self, phrase: str, settings: FeatureSettings | None = None) -> np.ndarray:
         s = settings or self.settings

