@@ -94,14 +94,19 @@ def load_clips(game: Path) -> list[Clip]:
     return clips
 
 
+LEAD_IN_S = 0.5  # line silence before the caller speaks: the clips start at their first word
+
+
 def phone_wav(clip: Clip, cache: Path | None = None) -> Path:
-    """The clip as a phone line carries it: 8 kHz mono 16-bit, 300-3400 Hz (cached)."""
-    out = (cache or default_cache()) / "wav" / clip.level / f"{clip.clip_id}.wav"
+    """The clip as a phone line carries it: 8 kHz mono 16-bit, 300-3400 Hz, after
+    ``LEAD_IN_S`` of silence (cached)."""
+    out = (cache or default_cache()) / f"wav-lead{LEAD_IN_S:g}" / clip.level / f"{clip.clip_id}.wav"
     if not out.is_file():
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = out.with_suffix(".tmp.wav")
         run = subprocess.run(["sox", "-q", "-V1", str(clip.source), "-r", "8000", "-c", "1", "-b", "16",
-                              str(tmp), "sinc", "300-3400", "gain", "-n", "-3"], capture_output=True, text=True)
+                              str(tmp), "sinc", "300-3400", "gain", "-n", "-3", "pad", f"{LEAD_IN_S:g}", "0"],
+                             capture_output=True, text=True)
         if run.returncode != 0:
             raise CorpusError(f"sox could not convert {clip.source.name}: {run.stderr.strip()[-200:]}")
         tmp.rename(out)
