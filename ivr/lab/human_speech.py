@@ -67,10 +67,7 @@ def ensure_unpacked(cache: Path | None = None) -> Path:
     debs.mkdir(parents=True, exist_ok=True)
     for package in PACKAGES:
         if not list(debs.glob(f"{package}_*.deb")):
-            run = subprocess.run(["apt-get", "download", package], cwd=debs, capture_output=True, text=True)
-            if run.returncode != 0 or not list(debs.glob(f"{package}_*.deb")):
-                raise CorpusError(f"apt-get download {package} failed (run 'apt-get update' first?): "
-                                  f"{run.stderr.strip()[-300:]}")
+            _download(package, debs)
     partial = cache / "root.partial"
     for deb in sorted(debs.glob("*.deb")):
         run = subprocess.run(["dpkg-deb", "-x", str(deb), str(partial)], capture_output=True, text=True)
@@ -78,6 +75,18 @@ def ensure_unpacked(cache: Path | None = None) -> Path:
             raise CorpusError(f"dpkg-deb -x {deb.name} failed: {run.stderr.strip()[-300:]}")
     partial.rename(root)
     return game
+
+
+def _download(package: str, folder: Path) -> None:
+    """``apt-get download``; on a machine whose package lists are missing or stale (a fresh
+    one), ``apt-get update`` once and try again."""
+    for attempt in (1, 2):
+        run = subprocess.run(["apt-get", "download", package], cwd=folder, capture_output=True, text=True)
+        if run.returncode == 0 and list(folder.glob(f"{package}_*.deb")):
+            return
+        if attempt == 1:
+            subprocess.run(["apt-get", "update", "-qq"], capture_output=True, text=True)
+    raise CorpusError(f"apt-get download {package} failed: {run.stderr.strip()[-300:]}")
 
 
 def load_clips(game: Path) -> list[Clip]:
