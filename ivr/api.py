@@ -29,15 +29,16 @@ from pydantic import BaseModel, ConfigDict
 from .callrecord import Outcome
 from .metrics import MetricsObserver
 from .overrides import AreaCodeOverride, CalamityOverride, MunicipalityOverride
-from .plan import AreaCode, Calamity, Municipality, NumberingPlan, PlanError
+from .plan import (CALAMITY_TARGET_PATTERN, CBS_CODE_PATTERN, AreaCode, Calamity, Municipality, NumberingPlan,
+                   PlanError)
 from .report import compute_kpis
 from .routing import MAX_DIGITS, route
 
 log = logging.getLogger(__name__)
 
 AREA_CODE = r"^0?\d{2,3}$"
-CBS_CODE = r"^GM\d{4}$"
-CALAMITY_TARGET = r"^(0\d{2,3}|GM\d{4})$"
+CBS_CODE = CBS_CODE_PATTERN
+CALAMITY_TARGET = CALAMITY_TARGET_PATTERN
 MAX_PAGE = 1000
 
 Since = Annotated[str | None, Query(max_length=40, description="epoch seconds or ISO 8601; inclusive")]
@@ -102,6 +103,8 @@ class CallOut(BaseModel):
     ivr_seconds: float | None = None
     error: str | None = None
     plan_version: str = ""
+    error_kind: str | None = None
+    calamity: bool = False
 
 
 class CallPage(BaseModel):

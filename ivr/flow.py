@@ -1,13 +1,18 @@
 """The call flow: an explicit state machine fed by events, returning actions.
 
 It does no I/O and knows nothing of Asterisk, sockets or SQLite (in the spirit of
-``h11``). Asterisk, the simulator and replay drive the same flow: each sends
-:class:`Event` objects to :meth:`CallFlow.handle` and carries out the returned
-:class:`Action` objects. Actions that wait for the caller (:class:`CollectDigit`,
-:class:`Listen`, :class:`Transfer`) are answered by the next event.
+``h11``). Asterisk, the simulator and replay drive the same flow (through
+:func:`ivr.drive.drive`): each sends :class:`Event` objects to :meth:`CallFlow.handle`
+and carries out the returned :class:`Action` objects. Actions say what they ask —
+:class:`AskName` among candidates, :class:`ConfirmOne`, :class:`ChooseOfTwo`, a
+:class:`MenuPage` with its digit -> municipality entries, :class:`Transfer`,
+:class:`Goodbye` — so a driver never re-derives the meaning from prompt keys. The
+questions are answered by the next event.
 
-Every event carries ``at``, a monotonic time in seconds from the driver, so timings in
-the call record are the driver's and tests are deterministic.
+The flow is the only writer of the :class:`~ivr.callrecord.CallRecord`. Every event
+carries ``at``, a monotonic time in seconds from the driver, and the driver's other
+timings travel in events too (:class:`Dialling`, :class:`CallEnded`), so timings in the
+record are the driver's and tests are deterministic.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Callable, Sequence
 
-from .callrecord import Attempt, CallRecord, Outcome, Phase
+from .callrecord import Attempt, AttemptKind, AttemptVerdict, CallRecord, ErrorKind, InputKind, Outcome, Phase
 from .plan import Municipality, NumberingPlan, RoutingMode
 from .routing import (
     MORE_DIGIT,
@@ -39,6 +44,7 @@ class CallStarted:
     dialled: str
     caller: str = ""  # already pseudonymised by the driver
     wall_time: float = 0.0
+    expected: str | None = None  # ground truth where the driver knows it (simulator, replay): a CBS code
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +63,13 @@ class SpeechHeard:
 
 @dataclass(frozen=True, slots=True)
 class NoInput:
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class Dialling:
+    """The driver starts dialling a :class:`Transfer`'s destination (its announcement is over)."""
+
     at: float
 
 
@@ -85,10 +98,20 @@ class DriverLost:
     """The driver lost the call (e.g. the connection to Asterisk dropped)."""
 
     at: float
-    reason: str
+    reason: str  # for people
+    kind: ErrorKind = ErrorKind.OTHER
 
 
-Event = CallStarted | Digit | SpeechHeard | NoInput | TransferAnswered | TransferFailed | CallerHungUp | DriverLost
+@dataclass(frozen=True, slots=True)
+class CallEnded:
+    """The driver is done with the call (after the last words); ``wall_time`` in epoch seconds."""
+
+    at: float
+    wall_time: float
+
+
+Event = (CallStarted | Digit | SpeechHeard | NoInput | Dialling | TransferAnswered | TransferFailed | CallerHungUp
+         | DriverLost | CallEnded)
 
 # --- actions -----------------------------------------------------------------------
 
@@ -97,22 +120,76 @@ Prompt = tuple[str, ...]  # prompt keys, played in order (see ivr.prompts)
 
 @dataclass(frozen=True, slots=True)
 class Play:
+    """Say something; nothing is asked."""
+
     prompts: Prompt
 
 
 @dataclass(frozen=True, slots=True)
-class CollectDigit:
-    prompts: Prompt  # played with barge-in: any digit stops them
-    digits: str  # digits that mean something here
+class AskName:
+    """Which municipality? Listen for one of ``candidates`` (CBS codes); a digit asks for the menu."""
+
+    prompts: Prompt  # played with barge-in (speech or digit stops them)
+    candidates: tuple[str, ...]
     timeout_s: float
+    again: bool = False  # asked again after an answer that was not understood
+    digits: str = "0123456789"  # digits accepted as an answer as well
+
+    @property
+    def vocabulary_of(self) -> tuple[str, ...]:
+        """CBS codes whose names are expected."""
+        return self.candidates
 
 
 @dataclass(frozen=True, slots=True)
-class Listen:
-    prompts: Prompt  # played with barge-in (speech or digit stops them)
-    vocabulary_of: tuple[str, ...]  # CBS codes whose names are expected, or () for yes/no
+class ConfirmOne:
+    """Did you mean ``municipality``? Yes/no by voice, or 1 (yes) / 2 (no)."""
+
+    prompts: Prompt
+    municipality: str  # CBS code
     timeout_s: float
-    digits: str = ""  # digits accepted as an answer as well
+    digits: str = "12"
+
+    @property
+    def vocabulary_of(self) -> tuple[str, ...]:
+        return ()  # a yes/no question
+
+
+@dataclass(frozen=True, slots=True)
+class ChooseOfTwo:
+    """``options[0]`` or ``options[1]``? The name by voice, or digit 1 / 2."""
+
+    prompts: Prompt
+    options: tuple[str, str]  # CBS codes
+    timeout_s: float
+    digits: str = "12"
+
+    @property
+    def vocabulary_of(self) -> tuple[str, ...]:
+        return self.options
+
+
+@dataclass(frozen=True, slots=True)
+class MenuEntry:
+    digit: str
+    municipality: str  # CBS code
+    heard_after: int  # prompts played up to and including this entry's digit
+
+
+@dataclass(frozen=True, slots=True)
+class MenuPage:
+    """A DTMF menu page: ``entries`` (digit -> municipality), 9 for more when ``more``, 0 for a person."""
+
+    prompts: Prompt  # played with barge-in: any digit stops them
+    entries: tuple[MenuEntry, ...]
+    more: bool
+    timeout_s: float
+    again: bool = False  # asked again after a failed answer
+
+    @property
+    def digits(self) -> str:
+        """The digits that mean something on this page."""
+        return "".join(e.digit for e in self.entries) + (MORE_DIGIT if self.more else "") + OPERATOR_DIGIT
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,11 +201,18 @@ class Transfer:
 
 
 @dataclass(frozen=True, slots=True)
-class Hangup:
+class Goodbye:
+    """Say ``prompts`` (no barge-in) and hang up: the call is over."""
+
+    prompts: Prompt = ()
     cause: str = "normal"
 
 
-Action = Play | CollectDigit | Listen | Transfer | Hangup
+#: The questions answered by voice (or a digit): the driver listens.
+Question = AskName | ConfirmOne | ChooseOfTwo
+Listen = Question  # the name drivers and tests knew
+CollectDigit = MenuPage
+Action = Play | AskName | ConfirmOne | ChooseOfTwo | MenuPage | Transfer | Goodbye
 
 
 class FlowError(RuntimeError):
@@ -206,8 +290,13 @@ class CallFlow:
             return self._start(event)
         if self.record is None:
             raise FlowError(f"{type(event).__name__} before CallStarted")
+        if isinstance(event, CallEnded):
+            self.record.ended_at = event.wall_time
+            return []
         if self._state.ended:
             return []
+        if isinstance(event, Dialling):
+            return self._dialling(event)
         if isinstance(event, CallerHungUp):
             return self._hung_up(event)
         if isinstance(event, DriverLost):
@@ -231,25 +320,27 @@ class CallFlow:
             raise FlowError("CallStarted twice")
         self._state.started = self._state.phase_since = ev.at
         self.record = CallRecord(call_id=ev.call_id, dialled=ev.dialled, caller=ev.caller,
-                                 started_at=ev.wall_time, plan_version=self.plan.version)
+                                 started_at=ev.wall_time, plan_version=self.plan.version,
+                                 expected_municipality=ev.expected)
         decision = route(self.plan, ev.dialled, now=self._now(), speech_available=self.speech_available)
         self._note_decision(decision)
         self.record.area_code = decision.area_code
-        self.record.mode = decision.mode.value if decision.mode else None
+        self.record.mode = decision.mode
         if decision.verdict is Verdict.ASK:
             self._state.candidates = decision.candidates
             if decision.mode is RoutingMode.SPEECH:
                 return self._ask_speech(ev.at, first=True)
             return self._ask_menu(ev.at, prompts=("welkom",))
-        self.record.decision_ms = 0.0  # decided on arrival; the driver adds its own latency
+        self.record.decision_ms = 0.0  # decided on arrival; the driver's Dialling event adds its latency
         return self._act_on(decision, ev.at)
 
     # -- deciding -----------------------------------------------------------------
 
     def _note_decision(self, decision: Decision) -> None:
         rec = self.record
-        rec.decision = decision.verdict.value
+        rec.decision = decision.verdict
         rec.reason = decision.reason
+        rec.calamity = decision.calamity
         if decision.municipality:
             rec.municipality = decision.municipality.cbs_code
         if decision.destination:
@@ -275,14 +366,15 @@ class CallFlow:
             prompts = ("de_gemeente", municipality_prompt(m.cbs_code), "niet_aangesloten")
             if m.alt_number:
                 prompts += ("belt_u", *digit_prompts(m.alt_number))
-            return self._finish(at, Outcome.NOT_CONNECTED, [Play(prompts + ("tot_ziens",))])
+            return self._finish(at, Outcome.NOT_CONNECTED, Goodbye(prompts + ("tot_ziens",)))
         # invalid number or unknown area code
-        return self._finish(at, Outcome.UNKNOWN_AREA_CODE, [Play(("onbekend_nummer", "tot_ziens"))])
+        return self._finish(at, Outcome.UNKNOWN_AREA_CODE, Goodbye(("onbekend_nummer", "tot_ziens")))
 
     def _to_operator(self, at: float, reason: str) -> list[Action]:
         rec = self.record
-        rec.decision = Verdict.OPERATOR.value
+        rec.decision = Verdict.OPERATOR
         rec.reason = reason
+        rec.calamity = False
         rec.destination = self.plan.operator_destination
         rec.municipality = None
         return self._transfer(Transfer(self.plan.operator_destination, ("medewerker",), None), at)
@@ -300,21 +392,20 @@ class CallFlow:
 
     # -- the DTMF menu ------------------------------------------------------------
 
-    def _ask_menu(self, at: float, prompts: tuple[str, ...] = (), page: int = 0) -> list[Action]:
+    def _ask_menu(self, at: float, prompts: tuple[str, ...] = (), page: int = 0, again: bool = False) -> list[Action]:
         self._enter(Phase.MENU, at)
         self._state.menu_page = page
         self.record.recognition_attempts += 1
-        entries = menu_page(self._state.candidates, page)
-        listing: list[str] = ["kies_menu"] if page == 0 else []
-        for digit, m in entries:
+        listing: list[str] = list(prompts) + (["kies_menu"] if page == 0 else [])
+        entries: list[MenuEntry] = []
+        for digit, m in menu_page(self._state.candidates, page):
             listing += ["voor", municipality_prompt(m.cbs_code), "toets", f"cijfer/{digit}"]
-        digits = "".join(d for d, _ in entries)
-        if menu_has_more(self._state.candidates, page):
+            entries.append(MenuEntry(digit, m.cbs_code, heard_after=len(listing)))
+        more = menu_has_more(self._state.candidates, page)
+        if more:
             listing.append("meer_keuzes")
-            digits += MORE_DIGIT
         listing.append("medewerker_keuze")
-        digits += OPERATOR_DIGIT
-        return [CollectDigit(tuple(prompts) + tuple(listing), digits, self.settings.menu_timeout_s)]
+        return [MenuPage(tuple(listing), tuple(entries), more, self.settings.menu_timeout_s, again=again)]
 
     def _menu_digit(self, ev: Digit) -> list[Action]:
         st = self._state
@@ -323,23 +414,24 @@ class CallFlow:
         entries = dict(menu_page(st.candidates, st.menu_page))
         if ev.digit in entries:
             m = entries[ev.digit]
-            rec.attempts.append(Attempt("menu", "dtmf", ev.digit, verdict="chosen", chosen=m.cbs_code))
+            rec.attempts.append(Attempt(AttemptKind.MENU, InputKind.DTMF, ev.digit, verdict=AttemptVerdict.CHOSEN,
+                                        chosen=m.cbs_code))
             return self._chosen(m, ev.at, how=f"menu digit {ev.digit}")
         if ev.digit == MORE_DIGIT and menu_has_more(st.candidates, st.menu_page):
-            rec.attempts.append(Attempt("menu", "dtmf", ev.digit, verdict="more"))
+            rec.attempts.append(Attempt(AttemptKind.MENU, InputKind.DTMF, ev.digit, verdict=AttemptVerdict.MORE))
             rec.recognition_attempts -= 1  # paging is the same question
             return self._ask_menu(ev.at, page=st.menu_page + 1)
         if ev.digit == OPERATOR_DIGIT:
-            rec.attempts.append(Attempt("menu", "dtmf", ev.digit, verdict="operator"))
+            rec.attempts.append(Attempt(AttemptKind.MENU, InputKind.DTMF, ev.digit, verdict=AttemptVerdict.OPERATOR))
             return self._to_operator(ev.at, reason="caller asked for a person")
-        rec.attempts.append(Attempt("menu", "dtmf", ev.digit, verdict="invalid"))
+        rec.attempts.append(Attempt(AttemptKind.MENU, InputKind.DTMF, ev.digit, verdict=AttemptVerdict.INVALID))
         return self._menu_failed(ev.at, "ongeldige_keuze")
 
     def _menu_failed(self, at: float, prompt: str) -> list[Action]:
         self._state.menu_failures += 1
         if self._state.menu_failures >= self.settings.max_menu_failures:
             return self._to_operator(at, reason="no valid menu choice")
-        return self._ask_menu(at, prompts=(prompt,))
+        return self._ask_menu(at, prompts=(prompt,), again=True)
 
     # -- speech -------------------------------------------------------------------
 
@@ -354,7 +446,7 @@ class CallFlow:
         self.record.recognition_attempts += 1
         prompts = ("welkom", "zeg_gemeente") if first else ("niet_verstaan", "zeg_gemeente")
         codes = tuple(m.cbs_code for m in self._state.candidates)
-        return [Listen(prompts, codes, self.settings.speech_timeout_s, digits="0123456789")]
+        return [AskName(prompts, codes, self.settings.speech_timeout_s, again=not first)]
 
     def _speech(self, ev: SpeechHeard) -> list[Action]:
         st = self._state
@@ -363,20 +455,20 @@ class CallFlow:
         if st.phase is not Phase.SPEECH:
             raise FlowError(f"speech result in phase {st.phase}")
         result = self._matcher_for_candidates().match(ev.nbest)
+        verdict = AttemptVerdict(result.verdict)
         attempt = Attempt(
-            "speech", "speech", ev.nbest[0][0] if ev.nbest else "",
+            AttemptKind.SPEECH, InputKind.SPEECH, ev.nbest[0][0] if ev.nbest else "",
             candidates=[{"cbs_code": s.cbs_code, "score": round(s.score, 1)} for s in result.ranked[:3]],
-            verdict=str(result.verdict), recogniser_ms=ev.recogniser_ms,
+            verdict=verdict, recogniser_ms=ev.recogniser_ms,
             decision_ms=_ms(ev.at, ev.speech_ended_at),
         )
         self.record.attempts.append(attempt)
         by_code = {m.cbs_code: m for m in st.candidates}
-        verdict = str(result.verdict)
-        if verdict == "accept":
+        if verdict is AttemptVerdict.ACCEPT:
             attempt.chosen = result.best.cbs_code
             return self._chosen(by_code[result.best.cbs_code], ev.at, how=f"speech {result.best.heard!r}")
-        if verdict in ("confirm", "choose"):
-            pending = [by_code[s.cbs_code] for s in result.ranked[: 2 if verdict == "choose" else 1]]
+        if verdict in (AttemptVerdict.CONFIRM, AttemptVerdict.CHOOSE):
+            pending = [by_code[s.cbs_code] for s in result.ranked[: 2 if verdict is AttemptVerdict.CHOOSE else 1]]
             attempt.chosen = pending[0].cbs_code
             return self._ask_confirm(ev.at, tuple(pending))
         return self._speech_failed(ev.at)
@@ -384,7 +476,7 @@ class CallFlow:
     def _speech_failed(self, at: float) -> list[Action]:
         if self._state.speech_attempts < self.settings.max_speech_attempts:
             return self._ask_speech(at)
-        return self._ask_menu(at, prompts=("niet_verstaan",))
+        return self._ask_menu(at, prompts=("niet_verstaan",), again=True)
 
     def _ask_confirm(self, at: float, pending: tuple[Municipality, ...]) -> list[Action]:
         self._enter(Phase.CONFIRM, at)
@@ -392,21 +484,20 @@ class CallFlow:
         self.record.recognition_attempts += 1
         if len(pending) == 1:
             prompts = ("bedoelt_u", municipality_prompt(pending[0].cbs_code), "ja_nee")
-        else:
-            prompts = ("bedoelt_u", municipality_prompt(pending[0].cbs_code), "of",
-                       municipality_prompt(pending[1].cbs_code), "een_of_twee")
-        codes = tuple(m.cbs_code for m in pending) if len(pending) > 1 else ()
-        return [Listen(prompts, codes, self.settings.confirm_timeout_s, digits="12")]
+            return [ConfirmOne(prompts, pending[0].cbs_code, self.settings.confirm_timeout_s)]
+        prompts = ("bedoelt_u", municipality_prompt(pending[0].cbs_code), "of",
+                   municipality_prompt(pending[1].cbs_code), "een_of_twee")
+        return [ChooseOfTwo(prompts, (pending[0].cbs_code, pending[1].cbs_code), self.settings.confirm_timeout_s)]
 
     def _confirm_answer(self, ev: SpeechHeard) -> list[Action]:
         pending = self._state.pending
         heard = ev.nbest[0][0] if ev.nbest else ""
-        attempt = Attempt("confirm", "speech", heard, recogniser_ms=ev.recogniser_ms,
+        attempt = Attempt(AttemptKind.CONFIRM, InputKind.SPEECH, heard, recogniser_ms=ev.recogniser_ms,
                           decision_ms=_ms(ev.at, ev.speech_ended_at))
         self.record.attempts.append(attempt)
         if len(pending) == 1:
             answer = self._yes_no(ev.nbest) if self._yes_no else None
-            attempt.verdict = {True: "yes", False: "no", None: "unclear"}[answer]
+            attempt.verdict = {True: AttemptVerdict.YES, False: AttemptVerdict.NO, None: AttemptVerdict.UNCLEAR}[answer]
             if answer:
                 attempt.chosen = pending[0].cbs_code
                 return self._chosen(pending[0], ev.at, how="confirmed by voice")
@@ -414,8 +505,8 @@ class CallFlow:
                 self.record.rejected_confirmations += 1
             return self._speech_failed(ev.at)
         result = self._matcher_factory(pending).match(ev.nbest)
-        attempt.verdict = str(result.verdict)
-        if str(result.verdict) == "accept":
+        attempt.verdict = AttemptVerdict(result.verdict)
+        if attempt.verdict is AttemptVerdict.ACCEPT:
             attempt.chosen = result.best.cbs_code
             chosen = next(m for m in pending if m.cbs_code == result.best.cbs_code)
             return self._chosen(chosen, ev.at, how="chosen of two by voice")
@@ -424,21 +515,21 @@ class CallFlow:
     def _confirm_digit(self, ev: Digit) -> list[Action]:
         pending = self._state.pending
         self.record.digits += ev.digit
-        attempt = Attempt("confirm", "dtmf", ev.digit)
+        attempt = Attempt(AttemptKind.CONFIRM, InputKind.DTMF, ev.digit)
         self.record.attempts.append(attempt)
         if len(pending) == 1:
             if ev.digit == "1":
-                attempt.verdict, attempt.chosen = "yes", pending[0].cbs_code
+                attempt.verdict, attempt.chosen = AttemptVerdict.YES, pending[0].cbs_code
                 return self._chosen(pending[0], ev.at, how="confirmed by digit")
             if ev.digit == "2":
-                attempt.verdict = "no"
+                attempt.verdict = AttemptVerdict.NO
                 self.record.rejected_confirmations += 1
                 return self._speech_failed(ev.at)
         elif ev.digit in ("1", "2"):
             m = pending[int(ev.digit) - 1]
-            attempt.verdict, attempt.chosen = "chosen", m.cbs_code
+            attempt.verdict, attempt.chosen = AttemptVerdict.CHOSEN, m.cbs_code
             return self._chosen(m, ev.at, how=f"chosen of two by digit {ev.digit}")
-        attempt.verdict = "invalid"
+        attempt.verdict = AttemptVerdict.INVALID
         return self._speech_failed(ev.at)
 
     # -- shared event handlers -----------------------------------------------------
@@ -452,7 +543,8 @@ class CallFlow:
         if phase is Phase.SPEECH:
             # DTMF works at any moment: a digit while we listen means "give me the menu"
             self.record.digits += ev.digit
-            self.record.attempts.append(Attempt("speech", "dtmf", ev.digit, verdict="to_menu"))
+            self.record.attempts.append(Attempt(AttemptKind.SPEECH, InputKind.DTMF, ev.digit,
+                                               verdict=AttemptVerdict.TO_MENU))
             if ev.digit == OPERATOR_DIGIT:
                 return self._to_operator(ev.at, reason="caller asked for a person")
             self.record.recognition_attempts -= 1  # the menu is asked instead, not as well
@@ -466,21 +558,22 @@ class CallFlow:
         rec = self.record
         rec.digits += ev.digit
         rec.rejected_confirmations += 1
-        rec.attempts.append(Attempt("transfer", "dtmf", ev.digit, verdict="back", chosen=rec.municipality or ""))
+        rec.attempts.append(Attempt(AttemptKind.TRANSFER, InputKind.DTMF, ev.digit, verdict=AttemptVerdict.BACK,
+                                    chosen=rec.municipality or ""))
         rec.municipality = rec.destination = None
         self._state.transfer_started = None
         rec.ivr_seconds = None
-        if rec.mode == RoutingMode.SPEECH.value and self._state.speech_attempts < self.settings.max_speech_attempts:
+        if rec.mode is RoutingMode.SPEECH and self._state.speech_attempts < self.settings.max_speech_attempts:
             return self._ask_speech(ev.at)
         return self._ask_menu(ev.at)
 
     def _no_input(self, ev: NoInput) -> list[Action]:
         phase = self._state.phase
         if phase is Phase.MENU:
-            self.record.attempts.append(Attempt("menu", "no_input"))
+            self.record.attempts.append(Attempt(AttemptKind.MENU, InputKind.NO_INPUT))
             return self._menu_failed(ev.at, "geen_invoer")
         if phase in (Phase.SPEECH, Phase.CONFIRM):
-            self.record.attempts.append(Attempt(phase.value, "no_input"))
+            self.record.attempts.append(Attempt(AttemptKind(phase.value), InputKind.NO_INPUT))
             return self._speech_failed(ev.at)
         return []
 
@@ -493,49 +586,57 @@ class CallFlow:
         elif self._state.transfer_started is not None:
             rec.transfer_setup_ms = (ev.at - self._state.transfer_started) * 1000
         rec.answered_by = ev.answered_by or rec.answered_by
-        rec.outcome = (Outcome.OPERATOR if rec.decision == Verdict.OPERATOR.value else Outcome.ROUTED).value
+        rec.outcome = Outcome.OPERATOR if rec.decision == Verdict.OPERATOR else Outcome.ROUTED
         self._enter(Phase.CONNECTED, ev.at)
         return []
 
     def _transfer_failed(self, ev: TransferFailed) -> list[Action]:
         self.record.hangup_cause = ev.status
         self.record.error = f"transfer failed: {ev.status}"
-        return self._finish(ev.at, Outcome.FAILED, [Play(("niet_bereikbaar", "tot_ziens"))])
+        self.record.error_kind = ErrorKind.TRANSFER_FAILED
+        return self._finish(ev.at, Outcome.FAILED, Goodbye(("niet_bereikbaar", "tot_ziens")))
 
     def _hung_up(self, ev: CallerHungUp) -> list[Action]:
         rec = self.record
         rec.hangup_cause = ev.cause or rec.hangup_cause
         if self._state.phase is Phase.CONNECTED:
-            return self._finish(ev.at, Outcome(rec.outcome), [])
-        rec.hangup_phase = self._state.phase.value
-        if rec.outcome in (Outcome.NOT_CONNECTED.value, Outcome.UNKNOWN_AREA_CODE.value):
-            return self._finish(ev.at, Outcome(rec.outcome), [])
-        return self._finish(ev.at, Outcome.CALLER_HANGUP, [])
+            return self._finish(ev.at, rec.outcome)
+        rec.hangup_phase = self._state.phase
+        if rec.outcome in (Outcome.NOT_CONNECTED, Outcome.UNKNOWN_AREA_CODE):
+            return self._finish(ev.at, rec.outcome)
+        return self._finish(ev.at, Outcome.CALLER_HANGUP)
 
     def _lost(self, ev: DriverLost) -> list[Action]:
         self.record.error = ev.reason
+        self.record.error_kind = ev.kind
         if self._state.phase is Phase.CONNECTED:
-            return self._finish(ev.at, Outcome(self.record.outcome), [])
-        return self._finish(ev.at, Outcome.FAILED, [])
+            return self._finish(ev.at, self.record.outcome)
+        return self._finish(ev.at, Outcome.FAILED)
+
+    def _dialling(self, ev: Dialling) -> list[Action]:
+        rec = self.record
+        if rec.decision_ms is not None and not rec.attempts:  # decided on arrival: up to the Dial
+            rec.decision_ms = (ev.at - self._state.started) * 1000
+        return []
 
     # -- bookkeeping --------------------------------------------------------------
 
     def _enter(self, phase: Phase, at: float) -> None:
         st = self._state
         spent = max(0.0, at - st.phase_since)
-        self.record.phase_seconds[st.phase.value] = self.record.phase_seconds.get(st.phase.value, 0.0) + spent
+        self.record.phase_seconds[st.phase] = self.record.phase_seconds.get(st.phase, 0.0) + spent
         st.phase, st.phase_since = phase, at
-        self.record.phase = phase.value
+        self.record.phase = phase
 
-    def _finish(self, at: float, outcome: Outcome, actions: list[Action]) -> list[Action]:
-        """Close the call: the outcome is final; with ``actions`` the caller hears them first."""
+    def _finish(self, at: float, outcome: Outcome, goodbye: Goodbye | None = None) -> list[Action]:
+        """Close the call: the outcome is final; with a ``goodbye`` the caller hears it first."""
         rec = self.record
-        rec.outcome = outcome.value
+        rec.outcome = outcome
         self._enter(self._state.phase, at)  # account the time of the last phase
         if rec.ivr_seconds is None:
             rec.ivr_seconds = at - self._state.started
         self._state.ended = True
-        return [*actions, Hangup()] if actions else []
+        return [goodbye] if goodbye else []
 
 
 def _ms(at: float, since: float | None) -> float | None:

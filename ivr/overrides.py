@@ -37,6 +37,7 @@ from typing import Any, Iterable
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from .plan import (
+    CALAMITY_TARGET_PATTERN,
     Calamity,
     NumberingPlan,
     PlanError,
@@ -63,7 +64,7 @@ class AreaCodeOverride(BaseModel):
 
 class CalamityOverride(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    target: str = Field(pattern=r"^(0\d{2,3}|GM\d{4})$")
+    target: str = Field(pattern=CALAMITY_TARGET_PATTERN)
     destination: str = Field(pattern=_DIAL_STRING)
     message: str = Field(default="", max_length=500)
     expires: datetime | None = None

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import re
 from collections import defaultdict
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -18,6 +19,15 @@ from types import MappingProxyType
 from typing import Iterable, Mapping
 
 DATA_DIR = Path(__file__).parent / "data"
+
+#: A CBS municipality code ("GM0664"): the one pattern for it (API paths, overrides, reports).
+CBS_CODE_PATTERN = r"^GM\d{4}$"
+CALAMITY_TARGET_PATTERN = r"^(0\d{2,3}|GM\d{4})$"  # an area code or a CBS code
+_CBS_CODE = re.compile(CBS_CODE_PATTERN)
+
+
+def is_cbs_code(text: str | None) -> bool:
+    return bool(text) and _CBS_CODE.match(text) is not None
 
 DEFAULT_DESTINATION_TEMPLATE = "Local/{cbs_code}@ivr14-lab"
 DEFAULT_OPERATOR_DESTINATION = "Local/operator@ivr14-lab"

@@ -43,13 +43,14 @@ available per mode, per area code and per (decided) municipality.
 from __future__ import annotations
 
 import math
-import re
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from typing import Any, Iterable
 
-from .callrecord import CallRecord, Outcome, Phase
+from .callrecord import CallRecord, ErrorKind, MisrouteSignal, Outcome, Phase
+from .plan import RoutingMode, is_cbs_code
+from .routing import Verdict
 
 SCHEMA_VERSION = 1
 
@@ -67,15 +68,13 @@ BASELINE_2020: dict[str, float | None] = {
 HEADLINE_KEYS = tuple(BASELINE_2020)
 HEADLINE_MODE = "speech"
 ATTEMPT_BUCKETS = ("1", "2", "3+", "undecided")
-MISROUTE_REASONS = ("expected_mismatch", "answered_by_mismatch", "rejected_confirmation", "repeat_call")
+MISROUTE_REASONS = tuple(MisrouteSignal)
 TRANSFER_RESULTS = ("answered", "caller_hangup", "failed")
 HANGUP_PHASES = tuple(p.value for p in Phase if p is not Phase.CONNECTED)
 LATENCIES = ("ivr_seconds", "unique_decision_seconds", "speech_decision_seconds", "recogniser_seconds",
              "transfer_setup_seconds")
-ERROR_KINDS = ("transfer_failed", "asterisk_lost", "shutdown", "other")
+ERROR_KINDS = tuple(ErrorKind)
 NONE_LABEL = "none"  # label value for a missing area code or mode
-
-_CBS = re.compile(r"^GM\d{4}$")
 
 
 # --- classifying one record (shared with ivr.metrics) ---------------------------------
@@ -92,14 +91,14 @@ def expected_of(record: CallRecord) -> str | None:
 
 
 def is_routed(record: CallRecord) -> bool:
-    return record.outcome == Outcome.ROUTED.value and bool(record.municipality)
+    return record.outcome == Outcome.ROUTED and bool(record.municipality)
 
 
 def attempts_bucket(record: CallRecord) -> str | None:
     """'1', '2', '3+' or 'undecided' for a call whose caller was asked; None otherwise."""
     if record.recognition_attempts < 1:
         return None
-    decided = bool(record.municipality) and record.decision in ("transfer", "not_connected")
+    decided = bool(record.municipality) and record.decision in (Verdict.TRANSFER, Verdict.NOT_CONNECTED)
     if not decided:
         return "undecided"
     n = record.recognition_attempts
@@ -108,53 +107,47 @@ def attempts_bucket(record: CallRecord) -> str | None:
 
 def transfer_target(record: CallRecord) -> str | None:
     """'municipality', 'operator' or 'other' when the call reached a transfer; else None."""
-    reached = record.phase in (Phase.TRANSFER.value, Phase.CONNECTED.value) or "transfer" in record.phase_seconds
+    reached = record.phase in (Phase.TRANSFER, Phase.CONNECTED) or Phase.TRANSFER in record.phase_seconds
     if not reached:
         return None
-    if record.decision == "operator":
+    if record.decision == Verdict.OPERATOR:
         return "operator"
     return "municipality" if record.municipality else "other"
 
 
 def transfer_result(record: CallRecord) -> str:
-    if record.outcome in (Outcome.ROUTED.value, Outcome.OPERATOR.value):
+    if record.outcome in (Outcome.ROUTED, Outcome.OPERATOR):
         return "answered"
-    if record.outcome == Outcome.CALLER_HANGUP.value:
+    if record.outcome == Outcome.CALLER_HANGUP:
         return "caller_hangup"
     return "failed"
 
 
 def hangup_phase(record: CallRecord) -> str | None:
-    if record.outcome == Outcome.CALLER_HANGUP.value and record.hangup_phase:
+    if record.outcome == Outcome.CALLER_HANGUP and record.hangup_phase:
         return record.hangup_phase
     return None
 
 
-def error_kind(record: CallRecord) -> str | None:
-    err = record.error or ""
-    if not err:
-        return None
-    if err.startswith("transfer failed"):
-        return "transfer_failed"
-    if err.startswith("asterisk lost"):
-        return "asterisk_lost"
-    if "shutting down" in err:
-        return "shutdown"
-    return "other"
+def error_kind(record: CallRecord) -> ErrorKind | None:
+    """The record's error kind (the flow sets it with the error; ``error`` is for people)."""
+    if record.error_kind:
+        return ErrorKind(record.error_kind)
+    return ErrorKind.OTHER if record.error else None
 
 
-def immediate_misroute(record: CallRecord) -> str | None:
+def immediate_misroute(record: CallRecord) -> MisrouteSignal | None:
     """The misroute signal visible in the record itself (routed calls only)."""
     if not is_routed(record):
         return None
     expected = expected_of(record)
     if expected is not None:
-        return "expected_mismatch" if expected != record.municipality else None
+        return MisrouteSignal.EXPECTED_MISMATCH if expected != record.municipality else None
     answered = record.answered_by or ""
-    if _CBS.match(answered) and answered != record.municipality and "calamity" not in (record.reason or ""):
-        return "answered_by_mismatch"
+    if is_cbs_code(answered) and answered != record.municipality and not record.calamity:
+        return MisrouteSignal.ANSWERED_BY_MISMATCH
     if record.rejected_confirmations > 0:
-        return "rejected_confirmation"
+        return MisrouteSignal.REJECTED_CONFIRMATION
     return None
 
 
@@ -162,7 +155,7 @@ def latencies(record: CallRecord) -> Iterable[tuple[str, float]]:
     """(latency name, seconds) samples of one record."""
     if record.ivr_seconds is not None:
         yield "ivr_seconds", float(record.ivr_seconds)
-    if record.mode == "direct" and record.decision_ms is not None:
+    if record.mode == RoutingMode.DIRECT and record.decision_ms is not None:
         yield "unique_decision_seconds", record.decision_ms / 1000
     for a in record.attempts:
         if a.decision_ms is not None:
@@ -179,7 +172,7 @@ class Misroute:
     area_code: str
     municipality: str
     mode: str
-    reason: str
+    reason: MisrouteSignal
 
 
 @dataclass(slots=True)
@@ -220,7 +213,8 @@ class MisrouteTracker:
         if prev and routed and not prev.misrouted and record.municipality != prev.municipality \
                 and 0.0 <= record.started_at - prev.ended_at <= self.window_s:
             prev.misrouted = True
-            found.append(Misroute(prev.call_id, prev.area_code, prev.municipality, prev.mode, "repeat_call"))
+            found.append(Misroute(prev.call_id, prev.area_code, prev.municipality, prev.mode,
+                                  MisrouteSignal.REPEAT_CALL))
         if routed:
             ended = record.ended_at if record.ended_at is not None else record.started_at + (record.ivr_seconds or 0)
             self._last[key] = _Routed(record.call_id, area, record.municipality, mode, ended, bool(own))

@@ -36,6 +36,7 @@ class Decision:
     destination: str | None = None
     candidates: tuple[Municipality, ...] = ()
     message: str = ""  # a calamity message to say before transferring
+    calamity: bool = False  # a calamity override decided (``reason`` says so in words)
 
     def to_dict(self) -> dict[str, object]:
         """The decision as plain data: what `ivr route --json` and `GET /v1/route` show."""
@@ -99,7 +100,7 @@ def route(plan: NumberingPlan, dialled: str, *, now: datetime | None = None,
     if calamity:
         return Decision(Verdict.TRANSFER, f"calamity override for area code {area.code}", dialled,
                         area_code=area.code, mode=area.mode, destination=calamity.destination,
-                        message=calamity.message)
+                        message=calamity.message, calamity=True)
     mode = effective_mode(area, speech_available)
     candidates = plan.candidates(area.code)
     if mode is RoutingMode.DIRECT:
@@ -128,7 +129,7 @@ def choose(plan: NumberingPlan, area: AreaCode, municipality: Municipality, *, d
     calamity = plan.calamity_for(municipality.cbs_code, now)
     if calamity:
         return Decision(Verdict.TRANSFER, f"{how}: calamity override for {municipality.name}",
-                        destination=calamity.destination, message=calamity.message, **base)
+                        destination=calamity.destination, message=calamity.message, calamity=True, **base)
     return Decision(Verdict.TRANSFER, f"{how}: {municipality.name}", destination=municipality.destination, **base)
 
 

@@ -42,15 +42,18 @@ from rapidfuzz import fuzz
 from .callrecord import CallRecord
 from .confusion import ConfusionModel, get_profile
 from .flow import (
+    AskName,
+    CallEnded,
     CallerHungUp,
     CallFlow,
     CallStarted,
-    CollectDigit,
+    ChooseOfTwo,
     Digit,
-    Hangup,
-    Listen,
+    Goodbye,
+    MenuPage,
     NoInput,
     Play,
+    Question,
     SpeechHeard,
     Transfer,
     TransferAnswered,
@@ -59,6 +62,7 @@ from .flow import (
 from .matcher import Matcher, normalise, phonetic, yes_no
 from .report import BASELINE_2020 as REPORT_BASELINE
 from .report import KpiAccumulator, Kpis
+from .routing import MORE_DIGIT, OPERATOR_DIGIT
 from .plan import DATA_DIR, Municipality, NumberingPlan, RoutingMode, Status, load_base_plan
 
 CALLS_PER_YEAR_2020 = 12_000_000
@@ -135,7 +139,6 @@ GARBAGE = (
 )
 YES = ("ja", "ja graag", "klopt", "ja dat klopt", "jazeker")
 NO = ("nee", "nee hoor", "nee dat klopt niet", "neen")
-_REPEAT_PROMPTS = frozenset({"niet_verstaan", "ongeldige_keuze", "geen_invoer"})
 NEITHER = ("nee geen van beide", "nee", "allebei niet")
 
 # rough durations of prompts (s) for the simulated clock
@@ -423,23 +426,24 @@ class SimulatedCall:
             flow = w.new_flow(caller.area_code)
         wall = w.wall_time(rng)
         t = 0.0
-        actions = flow.handle(CallStarted(t, call_id, dialled, caller=f"{rng.getrandbits(48):012x}", wall_time=wall))
+        actions = flow.handle(CallStarted(t, call_id, dialled, caller=f"{rng.getrandbits(48):012x}", wall_time=wall,
+                                          expected=caller.wanted if caller else None))
         self.asked_once = False
         while actions and not flow.ended:
             events: list = []
             for action in actions:
                 if isinstance(action, Play):
                     t += sum(prompt_s(k) for k in action.prompts)
-                elif isinstance(action, Listen):
+                elif isinstance(action, Question):
                     events = self._listen(flow, caller, action, t)
                     break
-                elif isinstance(action, CollectDigit):
+                elif isinstance(action, MenuPage):
                     events = self._menu(caller, action, t)
                     break
                 elif isinstance(action, Transfer):
                     events = self._transfer(flow, action, t)
                     break
-                elif isinstance(action, Hangup):
+                elif isinstance(action, Goodbye):
                     break
             if not events:
                 break
@@ -448,18 +452,16 @@ class SimulatedCall:
                 t = ev.at
         if not flow.ended:  # e.g. a flow that stopped asking: the caller gives up
             flow.handle(CallerHungUp(t + 1.0, "16"))
-        rec = flow.record
-        rec.ended_at = wall + t
-        rec.expected_municipality = caller.wanted if caller else None
-        return rec
+        flow.handle(CallEnded(t, wall + t))
+        return flow.record
 
     def _hang_up_in(self, t: float, span: float) -> list:
         return [CallerHungUp(t + self.rng.random() * span, "16")]
 
-    def _listen(self, flow: CallFlow, caller: Caller, action: Listen, t: float) -> list:
+    def _listen(self, flow: CallFlow, caller: Caller, action: Question, t: float) -> list:
         rng, p = self.rng, self.w.profile
         prompt_time = sum(prompt_s(k) for k in action.prompts)
-        confirming = action.prompts and action.prompts[0] == "bedoelt_u"
+        confirming = not isinstance(action, AskName)
         p_hang = p.hangup_confirm if confirming else p.hangup_repeat if self.asked_once else p.hangup_speech
         if rng.random() < p_hang:
             return self._hang_up_in(t, prompt_time + 2.0)
@@ -473,10 +475,10 @@ class SimulatedCall:
             nbest, latency_ms = self.recognise(caller)
             return self._heard(nbest, latency_ms, t, 1.0 + 0.1 * len(caller.said_name) / 2)
         # a confirmation: "Bedoelt u X?" (yes/no) or "X of Y?" (say the name or 1/2)
-        if action.vocabulary_of:  # choose between two
-            if caller.wanted in action.vocabulary_of:
+        if isinstance(action, ChooseOfTwo):
+            if caller.wanted in action.options:
                 if rng.random() < 0.3:
-                    return [Digit(t, str(action.vocabulary_of.index(caller.wanted) + 1))]
+                    return [Digit(t, str(action.options.index(caller.wanted) + 1))]
                 saved = (caller.kind, caller.phrase, caller.said_name)
                 self._choose_words(caller, "bare")
                 nbest, latency_ms = self.recognise(caller)
@@ -484,7 +486,7 @@ class SimulatedCall:
                 return self._heard(nbest, latency_ms, t, 1.0)
             nbest = ((rng.choice(NEITHER), 0.9),)
             return self._heard(nbest, 250.0, t, 0.8)
-        meant = action.prompts[1].removeprefix("gemeente/")
+        meant = action.municipality
         if rng.random() < 0.15:  # some answer by key
             return [Digit(t, "1" if meant == caller.wanted else "2")]
         text = rng.choice(YES) if meant == caller.wanted else rng.choice(NO)
@@ -497,21 +499,19 @@ class SimulatedCall:
             return [NoInput(t + self.w.plan_timeout)]
         return [SpeechHeard(at, nbest, speech_ended_at=ended, recogniser_ms=round(latency_ms, 1))]
 
-    def _menu(self, caller: Caller | None, action: CollectDigit, t: float) -> list:
+    def _menu(self, caller: Caller | None, action: MenuPage, t: float) -> list:
         rng, p = self.rng, self.w.profile
         prompts = action.prompts
-        repeat = bool(prompts) and prompts[0] in _REPEAT_PROMPTS
-        if rng.random() < (p.hangup_repeat if repeat else p.hangup_menu):
+        if rng.random() < (p.hangup_repeat if action.again else p.hangup_menu):
             return self._hang_up_in(t, sum(prompt_s(k) for k in prompts))
         wanted = caller.wanted if caller else ""
-        target = f"gemeente/{wanted}"
         digit, heard_upto = None, len(prompts)
-        for i, key in enumerate(prompts):
-            if key == target and i + 2 < len(prompts) and prompts[i + 2].startswith("cijfer/"):
-                digit, heard_upto = prompts[i + 2][-1], i + 3
+        for entry in action.entries:
+            if entry.municipality == wanted:
+                digit, heard_upto = entry.digit, entry.heard_after
                 break
         if digit is None:
-            digit = "9" if "meer_keuzes" in prompts else "0"
+            digit = MORE_DIGIT if action.more else OPERATOR_DIGIT
         t += sum(prompt_s(k) for k in prompts[:heard_upto]) + _lognormal(rng, 0.7, 0.4)
         u = rng.random()
         if u < p.menu_no_input:

@@ -18,7 +18,7 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-from .callrecord import Attempt, CallRecord
+from .callrecord import CallRecord
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +26,19 @@ SCHEMA_VERSION = 1
 
 _JSON_FIELDS = {"attempts", "phase_seconds"}
 _COLUMNS = [f.name for f in fields(CallRecord)]
+
+# One-off migration of files written before error_kind / calamity were fields: their
+# records said it only in words, so derive the enum once from those words, here, and
+# nowhere else (no logic reads a reason or an error sentence).
+_LEGACY_FILL = {
+    "error_kind": """UPDATE calls SET error_kind = CASE
+        WHEN error IS NULL OR error = '' THEN NULL
+        WHEN error LIKE 'transfer failed%' THEN 'transfer_failed'
+        WHEN error LIKE 'asterisk lost%' THEN 'asterisk_lost'
+        WHEN error LIKE '%shutting down%' THEN 'shutdown'
+        ELSE 'other' END""",
+    "calamity": "UPDATE calls SET calamity = (reason LIKE '%calamity%')",
+}
 
 _SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS calls (
@@ -72,6 +85,8 @@ class CallStore:
         for column in _COLUMNS:
             if column not in have:
                 self._db.execute(f"ALTER TABLE calls ADD COLUMN {column} {'TEXT' if column in _JSON_FIELDS else ''}")
+                if column in _LEGACY_FILL:
+                    self._db.execute(_LEGACY_FILL[column])
 
     def close(self) -> None:
         with self._lock:
@@ -179,12 +194,12 @@ def _to_row(record: CallRecord) -> tuple[Any, ...]:
 
 def _from_row(row: sqlite3.Row) -> CallRecord:
     data = {c: row[c] for c in _COLUMNS}
-    data["attempts"] = [Attempt(**a) for a in json.loads(data["attempts"] or "[]")]
+    data["attempts"] = json.loads(data["attempts"] or "[]")
     data["phase_seconds"] = json.loads(data["phase_seconds"] or "{}")
     for key in ("recognition_attempts", "rejected_confirmations"):
         data[key] = int(data[key] or 0)
     data["digits"] = data["digits"] or ""
-    return CallRecord(**data)
+    return CallRecord.from_dict(data)
 
 
 class RecordWriter:

@@ -15,20 +15,22 @@ import uuid
 from dataclasses import dataclass
 from typing import Awaitable, Callable, Protocol
 
-from ..callrecord import CallRecord, hash_caller
+from ..callrecord import CallRecord, ErrorKind, hash_caller
 from ..flow import (
     Action,
+    CallEnded,
     CallerHungUp,
     CallFlow,
     CallStarted,
-    CollectDigit,
     Digit,
+    Dialling,
     DriverLost,
     Event,
-    Hangup,
-    Listen,
+    Goodbye,
+    MenuPage,
     NoInput,
     Play,
+    Question,
     Transfer,
     TransferAnswered,
     TransferFailed,
@@ -129,7 +131,7 @@ class AgiChannel:
 class SpeechPath(Protocol):
     """How a Listen action is carried out (the AudioSocket path); absent = no speech."""
 
-    async def listen(self, channel: AgiChannel, call_id: str, action: Listen) -> Event: ...
+    async def listen(self, channel: AgiChannel, call_id: str, action: Question) -> Event: ...
 
 
 class CallObserver(Protocol):
@@ -155,7 +157,6 @@ class CallController:
         self.observer = observer
         self.clock = clock
         self.active = 0
-        self._call_started: dict[str, float] = {}
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         """asyncio server callback for one FastAGI connection."""
@@ -178,7 +179,6 @@ class CallController:
         dialled = h.get("agi_extension", "")
         started = CallStarted(self.clock(), call_id, dialled,
                               caller=hash_caller(h.get("agi_callerid", ""), self.caller_salt), wall_time=time.time())
-        self._call_started[call_id] = started.at
         actions = flow.handle(started)
         record = flow.record
         self._persist(record)
@@ -205,15 +205,14 @@ class CallController:
         except ChannelHungUp:
             self._feed(flow, CallerHungUp(self.clock(), await self._hangup_cause(channel)))
         except AsteriskLost as exc:
-            self._feed(flow, DriverLost(self.clock(), f"asterisk lost: {exc}"))
+            self._feed(flow, DriverLost(self.clock(), f"asterisk lost: {exc}", ErrorKind.ASTERISK_LOST))
         except asyncio.CancelledError:
-            self._feed(flow, DriverLost(self.clock(), "controller shutting down"))
+            self._feed(flow, DriverLost(self.clock(), "controller shutting down", ErrorKind.SHUTDOWN))
             raise
         finally:
             if not flow.ended:
                 self._feed(flow, CallerHungUp(self.clock(), await self._hangup_cause(channel)))
-            self._call_started.pop(call_id, None)
-            record.ended_at = time.time()
+            self._feed(flow, CallEnded(self.clock(), time.time()))
             self._persist(record)
             if self.observer:
                 self.observer.call_ended(record)
@@ -242,20 +241,22 @@ class CallController:
             if isinstance(action, Play):
                 for key in action.prompts:
                     await channel.stream(key)
-            elif isinstance(action, CollectDigit):
+            elif isinstance(action, MenuPage):
                 return [await self._collect_digit(channel, action)]
-            elif isinstance(action, Listen):
+            elif isinstance(action, Question):
                 if self.speech is None:
                     raise AsteriskLost("Listen action without a speech path")
                 return [await self.speech.listen(channel, flow.record.call_id, action)]
             elif isinstance(action, Transfer):
-                return await self._transfer(channel, flow.record, action)
-            elif isinstance(action, Hangup):
+                return await self._transfer(channel, flow, action)
+            elif isinstance(action, Goodbye):
+                for key in action.prompts:
+                    await channel.stream(key)
                 await channel.command("HANGUP")
                 return []
         return []
 
-    async def _collect_digit(self, channel: AgiChannel, action: CollectDigit) -> Event:
+    async def _collect_digit(self, channel: AgiChannel, action: MenuPage) -> Event:
         for key in action.prompts:
             digit = await channel.stream(key, ALL_DIGITS)
             if digit:
@@ -263,7 +264,8 @@ class CallController:
         digit = await channel.wait_for_digit(action.timeout_s)
         return Digit(self.clock(), digit) if digit else NoInput(self.clock())
 
-    async def _transfer(self, channel: AgiChannel, record: CallRecord, action: Transfer) -> list[Event]:
+    async def _transfer(self, channel: AgiChannel, flow: CallFlow, action: Transfer) -> list[Event]:
+        record = flow.record
         for key in action.prompts:
             digit = await channel.stream(key, action.back_digit)
             if digit:
@@ -271,8 +273,7 @@ class CallController:
         # 'r': the caller hears ringback while the destination is set up
         answered_before = channel.answered
         dial_started = self.clock()
-        if record.decision_ms is not None and not record.attempts:  # decided on arrival: time it here
-            record.decision_ms = (dial_started - self._call_started[record.call_id]) * 1000
+        self._feed(flow, Dialling(dial_started))
         await channel.command(f"EXEC Dial {action.destination},{DIAL_TIMEOUT_S},r", dead_ok=True)
         status = await channel.get_variable("DIALSTATUS")
         now = self.clock()

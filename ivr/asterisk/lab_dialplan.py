@@ -23,11 +23,13 @@ import sys
 from collections.abc import Iterable
 from pathlib import Path
 
+from ..plan import CBS_CODE_PATTERN
+
 DEFAULT_CSV = Path(__file__).resolve().parent.parent / "data" / "municipalities.csv"
 CONTEXT = "ivr14-lab"
 ANSWER_EVENT = "MunicipalityAnswered"
 LAB_PROMPT = "ivr14/lab/verbonden"
-_CBS_RE = re.compile(r"^GM\d{4}$")
+_CBS_RE = re.compile(CBS_CODE_PATTERN)
 _SPECIAL = ("operator", "noanswer", "busy")
 
 

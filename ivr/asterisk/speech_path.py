@@ -1,4 +1,4 @@
-"""The live speech path: a flow ``Listen`` carried out over AudioSocket.
+"""The live speech path: a flow :data:`~ivr.flow.Question` carried out over AudioSocket.
 
 The AGI session runs ``EXEC AudioSocket <uuid>,host:port``; meanwhile the
 :class:`~ivr.asterisk.audiosocket.AudioSocketServer` plays the prompt itself (so our own
@@ -18,7 +18,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Callable, Sequence
 
-from ..flow import Digit, Event, Listen, NoInput, SpeechHeard
+from ..flow import Digit, Event, NoInput, Question, SpeechHeard
 from ..grammar import YES_NO_PHRASES
 from ..matcher import Matcher
 from ..plan import NumberingPlan
@@ -60,7 +60,7 @@ class AudioSocketSpeech:
         self.plan = plan
         self.max_speech_s = max_speech_s
 
-    def vocabulary(self, action: Listen) -> tuple[str, ...]:
+    def vocabulary(self, action: Question) -> tuple[str, ...]:
         closed_set = getattr(self.recogniser, "closed_set", False)  # scores the candidates themselves
         if not action.vocabulary_of:
             return () if closed_set else YES_NO_PHRASES
@@ -69,7 +69,7 @@ class AudioSocketSpeech:
         plan = self.plan()
         return tuple(sorted(cached_matcher(tuple(plan.municipalities[c] for c in action.vocabulary_of)).vocabulary()))
 
-    async def listen(self, channel: AgiChannel, call_id: str, action: Listen) -> Event:
+    async def listen(self, channel: AgiChannel, call_id: str, action: Question) -> Event:
         call_uuid = str(uuid.uuid4())
         listening = asyncio.create_task(self.server.listen(
             call_uuid, self.recogniser, self.vocabulary(action),
