@@ -114,7 +114,7 @@ def _plan_show(args) -> int:
 
 
 def _route(args) -> int:
-    from .flow import CallFlow, CallStarted, Digit, Transfer
+    from .flow import CallFlow, CallStarted, Digit
     from .routing import Verdict
 
     plan = plan_from_args(args)
@@ -123,15 +123,13 @@ def _route(args) -> int:
     if args.dtmf and decision.verdict is Verdict.ASK:
         # the caller's digits go through the real call flow (menu pages, invalid digits, operator)
         flow = CallFlow(plan, speech_available=False)
-        actions = flow.handle(CallStarted(0.0, "dry-run", args.number))
+        flow.handle(CallStarted(0.0, "dry-run", args.number))
         for i, digit in enumerate(args.dtmf):
-            actions = flow.handle(Digit(float(i + 1), digit))
-        rec = flow.record
-        transfer = next((a for a in actions if isinstance(a, Transfer)), None)
+            flow.handle(Digit(float(i + 1), digit))
+        rec = flow.record  # the flow notes the destination of the transfer it asks for
         chosen = plan.municipalities.get(rec.municipality or "")
         out.update(verdict=rec.decision, reason=rec.reason, municipality=rec.municipality,
-                   municipality_name=chosen.name if chosen else None,
-                   destination=transfer.destination if transfer else rec.destination, candidates=[])
+                   municipality_name=chosen.name if chosen else None, destination=rec.destination, candidates=[])
     if args.json:
         print(json.dumps(out, indent=2))
     else:

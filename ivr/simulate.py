@@ -41,6 +41,7 @@ from rapidfuzz import fuzz
 
 from .callrecord import CallRecord
 from .confusion import ConfusionModel, get_profile
+from .drive import drive, run_sync
 from .flow import (
     AskName,
     CallEnded,
@@ -49,10 +50,8 @@ from .flow import (
     CallStarted,
     ChooseOfTwo,
     Digit,
-    Goodbye,
     MenuPage,
     NoInput,
-    Play,
     Question,
     SpeechHeard,
     Transfer,
@@ -425,40 +424,48 @@ class SimulatedCall:
             dialled = "14" + caller.area_code
             flow = w.new_flow(caller.area_code)
         wall = w.wall_time(rng)
-        t = 0.0
-        actions = flow.handle(CallStarted(t, call_id, dialled, caller=f"{rng.getrandbits(48):012x}", wall_time=wall,
+        self.caller, self.t, self.last_at = caller, 0.0, 0.0
+        self.asked_once = False  # the name question was asked before
+        self.asked = False  # any question was asked
+        actions = flow.handle(CallStarted(0.0, call_id, dialled, caller=f"{rng.getrandbits(48):012x}", wall_time=wall,
                                           expected=caller.wanted if caller else None))
-        self.asked_once = False
-        while actions and not flow.ended:
-            events: list = []
-            for action in actions:
-                if isinstance(action, Play):
-                    t += sum(prompt_s(k) for k in action.prompts)
-                elif isinstance(action, Question):
-                    events = self._listen(flow, caller, action, t)
-                    break
-                elif isinstance(action, MenuPage):
-                    events = self._menu(caller, action, t)
-                    break
-                elif isinstance(action, Transfer):
-                    events = self._transfer(flow, action, t)
-                    break
-                elif isinstance(action, Goodbye):
-                    break
-            if not events:
-                break
-            for ev in events:
-                actions = flow.handle(ev)
-                t = ev.at
+        run_sync(drive(flow, self, actions, observe=self._fed))
+        t = self.last_at
         if not flow.ended:  # e.g. a flow that stopped asking: the caller gives up
             flow.handle(CallerHungUp(t + 1.0, "16"))
         flow.handle(CallEnded(t, wall + t))
         return flow.record
 
-    def _hang_up_in(self, t: float, span: float) -> list:
-        return [CallerHungUp(t + self.rng.random() * span, "16")]
+    def _fed(self, event, actions) -> None:
+        self.t = self.last_at = event.at  # the simulated clock follows the events
 
-    def _listen(self, flow: CallFlow, caller: Caller, action: Question, t: float) -> list:
+    # -- the port the drive loop carries the flow's actions out on (ivr.drive.CallPort) ---------
+
+    def now(self) -> float:
+        return self.t
+
+    async def play(self, prompts, stop_digits: str = "") -> str | None:
+        self.t += sum(prompt_s(k) for k in prompts)  # simulated callers never press * to go back
+        return None
+
+    async def collect_digit(self, menu: MenuPage):
+        self.asked = True
+        return self._menu(self.caller, menu, self.t)
+
+    async def listen(self, question: Question):
+        self.asked = True
+        return self._listen(self.caller, question, self.t)
+
+    async def dial(self, transfer: Transfer, started_at: float) -> list:
+        return self._transfer(transfer, self.t)
+
+    async def hang_up(self) -> None:
+        return None
+
+    def _hang_up_in(self, t: float, span: float):
+        return CallerHungUp(t + self.rng.random() * span, "16")
+
+    def _listen(self, caller: Caller, action: Question, t: float):
         rng, p = self.rng, self.w.profile
         prompt_time = sum(prompt_s(k) for k in action.prompts)
         confirming = not isinstance(action, AskName)
@@ -468,7 +475,7 @@ class SimulatedCall:
         t += prompt_time + _lognormal(rng, 0.8, 0.4)  # listen, then start speaking
         if not confirming:
             if rng.random() < p.dtmf_during_speech:
-                return [Digit(t, "0" if rng.random() < 0.3 else "1")]
+                return Digit(t, "0" if rng.random() < 0.3 else "1")
             if self.asked_once and caller.kind != "bare" and rng.random() < p.switch_to_name:
                 self._choose_words(caller, "bare")
             self.asked_once = True
@@ -478,7 +485,7 @@ class SimulatedCall:
         if isinstance(action, ChooseOfTwo):
             if caller.wanted in action.options:
                 if rng.random() < 0.3:
-                    return [Digit(t, str(action.options.index(caller.wanted) + 1))]
+                    return Digit(t, str(action.options.index(caller.wanted) + 1))
                 saved = (caller.kind, caller.phrase, caller.said_name)
                 self._choose_words(caller, "bare")
                 nbest, latency_ms = self.recognise(caller)
@@ -488,18 +495,18 @@ class SimulatedCall:
             return self._heard(nbest, 250.0, t, 0.8)
         meant = action.municipality
         if rng.random() < 0.15:  # some answer by key
-            return [Digit(t, "1" if meant == caller.wanted else "2")]
+            return Digit(t, "1" if meant == caller.wanted else "2")
         text = rng.choice(YES) if meant == caller.wanted else rng.choice(NO)
         return self._heard(self._answer_text(text), 250.0, t, 0.5)
 
-    def _heard(self, nbest, latency_ms: float, t: float, speech_s: float) -> list:
+    def _heard(self, nbest, latency_ms: float, t: float, speech_s: float):
         ended = t + speech_s + 0.4  # end of speech + endpointer hangover
         at = ended + latency_ms / 1000
         if nbest is None:
-            return [NoInput(t + self.w.plan_timeout)]
-        return [SpeechHeard(at, nbest, speech_ended_at=ended, recogniser_ms=round(latency_ms, 1))]
+            return NoInput(t + self.w.plan_timeout)
+        return SpeechHeard(at, nbest, speech_ended_at=ended, recogniser_ms=round(latency_ms, 1))
 
-    def _menu(self, caller: Caller | None, action: MenuPage, t: float) -> list:
+    def _menu(self, caller: Caller | None, action: MenuPage, t: float):
         rng, p = self.rng, self.w.profile
         prompts = action.prompts
         if rng.random() < (p.hangup_repeat if action.again else p.hangup_menu):
@@ -515,20 +522,19 @@ class SimulatedCall:
         t += sum(prompt_s(k) for k in prompts[:heard_upto]) + _lognormal(rng, 0.7, 0.4)
         u = rng.random()
         if u < p.menu_no_input:
-            return [NoInput(t + action.timeout_s)]
+            return NoInput(t + action.timeout_s)
         if u < p.menu_no_input + p.menu_wrong_digit:
             others = [d for d in action.digits if d != digit and d != "0"] or [digit]
-            return [Digit(t, rng.choice(others))]
+            return Digit(t, rng.choice(others))
         if u < p.menu_no_input + p.menu_wrong_digit + p.menu_operator:
-            return [Digit(t, "0")]
-        return [Digit(t, digit)]
+            return Digit(t, "0")
+        return Digit(t, digit)
 
-    def _transfer(self, flow: CallFlow, action: Transfer, t: float) -> list:
+    def _transfer(self, action: Transfer, t: float) -> list:
+        """After the announcement (played by the port): ringing, then an answer, a failure or a hang-up."""
         rng, p = self.rng, self.w.profile
-        t += sum(prompt_s(k) for k in action.prompts)
         ring = _lognormal(rng, p.ring_s_median, 0.6)
-        asked = flow.record.recognition_attempts > 0
-        if rng.random() < (p.hangup_transfer_asked if asked else p.hangup_transfer_direct):
+        if rng.random() < (p.hangup_transfer_asked if self.asked else p.hangup_transfer_direct):
             return [CallerHungUp(t + rng.random() * ring, "16")]
         if rng.random() < p.transfer_fail:
             return [TransferFailed(t + ring, rng.choice(("NOANSWER", "BUSY")))]

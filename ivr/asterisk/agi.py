@@ -1,9 +1,10 @@
 """FastAGI: the Asterisk driver of the call flow.
 
 Asterisk's dialplan sends every dialled number to ``agi://host:4573/call``. For each
-call this module runs one :class:`~ivr.flow.CallFlow`: it turns AGI results into flow
-events and the flow's actions into AGI commands, and saves the call record as the call
-goes, so a record survives a caller hanging up mid-prompt or Asterisk going away.
+call this module runs one :class:`~ivr.flow.CallFlow` through the drive loop
+(:func:`ivr.drive.drive`) over an :class:`AgiPort`, which turns the port's requests into
+AGI commands and their results into flow events; the controller saves the call record as
+the call goes, so a record survives a caller hanging up mid-prompt or Asterisk going away.
 """
 
 from __future__ import annotations
@@ -13,9 +14,10 @@ import logging
 import time
 import uuid
 from dataclasses import dataclass
-from typing import Awaitable, Callable, Protocol
+from typing import Awaitable, Callable, Protocol, Sequence
 
 from ..callrecord import CallRecord, ErrorKind, hash_caller
+from ..drive import answer_first, drive
 from ..flow import (
     Action,
     CallEnded,
@@ -23,13 +25,10 @@ from ..flow import (
     CallFlow,
     CallStarted,
     Digit,
-    Dialling,
     DriverLost,
     Event,
-    Goodbye,
     MenuPage,
     NoInput,
-    Play,
     Question,
     Transfer,
     TransferAnswered,
@@ -185,25 +184,17 @@ class CallController:
         if self.observer:
             self.observer.call_started(record)
             self.observer.call_event(record, started, actions)
+        port = AgiPort(channel, call_id, speech=self.speech, answered_by=self.answered_by, clock=self.clock)
         try:
             if call_id != h.get("agi_uniqueid"):  # the dialplan sets it to UNIQUEID itself
                 await channel.set_variable("__IVR_CALL_ID", call_id)
-            if not isinstance(actions[0], Transfer):  # straight through: the caller hears the far end ring
+            if answer_first(actions):  # straight through: the caller hears the far end ring
                 await channel.command("ANSWER")
                 channel.answered = True
-            while actions and not flow.ended:
-                events = await self._carry_out(channel, flow, actions)
-                if not events:
-                    break
-                for event in events:
-                    actions = flow.handle(event)
-                    if self.observer:
-                        self.observer.call_event(record, event, actions)
-                self._persist(record)
-            if flow.ended and actions:  # last words before hanging up
-                await self._carry_out(channel, flow, actions)
+            await drive(flow, port, actions, observe=lambda event, acts: self._observe(record, event, acts),
+                        settled=lambda: self._persist(record))
         except ChannelHungUp:
-            self._feed(flow, CallerHungUp(self.clock(), await self._hangup_cause(channel)))
+            self._feed(flow, CallerHungUp(self.clock(), await port.hangup_cause()))
         except AsteriskLost as exc:
             self._feed(flow, DriverLost(self.clock(), f"asterisk lost: {exc}", ErrorKind.ASTERISK_LOST))
         except asyncio.CancelledError:
@@ -211,17 +202,19 @@ class CallController:
             raise
         finally:
             if not flow.ended:
-                self._feed(flow, CallerHungUp(self.clock(), await self._hangup_cause(channel)))
+                self._feed(flow, CallerHungUp(self.clock(), await port.hangup_cause()))
             self._feed(flow, CallEnded(self.clock(), time.time()))
             self._persist(record)
             if self.observer:
                 self.observer.call_ended(record)
         return record
 
-    def _feed(self, flow: CallFlow, event: Event) -> None:
-        actions = flow.handle(event)
+    def _observe(self, record: CallRecord, event: Event, actions: list[Action]) -> None:
         if self.observer:
-            self.observer.call_event(flow.record, event, actions)
+            self.observer.call_event(record, event, actions)
+
+    def _feed(self, flow: CallFlow, event: Event) -> None:
+        self._observe(flow.record, event, flow.handle(event))
 
     def _persist(self, record: CallRecord) -> None:
         try:
@@ -229,67 +222,64 @@ class CallController:
         except Exception:  # storage trouble must not drop the call; the final save retries
             log.exception("could not save call record %s", record.call_id)
 
-    async def _hangup_cause(self, channel: AgiChannel) -> str:
-        try:
-            return await asyncio.wait_for(channel.get_variable("HANGUPCAUSE"), 1.0)
-        except Exception:
-            return ""
 
-    async def _carry_out(self, channel: AgiChannel, flow: CallFlow, actions: list[Action]) -> list[Event]:
-        """Carry out actions up to the first that waits; return the events that answer it."""
-        for action in actions:
-            if isinstance(action, Play):
-                for key in action.prompts:
-                    await channel.stream(key)
-            elif isinstance(action, MenuPage):
-                return [await self._collect_digit(channel, action)]
-            elif isinstance(action, Question):
-                if self.speech is None:
-                    raise AsteriskLost("Listen action without a speech path")
-                return [await self.speech.listen(channel, flow.record.call_id, action)]
-            elif isinstance(action, Transfer):
-                return await self._transfer(channel, flow, action)
-            elif isinstance(action, Goodbye):
-                for key in action.prompts:
-                    await channel.stream(key)
-                await channel.command("HANGUP")
-                return []
-        return []
+class AgiPort:
+    """The drive loop's port on one AGI session (see :class:`ivr.drive.CallPort`)."""
 
-    async def _collect_digit(self, channel: AgiChannel, action: MenuPage) -> Event:
-        for key in action.prompts:
-            digit = await channel.stream(key, ALL_DIGITS)
+    def __init__(self, channel: AgiChannel, call_id: str, *, speech: SpeechPath | None = None,
+                 answered_by: Callable[[str], Awaitable[tuple[str, float] | None]] | None = None,
+                 clock: Callable[[], float] = time.monotonic):
+        self.channel, self.call_id = channel, call_id
+        self.speech, self.answered_by, self.now = speech, answered_by, clock
+
+    async def play(self, prompts: Sequence[str], stop_digits: str = "") -> str | None:
+        for key in prompts:
+            digit = await self.channel.stream(key, stop_digits)
             if digit:
-                return Digit(self.clock(), digit)
-        digit = await channel.wait_for_digit(action.timeout_s)
-        return Digit(self.clock(), digit) if digit else NoInput(self.clock())
+                return digit
+        return None
 
-    async def _transfer(self, channel: AgiChannel, flow: CallFlow, action: Transfer) -> list[Event]:
-        record = flow.record
-        for key in action.prompts:
-            digit = await channel.stream(key, action.back_digit)
-            if digit:
-                return [Digit(self.clock(), digit)]
-        # 'r': the caller hears ringback while the destination is set up
+    async def collect_digit(self, menu: MenuPage) -> Event:
+        digit = await self.play(menu.prompts, ALL_DIGITS)
+        if digit:
+            return Digit(self.now(), digit)
+        digit = await self.channel.wait_for_digit(menu.timeout_s)
+        return Digit(self.now(), digit) if digit else NoInput(self.now())
+
+    async def listen(self, question: Question) -> Event:
+        if self.speech is None:
+            raise AsteriskLost("Listen action without a speech path")
+        return await self.speech.listen(self.channel, self.call_id, question)
+
+    async def dial(self, transfer: Transfer, started_at: float) -> list[Event]:
+        channel = self.channel
         answered_before = channel.answered
-        dial_started = self.clock()
-        self._feed(flow, Dialling(dial_started))
-        await channel.command(f"EXEC Dial {action.destination},{DIAL_TIMEOUT_S},r", dead_ok=True)
+        # 'r': the caller hears ringback while the destination is set up
+        await channel.command(f"EXEC Dial {transfer.destination},{DIAL_TIMEOUT_S},r", dead_ok=True)
         status = await channel.get_variable("DIALSTATUS")
-        now = self.clock()
+        now = self.now()
         if status == "ANSWER":
             # Dial returns when the connected call ends; ANSWEREDTIME_MS dates the answer
-            answer = await self.answered_by(record.call_id) if self.answered_by else None
+            answer = await self.answered_by(self.call_id) if self.answered_by else None
             who, answered_at = answer if answer else ("", None)
             if answered_at is None and not answered_before:
                 # ANSWEREDTIME counts from the caller channel's answer: usable only when Dial answered it
                 answered_at = now - (_int(await channel.get_variable("ANSWEREDTIME_MS")) or 0) / 1000
-            setup_ms = max(0.0, (answered_at - dial_started) * 1000) if answered_at is not None else None
+            setup_ms = max(0.0, (answered_at - started_at) * 1000) if answered_at is not None else None
             answered = TransferAnswered(answered_at or now, who, setup_ms, timed=answered_at is not None)
             return [answered, CallerHungUp(now, "normal")]
         if status == "CANCEL" or channel.hung_up:
-            return [CallerHungUp(now, await self._hangup_cause(channel))]
+            return [CallerHungUp(now, await self.hangup_cause())]
         return [TransferFailed(now, status or "UNKNOWN")]
+
+    async def hang_up(self) -> None:
+        await self.channel.command("HANGUP")
+
+    async def hangup_cause(self) -> str:
+        try:
+            return await asyncio.wait_for(self.channel.get_variable("HANGUPCAUSE"), 1.0)
+        except Exception:
+            return ""
 
 
 def _int(text: str) -> int | None:
