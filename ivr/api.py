@@ -4,8 +4,9 @@ Reads are open (bind the API to a management network: ``IVR_API_HOST``). Admin w
 need ``Authorization: Bearer <IVR_ADMIN_TOKEN>``; with no token configured every write is
 refused (503). A write builds a new validated plan (plans are immutable), swaps it in —
 the next call uses it, calls in progress keep theirs — and is audit-logged with who,
-when, what, and the before/after. Admin changes live in memory: they last until the
-process restarts or the override file is reloaded (put lasting changes in the file).
+when, what, and the before/after — all of it by :mod:`ivr.plan_admin`. The audit log is
+replayed on restart and on a reload of the override file (``SIGHUP`` or
+``POST /v1/plan/reload``), so admin changes last; put lasting changes in the file.
 """
 
 from __future__ import annotations
@@ -15,8 +16,6 @@ import contextlib
 import hmac
 import logging
 import re
-import threading
-from dataclasses import replace
 from datetime import datetime, timezone
 from typing import Annotated, Any, Literal
 
@@ -27,6 +26,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel, ConfigDict
 
 from .callrecord import Outcome
+from . import plan_admin
 from .metrics import MetricsObserver
 from .overrides import AreaCodeOverride, CalamityOverride, MunicipalityOverride
 from .plan import (CALAMITY_TARGET_PATTERN, CBS_CODE_PATTERN, AreaCode, Calamity, Municipality, NumberingPlan,
@@ -182,6 +182,11 @@ class ChangeOut(BaseModel):
     after: Any = None
 
 
+class ReloadOut(BaseModel):
+    plan_version: str
+    previous_version: str
+
+
 class AuditEntry(BaseModel):
     id: int
     at: float
@@ -220,18 +225,6 @@ def _municipality_out(plan: NumberingPlan, m: Municipality) -> MunicipalityOut:
         calamity=_calamity_out(plan.calamity_for(m.cbs_code, datetime.now(timezone.utc))))
 
 
-def _municipality_state(m: Municipality) -> dict[str, Any]:
-    return {"status": m.status.value, "destination": m.destination, "alt_number": m.alt_number,
-            "aliases": list(m.aliases)}
-
-
-def _calamity_state(c: Calamity | None) -> dict[str, Any] | None:
-    if c is None:
-        return None
-    return {"target": c.target, "destination": c.destination, "message": c.message,
-            "expires": c.expires.isoformat() if c.expires else None}
-
-
 def normalise_area_code(code: str) -> str:
     return code if code.startswith("0") else "0" + code
 
@@ -266,7 +259,6 @@ def create_app(service: Any, metrics: MetricsObserver | None = None) -> FastAPI:
     if metrics is None:
         metrics = MetricsObserver(misroute_window_s=service.settings.misroute_window_s)
     metrics.bind(service)
-    plan_lock = threading.Lock()  # admin read-modify-swap, one at a time
 
     app = FastAPI(title="14+ netnummer IVR controller", version="1", description=__doc__)
     app.state.service = service
@@ -307,22 +299,17 @@ def create_app(service: Any, metrics: MetricsObserver | None = None) -> FastAPI:
             return AdminUser(who=f"{user}@{host}")
         return dependency
 
-    def apply(action: str, target: str, user: AdminUser, change) -> ChangeOut:
-        """Run change(plan) -> (new plan, before, after) under the lock; swap; audit."""
-        with plan_lock:
-            plan = service.plan
-            try:
-                new_plan, before, after = change(plan)
-            except PlanError as exc:
-                metrics.admin_change(action, "rejected")
-                raise HTTPException(422, f"change refused, plan unchanged: {exc}")
-            service.swap_plan(new_plan)
-            audit_id = service.store.audit(user.who, action, target,
-                                           {"plan_version": plan.version, **(before or {})},
-                                           {"plan_version": new_plan.version, **(after or {})})
+    def apply(action: str, target: str, user: AdminUser, change: plan_admin.ChangeFn) -> ChangeOut:
+        """The change through the plan admin (validate, swap, audit); its refusals as HTTP errors."""
+        try:
+            done = service.plans.apply(user.who, action, target, change)
+        except plan_admin.UnknownTarget as exc:
+            raise HTTPException(404, str(exc))
+        except plan_admin.ChangeRefused as exc:
+            metrics.admin_change(action, "rejected")
+            raise HTTPException(422, f"change refused, plan unchanged: {exc}")
         metrics.admin_change(action, "applied")
-        log.info("admin %s: %s %s (plan %s -> %s)", user.who, action, target, plan.version, new_plan.version)
-        return ChangeOut(audit_id=audit_id, plan_version=new_plan.version, before=before, after=after)
+        return ChangeOut(audit_id=done.audit_id, plan_version=done.plan_version, before=done.before, after=done.after)
 
     # -- health ------------------------------------------------------------------------------
 
@@ -448,26 +435,14 @@ def create_app(service: Any, metrics: MetricsObserver | None = None) -> FastAPI:
                 raise HTTPException(422, "aliases: at most 50, each at most 100 characters")
             fields["aliases"] = aliases
 
-        def change(plan: NumberingPlan):
-            old = _municipality(plan, cbs)
-            new = replace(old, **fields)
-            municipalities = dict(plan.municipalities)
-            municipalities[cbs] = new
-            return plan.with_changes(municipalities=municipalities), _municipality_state(old), _municipality_state(new)
-
-        return apply("municipality", cbs, user, change)
+        return apply("municipality", cbs, user, plan_admin.change_municipality(cbs, fields))
 
     @app.patch("/v1/area-codes/{code}", response_model=ChangeOut, tags=["admin"], responses=denied)
     def change_area_code(code: AreaP, body: AreaCodeOverride,
                          user: AdminUser = Depends(admin("area_code"))) -> ChangeOut:
         """Change an area code's routing mode (direct, speech, dtmf, operator)."""
-        def change(plan: NumberingPlan):
-            old = _area(plan, code)
-            area_codes = dict(plan.area_codes)
-            area_codes[old.code] = replace(old, mode=body.mode)
-            return (plan.with_changes(area_codes=area_codes), {"mode": old.mode.value}, {"mode": body.mode.value})
-
-        return apply("area_code", normalise_area_code(code), user, change)
+        code = normalise_area_code(code)
+        return apply("area_code", code, user, plan_admin.change_area_code(code, body.mode))
 
     @app.put("/v1/calamities/{target}", response_model=ChangeOut, tags=["admin"], responses=denied)
     def set_calamity(target: Annotated[str, Path(pattern=CALAMITY_TARGET)], body: CalamityOverride,
@@ -481,27 +456,29 @@ def create_app(service: Any, metrics: MetricsObserver | None = None) -> FastAPI:
             raise HTTPException(422, f"body target {body.target!r} differs from the path {target!r}")
         if body.expires is not None and body.expires <= datetime.now(timezone.utc):
             raise HTTPException(422, "expires is in the past")
-        new = Calamity(**body.model_dump())
-
-        def change(plan: NumberingPlan):
-            old = next((c for c in plan.calamities if c.target == target), None)
-            rest = tuple(c for c in plan.calamities if c.target != target)
-            return plan.with_changes(calamities=rest + (new,)), _calamity_state(old), _calamity_state(new)
-
-        return apply("calamity", target, user, change)
+        return apply("calamity", target, user, plan_admin.set_calamity(Calamity(**body.model_dump())))
 
     @app.delete("/v1/calamities/{target}", response_model=ChangeOut, tags=["admin"], responses=denied)
     def clear_calamity(target: Annotated[str, Path(pattern=CALAMITY_TARGET)],
                        user: AdminUser = Depends(admin("calamity_clear"))) -> ChangeOut:
         """End the calamity override of a target."""
-        def change(plan: NumberingPlan):
-            old = next((c for c in plan.calamities if c.target == target), None)
-            if old is None:
-                raise HTTPException(404, f"no calamity for {target}")
-            rest = tuple(c for c in plan.calamities if c.target != target)
-            return plan.with_changes(calamities=rest), _calamity_state(old), None
+        return apply("calamity_clear", target, user, plan_admin.clear_calamity(target))
 
-        return apply("calamity_clear", target, user, change)
+    @app.post("/v1/plan/reload", response_model=ReloadOut, tags=["admin"], responses=denied)
+    def reload_plan(user: AdminUser = Depends(admin("reload"))) -> ReloadOut:
+        """Read the override file again (as SIGHUP does), with the audited admin changes on top.
+
+        A broken file is refused (422, with file, line and reason) and the running plan stays.
+        """
+        before = service.plan.version
+        try:
+            plan = service.reload_plan()
+        except PlanError as exc:
+            metrics.admin_change("reload", "rejected")
+            raise HTTPException(422, f"reload refused, plan unchanged: {exc}")
+        metrics.admin_change("reload", "applied")
+        log.info("admin %s: plan reloaded (%s -> %s)", user.who, before, plan.version)
+        return ReloadOut(plan_version=plan.version, previous_version=before)
 
     @app.get("/v1/audit", response_model=list[AuditEntry], tags=["admin"], responses=denied)
     def audit_log(limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100,

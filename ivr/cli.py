@@ -36,6 +36,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_plan_show)
 
+    p = plan.add_parser("reload", help="make the running service read the override file again (as SIGHUP does)")
+    p.add_argument("--url", help="the service's API (default: http://$IVR_API_HOST:$IVR_API_PORT)")
+    p.set_defaults(func=_plan_reload)
+
     p = sub.add_parser("route", help="dry run: the routing decision for a dialled number, and why")
     p.add_argument("number")
     p.add_argument("--dtmf", help="menu digit(s) the caller presses")
@@ -85,6 +89,28 @@ def _plan_check(args) -> int:
     print(f"  {len(plan.municipalities)} municipalities ({_fmt(statuses)})")
     print(f"  {len(plan.area_codes)} area codes, {shared} shared ({_fmt(modes)})")
     print(f"  {len(plan.calamities)} calamity override(s)")
+    return 0
+
+
+def _plan_reload(args) -> int:
+    """POST /v1/plan/reload with the admin token: the service's plan admin reloads and audits nothing new."""
+    import httpx
+
+    from .config import load_settings
+
+    settings = load_settings()
+    url = (args.url or f"http://{settings.api_host}:{settings.api_port}").rstrip("/") + "/v1/plan/reload"
+    token = settings.admin_token.get_secret_value() if settings.admin_token is not None else ""
+    try:
+        r = httpx.post(url, headers={"Authorization": f"Bearer {token}", "X-Admin-User": "cli"}, timeout=30)
+    except httpx.HTTPError as exc:
+        print(f"reload: cannot reach {url}: {exc}", file=sys.stderr)
+        return 1
+    if r.status_code != 200:
+        print(f"reload refused ({r.status_code}): {r.json().get('detail') if r.content else ''}", file=sys.stderr)
+        return 1
+    body = r.json()
+    print(f"plan reloaded: {body['previous_version']} -> {body['plan_version']}")
     return 0
 
 

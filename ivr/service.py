@@ -14,8 +14,8 @@ from pathlib import Path
 from .asterisk.agi import CallController, CallObserver
 from .config import Settings
 from .flow import CallFlow
-from .overrides import layer, load_plan, overrides_from_audit
 from .plan import NumberingPlan, PlanError
+from .plan_admin import PlanAdmin
 from .store import CallStore, RecordWriter
 
 log = logging.getLogger(__name__)
@@ -26,8 +26,7 @@ class Service:
                  observer: CallObserver | None = None):
         self.settings = settings
         self.store = CallStore(settings.db_path)
-        self.plan = plan or self._load(settings.plan_file)
-        self.plan_error: str = ""  # why the last reload was refused
+        self.plans = PlanAdmin(self.store, settings.plan_file, plan=plan)
         self.observer = observer
         self.ami = None
         self.speech = None  # set when a recogniser is loaded
@@ -43,26 +42,23 @@ class Service:
         self._audiosocket = None
         self._speech_task: asyncio.Task | None = None
 
-    # -- plan ---------------------------------------------------------------------
+    # -- plan (administered by ivr.plan_admin) --------------------------------------
+
+    @property
+    def plan(self) -> NumberingPlan:
+        return self.plans.plan
+
+    @property
+    def plan_error(self) -> str:
+        """Why the last reload was refused ("" after a good one)."""
+        return self.plans.error
 
     def swap_plan(self, plan: NumberingPlan) -> None:
-        self.plan = plan
+        self.plans.swap(plan)
 
     def reload_plan(self, path: Path | None = None) -> NumberingPlan:
-        """Load the override file again; a broken file keeps the last good plan."""
-        try:
-            plan = self._load(path or self.settings.plan_file)
-        except PlanError as exc:
-            self.plan_error = str(exc)
-            log.error("plan reload refused, keeping version %s: %s", self.plan.version, exc)
-            raise
-        self.plan_error = ""
-        self.swap_plan(plan)
-        return plan
-
-    def _load(self, path: Path | None) -> NumberingPlan:
-        """The override file's plan with the admin API's changes (from the audit log) on top."""
-        return layer(load_plan(path), overrides_from_audit(self.store.audit_entries()))
+        """Load the override file again (SIGHUP, ``POST /v1/plan/reload``); a broken file keeps the last good plan."""
+        return self.plans.reload(path)
 
     def new_flow(self) -> CallFlow:
         return CallFlow(self.plan, speech_available=self.speech is not None,
@@ -158,9 +154,20 @@ async def serve(settings: Settings) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(reload_on_signal(service)))
     done, _ = await asyncio.wait({api, asyncio.ensure_future(stop.wait())}, return_when=asyncio.FIRST_COMPLETED)
     if api in done and not stop.is_set():
         log.error("HTTP API stopped (%s); shutting down", api.exception() or "no error")
     api.cancel()
     await asyncio.gather(api, return_exceptions=True)
     await service.stop()
+
+
+async def reload_on_signal(service: Service) -> None:
+    """SIGHUP: reload the override file off the event loop; a broken file is logged and refused."""
+    try:
+        await asyncio.to_thread(service.reload_plan)
+    except PlanError:
+        pass  # logged by the plan admin; the last good plan stays
+    except Exception:  # pragma: no cover - a reload must never stop the service
+        log.exception("plan reload failed")

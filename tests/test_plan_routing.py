@@ -155,7 +155,8 @@ def test_broken_data_file_is_rejected_with_file_and_line(tmp_path: Path):
 
 
 def test_admin_changes_replay_from_the_audit_log(plan):
-    from ivr.overrides import layer, overrides_from_audit
+    from ivr.overrides import layer
+    from ivr.plan_admin import overrides_from_audit
 
     entries = [
         {"action": "municipality", "target": "GM0664", "after": {"status": "not_connected", "destination":
