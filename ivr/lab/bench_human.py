@@ -40,6 +40,7 @@ from ivr.plan import AreaCode, Municipality, NumberingPlan, RoutingMode, Status,
 from ivr.replay import ItemResult, compute_metrics, decide, read_slin
 
 _WORD = re.compile(r"[\w'’-]+")
+HOMOPHONE_RATIO = 90  # phonetic keys this alike (0..100) are the same name said twice
 
 
 @dataclass(frozen=True)
@@ -92,7 +93,9 @@ def build_tasks(settings: BenchSettings, cache: Path | None = None) -> tuple[Num
     sound = {k: phonetic(k).replace(" ", "") for k in keys}
     for n, c in enumerate(short):
         own = normalise(spoken_text(c.text))
-        others = [k for k in keys if k != own and k not in own.split() and own not in k.split()]
+        # no homophones ("Au" / "Auw"): no two municipalities of an area code sound the same
+        others = [k for k in keys if k != own and k not in own.split() and own not in k.split()
+                  and fuzz.ratio(sound[own], sound[k]) < HOMOPHONE_RATIO]
         alike = sorted(others, key=lambda k: (-fuzz.ratio(sound[own], sound[k]), k))[: settings.sound_alike]
         rest = [k for k in others if k not in alike]
         chosen = [own, *alike, *rng.sample(rest, min(len(rest), settings.candidates - 1 - len(alike)))]
@@ -257,8 +260,7 @@ def evidence_rows(engine, plan: NumberingPlan, tasks: Sequence[Task]) -> list[di
         ev = engine.last_evidence
         if ev is None or not ev.ranked:
             continue
-        rows.append({"kind": task.kind, "margin": ev.margin, "distance": ev.distance,
-                     "logp_per_token": ev.logp_per_token, "p_right": ev.p_right,
+        rows.append({"kind": task.kind, "path": str(task.wav), "text": task.clip.text, **ev.features, "p_right": ev.p_right,
                      "right": int(bool(task.expected) and ev.ranked[0][0] == task.expected),
                      "verdict": item.verdict})
     return rows
@@ -308,6 +310,8 @@ def register(sub) -> None:
     p = bench.add_parser("calibrate", help="fit the fusion engine's calibration on the dev splits (prints settings)")
     p.add_argument("--synthetic", type=Path, action="append", default=[],
                    help="a dev manifest of `ivr corpus synth --voices dev` (repeatable)")
+    p.add_argument("--features", help="comma-separated evidence features the calibration reads "
+                   "(default: the engine's CALIBRATION_FEATURES)")
     p.add_argument("--json", type=Path, help="write every row here")
     p.set_defaults(func=_cmd_calibrate)
 
@@ -331,17 +335,18 @@ def _cmd_human(args) -> int:
 def _cmd_calibrate(args) -> int:
     import numpy as np
 
-    from ivr.speech.fusion_engine import FusionEngine
+    from ivr.speech.fusion_engine import CALIBRATION_FEATURES, FusionEngine
 
     plan, tasks = build_tasks(BenchSettings(split="dev"))
     engine = FusionEngine(plan).warm_up()
     rows = evidence_rows(engine, plan, tasks)
     for manifest in args.synthetic:
         rows += [dict(r, kind="synthetic") for r in evidence_rows(engine, plan, manifest_tasks(manifest, plan))]
-    x = [[min(r["margin"], engine.settings.margin_cap), r["distance"], r["logp_per_token"]] for r in rows]
+    names = args.features.split(",") if args.features else list(CALIBRATION_FEATURES)
+    x = [[r[n] for n in names] for r in rows]
     w = fit_logistic(x, [r["right"] for r in rows])
-    print(f"{len(rows)} dev rows ({sum(r['right'] for r in rows)} right): calibration = "
-          f"({w[0]:.4f}, {w[1]:.4f}, {w[2]:.4f}, {w[3]:.4f})")
+    fitted = tuple((n, round(float(v), 4)) for n, v in zip([*names, "bias"], w))
+    print(f"{len(rows)} dev rows ({sum(r['right'] for r in rows)} right): calibration = {fitted}")
     p = 1 / (1 + np.exp(-(np.c_[np.asarray(x), np.ones(len(x))] @ w)))
     for threshold in (0.9, 0.95, 0.98, 0.99, 0.995):
         accepted = p >= threshold
