@@ -6,7 +6,7 @@ area code, and one call still in progress (left out of every figure).
 
 from __future__ import annotations
 
-from ivr.callrecord import Attempt, CallRecord
+from ivr.core.callrecord import Attempt, CallRecord
 
 T0 = 1_700_000_000.0  # 2023-11-14T22:13:20Z
 

@@ -6,8 +6,8 @@ import asyncio
 
 import pytest
 
-from ivr.drive import answer_first, drive, run_sync
-from ivr.flow import (
+from ivr.core.drive import answer_first, drive, run_sync
+from ivr.core.flow import (
     CallerHungUp,
     CallFlow,
     CallStarted,
@@ -18,8 +18,8 @@ from ivr.flow import (
     TransferAnswered,
     TransferFailed,
 )
-from ivr.matcher import Matcher, yes_no
-from ivr.plan import load_base_plan
+from ivr.core.matcher import Matcher, yes_no
+from ivr.core.plan import load_base_plan
 
 PLAN = load_base_plan()
 

@@ -13,8 +13,8 @@ import time
 import pytest
 from e2e import REPO, SALT, run_calls, start_controller
 
-from ivr.lab.pcap import wav_to_pcap
-from ivr.lab.sipp import CallScript, Dtmf, HangUp, Pause, Audio
+from ivr_lab.pcap import wav_to_pcap
+from ivr_lab.sipp import CallScript, Dtmf, HangUp, Pause, Audio
 
 pytestmark = [pytest.mark.asterisk, pytest.mark.speech]
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from ivr.flow import (
+from ivr.core.flow import (
     CallerHungUp,
     CallFlow,
     CallStarted,
@@ -19,8 +19,8 @@ from ivr.flow import (
     TransferAnswered,
     TransferFailed,
 )
-from ivr.matcher import Matcher, yes_no
-from ivr.plan import load_base_plan
+from ivr.core.matcher import Matcher, yes_no
+from ivr.core.plan import load_base_plan
 
 
 @pytest.fixture(scope="module")

@@ -4,8 +4,8 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from ivr.callrecord import AttemptKind, AttemptVerdict, CallRecord, ErrorKind, InputKind, Outcome, Phase
-from ivr.flow import (
+from ivr.core.callrecord import AttemptKind, AttemptVerdict, CallRecord, ErrorKind, InputKind, Outcome, Phase
+from ivr.core.flow import (
     AskName,
     CallEnded,
     CallerHungUp,
@@ -23,10 +23,10 @@ from ivr.flow import (
     TransferAnswered,
     TransferFailed,
 )
-from ivr.matcher import Matcher, yes_no
-from ivr.plan import Calamity, RoutingMode, load_base_plan
-from ivr.report import compute_kpis, error_kind, immediate_misroute
-from ivr.routing import Verdict
+from ivr.core.matcher import Matcher, yes_no
+from ivr.core.plan import Calamity, RoutingMode, load_base_plan
+from ivr.core.report import compute_kpis, error_kind, immediate_misroute
+from ivr.core.routing import Verdict
 
 
 @pytest.fixture(scope="module")
@@ -152,7 +152,7 @@ def test_no_input_attempts_carry_the_phase_kind(plan):
 def test_store_migrates_records_written_before_the_enums(tmp_path, plan):
     import sqlite3
 
-    from ivr.store import CallStore
+    from ivr.adapters.store import CallStore
 
     path = tmp_path / "old.sqlite"
     store = CallStore(path)

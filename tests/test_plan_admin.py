@@ -16,13 +16,14 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from ivr.api import create_app
+from ivr.adapters.api import create_app
 from ivr.config import Settings
-from ivr.metrics import MetricsObserver, parse_exposition
-from ivr.plan import RoutingMode, load_base_plan
-from ivr.plan_admin import ChangeRefused, PlanAdmin, UnknownTarget, change_area_code, change_municipality
+from ivr.adapters.metrics import MetricsObserver, parse_exposition
+from ivr.core.plan import RoutingMode, load_base_plan
+from ivr.core.plan_changes import ChangeRefused, UnknownTarget, change_area_code, change_municipality
+from ivr.plan_admin import PlanAdmin
 from ivr.service import Service
-from ivr.store import CallStore
+from ivr.adapters.store import CallStore
 from test_api import AUTH, REPO, TOKEN, free_port
 
 GOOD = '[area_codes."0113"]\nmode = "dtmf"\n'

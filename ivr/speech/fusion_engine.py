@@ -46,7 +46,7 @@ from ivr.speech.templates import FeatureSettings, ReferenceBank, default_cache_d
 from ivr.speech.whisper_engine import EngineSettings, WhisperEngine, trim_silence
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ivr.plan import NumberingPlan
+    from ivr.core.plan import NumberingPlan
 
 __all__ = ["FusionEngine", "FusionSettings", "StateBank", "Evidence", "calibrated", "CALIBRATION_FEATURES"]
 
