@@ -31,9 +31,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
 
 from ivr.core.callrecord import CallRecord, Phase
-from ivr.core.report import (
+from ivr.core.report import Kpis
+from ivr.core.signals import (
     ERROR_KINDS,
-    Kpis,
     MisrouteTracker,
     attempts_bucket,
     error_kind,

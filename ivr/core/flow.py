@@ -1,7 +1,7 @@
 """The call flow: an explicit state machine fed by events, returning actions.
 
 It does no I/O and knows nothing of Asterisk, sockets or SQLite (in the spirit of
-``h11``). Asterisk, the simulator and replay drive the same flow (through
+``h11``). Asterisk and the simulator drive the same flow (through
 :func:`ivr.core.drive.drive`): each sends :class:`Event` objects to :meth:`CallFlow.handle`
 and carries out the returned :class:`Action` objects. Actions say what they ask —
 :class:`AskName` among candidates, :class:`ConfirmOne`, :class:`ChooseOfTwo`, a
@@ -13,6 +13,9 @@ The flow is the only writer of the :class:`~ivr.core.callrecord.CallRecord`. Eve
 carries ``at``, a monotonic time in seconds from the driver, and the driver's other
 timings travel in events too (:class:`Dialling`, :class:`CallEnded`), so timings in the
 record are the driver's and tests are deterministic.
+
+Longer than 400 lines on purpose: every transition of the state machine is in this one
+module (as in h11's ``_state.py``); events and actions are in ``events.py`` / ``actions.py``.
 """
 
 from __future__ import annotations
@@ -21,7 +24,38 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Callable, Sequence
 
+from ivr.core.actions import (
+    BACK_DIGIT,
+    Action,
+    AskName,
+    ChooseOfTwo,
+    CollectDigit,
+    ConfirmOne,
+    Goodbye,
+    Listen,
+    MenuEntry,
+    MenuPage,
+    Play,
+    Prompt,
+    Question,
+    Transfer,
+    digit_prompts,
+    municipality_prompt,
+)
 from ivr.core.callrecord import Attempt, AttemptKind, AttemptVerdict, CallRecord, ErrorKind, InputKind, Outcome, Phase
+from ivr.core.events import (
+    CallEnded,
+    CallerHungUp,
+    CallStarted,
+    Digit,
+    Dialling,
+    DriverLost,
+    Event,
+    NoInput,
+    SpeechHeard,
+    TransferAnswered,
+    TransferFailed,
+)
 from ivr.core.plan import Municipality, NumberingPlan, RoutingMode
 from ivr.core.routing import (
     MORE_DIGIT,
@@ -34,203 +68,16 @@ from ivr.core.routing import (
     route,
 )
 
-# --- events ------------------------------------------------------------------------
 
-
-@dataclass(frozen=True, slots=True)
-class CallStarted:
-    at: float
-    call_id: str
-    dialled: str
-    caller: str = ""  # already pseudonymised by the driver
-    wall_time: float = 0.0
-    expected: str | None = None  # ground truth where the driver knows it (simulator, replay): a CBS code
-
-
-@dataclass(frozen=True, slots=True)
-class Digit:
-    at: float
-    digit: str
-
-
-@dataclass(frozen=True, slots=True)
-class SpeechHeard:
-    at: float
-    nbest: tuple[tuple[str, float], ...]
-    speech_ended_at: float | None = None  # when the caller stopped talking
-    recogniser_ms: float | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class NoInput:
-    at: float
-
-
-@dataclass(frozen=True, slots=True)
-class Dialling:
-    """The driver starts dialling a :class:`Transfer`'s destination (its announcement is over)."""
-
-    at: float
-
-
-@dataclass(frozen=True, slots=True)
-class TransferAnswered:
-    at: float
-    answered_by: str = ""
-    setup_ms: float | None = None  # dial -> answer, when the driver measured it itself
-    timed: bool = True  # False: the driver could not tell when the answer came
-
-
-@dataclass(frozen=True, slots=True)
-class TransferFailed:
-    at: float
-    status: str  # Asterisk DIALSTATUS: BUSY, NOANSWER, CHANUNAVAIL, CONGESTION, …
-
-
-@dataclass(frozen=True, slots=True)
-class CallerHungUp:
-    at: float
-    cause: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class DriverLost:
-    """The driver lost the call (e.g. the connection to Asterisk dropped)."""
-
-    at: float
-    reason: str  # for people
-    kind: ErrorKind = ErrorKind.OTHER
-
-
-@dataclass(frozen=True, slots=True)
-class CallEnded:
-    """The driver is done with the call (after the last words); ``wall_time`` in epoch seconds."""
-
-    at: float
-    wall_time: float
-
-
-Event = (CallStarted | Digit | SpeechHeard | NoInput | Dialling | TransferAnswered | TransferFailed | CallerHungUp
-         | DriverLost | CallEnded)
-
-# --- actions -----------------------------------------------------------------------
-
-Prompt = tuple[str, ...]  # prompt keys, played in order (see ivr.core.prompts)
-
-
-@dataclass(frozen=True, slots=True)
-class Play:
-    """Say something; nothing is asked."""
-
-    prompts: Prompt
-
-
-@dataclass(frozen=True, slots=True)
-class AskName:
-    """Which municipality? Listen for one of ``candidates`` (CBS codes); a digit asks for the menu."""
-
-    prompts: Prompt  # played with barge-in (speech or digit stops them)
-    candidates: tuple[str, ...]
-    timeout_s: float
-    again: bool = False  # asked again after an answer that was not understood
-    digits: str = "0123456789"  # digits accepted as an answer as well
-
-    @property
-    def vocabulary_of(self) -> tuple[str, ...]:
-        """CBS codes whose names are expected."""
-        return self.candidates
-
-
-@dataclass(frozen=True, slots=True)
-class ConfirmOne:
-    """Did you mean ``municipality``? Yes/no by voice, or 1 (yes) / 2 (no)."""
-
-    prompts: Prompt
-    municipality: str  # CBS code
-    timeout_s: float
-    digits: str = "12"
-
-    @property
-    def vocabulary_of(self) -> tuple[str, ...]:
-        return ()  # a yes/no question
-
-
-@dataclass(frozen=True, slots=True)
-class ChooseOfTwo:
-    """``options[0]`` or ``options[1]``? The name by voice, or digit 1 / 2."""
-
-    prompts: Prompt
-    options: tuple[str, str]  # CBS codes
-    timeout_s: float
-    digits: str = "12"
-
-    @property
-    def vocabulary_of(self) -> tuple[str, ...]:
-        return self.options
-
-
-@dataclass(frozen=True, slots=True)
-class MenuEntry:
-    digit: str
-    municipality: str  # CBS code
-    heard_after: int  # prompts played up to and including this entry's digit
-
-
-@dataclass(frozen=True, slots=True)
-class MenuPage:
-    """A DTMF menu page: ``entries`` (digit -> municipality), 9 for more when ``more``, 0 for a person."""
-
-    prompts: Prompt  # played with barge-in: any digit stops them
-    entries: tuple[MenuEntry, ...]
-    more: bool
-    timeout_s: float
-    again: bool = False  # asked again after a failed answer
-
-    @property
-    def digits(self) -> str:
-        """The digits that mean something on this page."""
-        return "".join(e.digit for e in self.entries) + (MORE_DIGIT if self.more else "") + OPERATOR_DIGIT
-
-
-@dataclass(frozen=True, slots=True)
-class Transfer:
-    destination: str
-    prompts: Prompt = ()  # said before dialling
-    municipality: str | None = None
-    back_digit: str = ""  # pressed during the prompts: "not that one", back to the question
-
-
-@dataclass(frozen=True, slots=True)
-class Goodbye:
-    """Say ``prompts`` (no barge-in) and hang up: the call is over."""
-
-    prompts: Prompt = ()
-    cause: str = "normal"
-
-
-#: The questions answered by voice (or a digit): the driver listens.
-Question = AskName | ConfirmOne | ChooseOfTwo
-Listen = Question  # the name drivers and tests knew
-CollectDigit = MenuPage
-Action = Play | AskName | ConfirmOne | ChooseOfTwo | MenuPage | Transfer | Goodbye
+# the flow's interface: events in (ivr.core.events), actions out (ivr.core.actions)
+__all__ = ["Action", "AskName", "BACK_DIGIT", "CallEnded", "CallFlow", "CallStarted", "CallerHungUp", "ChooseOfTwo",
+           "CollectDigit", "ConfirmOne", "Dialling", "Digit", "DriverLost", "Event", "FlowError", "FlowSettings",
+           "Goodbye", "Listen", "MenuEntry", "MenuPage", "NoInput", "Play", "Prompt", "Question", "SpeechHeard",
+           "Transfer", "TransferAnswered", "TransferFailed", "digit_prompts", "municipality_prompt"]
 
 
 class FlowError(RuntimeError):
     """An event arrived that the flow cannot accept in its state (a driver bug)."""
-
-
-# --- prompt keys (texts in ivr/prompts.py) ----------------------------------------
-
-
-BACK_DIGIT = "*"
-
-
-def municipality_prompt(cbs_code: str) -> str:
-    return f"gemeente/{cbs_code}"
-
-
-def digit_prompts(number: str) -> Prompt:
-    return tuple(f"cijfer/{d}" for d in number if d.isdigit())
 
 
 # --- the flow ----------------------------------------------------------------------
