@@ -11,12 +11,19 @@ import logging
 import signal
 from pathlib import Path
 
+from ivr.adapters.api import run_api
 from ivr.adapters.asterisk.agi import CallController, CallObserver
+from ivr.adapters.asterisk.ami import AmiClient
+from ivr.adapters.asterisk.audiosocket import AudioSocketServer
+from ivr.adapters.asterisk.speech_path import AudioSocketSpeech, PromptAudio, cached_matcher
+from ivr.adapters.metrics import MetricsObserver
+from ivr.adapters.store import CallStore, RecordWriter
 from ivr.config import Settings
 from ivr.core.flow import CallFlow
+from ivr.core.matcher import yes_no
 from ivr.core.plan import NumberingPlan, PlanError
 from ivr.plan_admin import PlanAdmin
-from ivr.adapters.store import CallStore, RecordWriter
+from ivr.speech.engines import load_recogniser  # loads the configured engine's modules only when called
 
 log = logging.getLogger(__name__)
 
@@ -74,8 +81,6 @@ class Service:
     # -- running ------------------------------------------------------------------
 
     async def start(self) -> None:
-        from ivr.adapters.asterisk.ami import AmiClient
-
         s = self.settings
         # a deep backlog: at 100+ calls/s a burst of FastAGI connects must not be refused
         server = await asyncio.start_server(self.controller.handle, s.agi_host, s.agi_port, backlog=1024)
@@ -92,11 +97,6 @@ class Service:
 
     async def _start_speech(self) -> None:
         """Load the recogniser off the event loop; until it is ready shared codes use the menu."""
-        from ivr.adapters.asterisk.audiosocket import AudioSocketServer
-        from ivr.adapters.asterisk.speech_path import AudioSocketSpeech, PromptAudio, cached_matcher
-        from ivr.speech.engines import load_recogniser
-        from ivr.core.matcher import yes_no
-
         s = self.settings
         self.speech_error = f"loading {s.speech_engine}"
         try:
@@ -142,9 +142,6 @@ class Service:
 
 async def serve(settings: Settings) -> None:
     """Run until SIGINT/SIGTERM: FastAGI, AMI and the HTTP API with /metrics."""
-    from ivr.adapters.api import run_api
-    from ivr.adapters.metrics import MetricsObserver
-
     metrics = MetricsObserver(misroute_window_s=settings.misroute_window_s)
     service = Service(settings, observer=metrics)
     metrics.bind(service)

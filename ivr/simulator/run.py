@@ -16,6 +16,8 @@ from typing import Callable, Iterable
 
 from ivr.core.callrecord import CallRecord
 from ivr.simulator.confusion import get_profile
+from ivr.adapters.metrics import MetricsObserver, metrics_snapshot, reconcile
+from ivr.adapters.store import CallStore
 from ivr.core.report import BASELINE_2020 as REPORT_BASELINE
 from ivr.core.report import KpiAccumulator, Kpis
 from ivr.core.plan import load_base_plan
@@ -105,12 +107,9 @@ def run_chunks(cfg: SimConfig, chunks: Iterable[int], store_path: Path | None,
     store = None
     keep = cfg.keep_every()
     if store_path is not None and keep:
-        from ivr.adapters.store import CallStore
         store = CallStore(store_path)
     kpis = new_accumulator(cfg.kpi_groups)
     if observer is None and cfg.metrics:
-        from ivr.adapters.metrics import MetricsObserver
-
         observer = MetricsObserver()
     pending: list[CallRecord] = []
     done = 0
@@ -138,8 +137,6 @@ def run_chunks(cfg: SimConfig, chunks: Iterable[int], store_path: Path | None,
     hits, misses = world.cache_stats()
     snapshot = None
     if observer is not None and hasattr(observer, "registry"):
-        from ivr.adapters.metrics import metrics_snapshot
-
         snapshot = metrics_snapshot(observer.registry)
     return {"kpis": kpis, "metrics": snapshot, "calls": done, "seconds": time.perf_counter() - t0,
             "matcher_memo_hits": hits, "matcher_memo_misses": misses}
@@ -236,8 +233,6 @@ def simulate(cfg: SimConfig) -> dict:
     metrics_problems = None
     snapshot: dict[str, float] | None = None
     if cfg.metrics:
-        from ivr.adapters.metrics import reconcile
-
         snapshot = {}
         for r in results:
             for key, value in (r.get("metrics") or {}).items():
@@ -283,8 +278,6 @@ def _remove_db(path: Path) -> None:
 
 
 def _merge_shards(db: Path, shards: list[Path]) -> None:
-    from ivr.adapters.store import CallStore
-
     CallStore(db).close()  # the schema, as the store defines it
     con = sqlite3.connect(str(db), isolation_level=None)
     try:
