@@ -36,7 +36,7 @@ class Settings(BaseSettings):
 
     caller_salt: SecretStr = SecretStr("")  # pseudonymises callers' numbers in records
 
-    speech_engine: str = Field(default="templates", pattern="^(fusion|templates|whisper|vosk|none)$")
+    speech_engine: str = Field(default="fusion", pattern="^(fusion|templates|whisper|vosk|none)$")
     prompts_dir: Path = STATE_DIR / "prompts"  # the WAVs the speech path plays itself
     misroute_window_s: float = 300.0  # a second call to the same area code within this window counts as a retry
 

@@ -67,10 +67,7 @@ def ensure_unpacked(cache: Path | None = None) -> Path:
     debs.mkdir(parents=True, exist_ok=True)
     for package in PACKAGES:
         if not list(debs.glob(f"{package}_*.deb")):
-            run = subprocess.run(["apt-get", "download", package], cwd=debs, capture_output=True, text=True)
-            if run.returncode != 0 or not list(debs.glob(f"{package}_*.deb")):
-                raise CorpusError(f"apt-get download {package} failed (run 'apt-get update' first?): "
-                                  f"{run.stderr.strip()[-300:]}")
+            _download(package, debs)
     partial = cache / "root.partial"
     for deb in sorted(debs.glob("*.deb")):
         run = subprocess.run(["dpkg-deb", "-x", str(deb), str(partial)], capture_output=True, text=True)
@@ -78,6 +75,18 @@ def ensure_unpacked(cache: Path | None = None) -> Path:
             raise CorpusError(f"dpkg-deb -x {deb.name} failed: {run.stderr.strip()[-300:]}")
     partial.rename(root)
     return game
+
+
+def _download(package: str, folder: Path) -> None:
+    """``apt-get download``; on a machine whose package lists are missing or stale (a fresh
+    one), ``apt-get update`` once and try again."""
+    for attempt in (1, 2):
+        run = subprocess.run(["apt-get", "download", package], cwd=folder, capture_output=True, text=True)
+        if run.returncode == 0 and list(folder.glob(f"{package}_*.deb")):
+            return
+        if attempt == 1:
+            subprocess.run(["apt-get", "update", "-qq"], capture_output=True, text=True)
+    raise CorpusError(f"apt-get download {package} failed: {run.stderr.strip()[-300:]}")
 
 
 def load_clips(game: Path) -> list[Clip]:
@@ -94,14 +103,19 @@ def load_clips(game: Path) -> list[Clip]:
     return clips
 
 
+LEAD_IN_S = 0.5  # line silence before the caller speaks: the clips start at their first word
+
+
 def phone_wav(clip: Clip, cache: Path | None = None) -> Path:
-    """The clip as a phone line carries it: 8 kHz mono 16-bit, 300-3400 Hz (cached)."""
-    out = (cache or default_cache()) / "wav" / clip.level / f"{clip.clip_id}.wav"
+    """The clip as a phone line carries it: 8 kHz mono 16-bit, 300-3400 Hz, after
+    ``LEAD_IN_S`` of silence (cached)."""
+    out = (cache or default_cache()) / f"wav-lead{LEAD_IN_S:g}" / clip.level / f"{clip.clip_id}.wav"
     if not out.is_file():
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = out.with_suffix(".tmp.wav")
         run = subprocess.run(["sox", "-q", "-V1", str(clip.source), "-r", "8000", "-c", "1", "-b", "16",
-                              str(tmp), "sinc", "300-3400", "gain", "-n", "-3"], capture_output=True, text=True)
+                              str(tmp), "sinc", "300-3400", "gain", "-n", "-3", "pad", f"{LEAD_IN_S:g}", "0"],
+                             capture_output=True, text=True)
         if run.returncode != 0:
             raise CorpusError(f"sox could not convert {clip.source.name}: {run.stderr.strip()[-200:]}")
         tmp.rename(out)

@@ -1,5 +1,5 @@
 """Spoken municipality names through the real Asterisk: SIPp plays espeak-ng audio as RTP,
-the controller listens over AudioSocket with the default (template) engine and routes."""
+the controller listens over AudioSocket with the default engine (the configured one) and routes."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import time
 import pytest
 from e2e import REPO, SALT, run_calls, start_controller
 
+from ivr.config import load_settings
 from ivr_lab.pcap import wav_to_pcap
 from ivr_lab.sipp import CallScript, Dtmf, HangUp, Pause, Audio
 
@@ -35,7 +36,7 @@ def speak(text: str, wav, voice: str = "nl") -> None:
 @pytest.fixture(scope="module")
 def controller(asterisk, tmp_path_factory):
     workdir = tmp_path_factory.mktemp("e2e-speech-controller")
-    controller = start_controller(workdir, salt=SALT, speech_engine="templates")
+    controller = start_controller(workdir, salt=SALT, speech_engine=load_settings().speech_engine)
     deadline = time.monotonic() + 120
     while "speech recognition ready" not in controller.log_path.read_text():
         assert time.monotonic() < deadline, controller.log_path.read_text()

@@ -72,8 +72,8 @@ class FusionSettings:
     # logistic calibration: P(best is right) = sigmoid(sum of weight x feature + bias), fitted on
     # the dev splits by `ivr bench calibrate` (human dev + synthetic dev; never the test split)
     calibration: tuple[tuple[str, float], ...] = (
-        ("margin", 0.2985), ("distance", -7.2765), ("pmi_per_token", -0.1614), ("coverage", 0.3782),
-        ("log_speech_s", -2.5894), ("template_distance", -13.5379), ("logp_per_token", 0.3773), ("bias", 11.1409))
+        ("margin", 0.3352), ("distance", -6.27), ("pmi_per_token", -0.1034), ("coverage", 0.8976),
+        ("log_speech_s", -2.3448), ("template_distance", -14.9218), ("logp_per_token", 0.408), ("bias", 10.6736))
     accept_p: float = 0.995
     reject_p: float = 0.1
     choose_margin: float = 1.0  # fused margin below which the caller chooses between the two best
@@ -347,6 +347,13 @@ class FusionEngine:
         if names and choices[order[0]].key not in ("ja", "nee"):
             decision = ("reject" if p_right < s.reject_p else "accept" if p_right >= s.accept_p
                         else "choose" if len(names) > 1 and margin < s.choose_margin else "confirm")
+            # a phrase of several candidates (a former municipality split among successors, two
+            # villages of one name) is never decided by the ear: the caller chooses between them
+            shared = [ci for ci in names[1:] if texts[i1] in (*choices[ci].phrases, *choices[ci].places)]
+            if shared and decision != "reject":
+                decision = "choose"
+                per_choice[shared[0]] = per_choice[order[0]] - 1e-3
+                order = [order[0], shared[0], *[ci for ci in order[1:] if ci != shared[0]]]
         ranked = tuple((choices[i].key, texts[scored_idx[best_of[i]]], round(float(per_choice[i]), 3))
                        for i in order[:5])
         self.last_evidence = Evidence(ranked, features, p_right, decision)

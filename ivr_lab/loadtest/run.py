@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ivr.config import load_settings
 from ivr_lab.controller import REPO, Controller, start_controller
 
 from ivr_lab.loadtest.output import _f, render_markdown, write_plot
@@ -105,7 +106,7 @@ def run_load(cfg: LoadConfig, log=print) -> dict[str, Any]:
     else:
         raise ValueError(f"unknown scenario {cfg.scenario!r}: one of {', '.join([*all_scen, 'mixed'])}")
     speech = any(s.speech for s, _ in mix)
-    engine = cfg.speech_engine or (os.environ.get("IVR_SPEECH_ENGINE", "templates") if speech else "none")
+    engine = cfg.speech_engine or (load_settings().speech_engine if speech else "none")
     machine = describe_machine()
     result: dict[str, Any] = {"format": "ivr-loadtest/1", "config": _cfg_dict(cfg), "machine": machine,
                               "speech_engine": engine, "steps": [], "skipped": None, "workdir": str(workdir)}
