@@ -60,9 +60,6 @@ class Service:
         """Why the last reload was refused ("" after a good one)."""
         return self.plans.error
 
-    def swap_plan(self, plan: NumberingPlan) -> None:
-        self.plans.swap(plan)
-
     def reload_plan(self, path: Path | None = None) -> NumberingPlan:
         """Load the override file again (SIGHUP, ``POST /v1/plan/reload``); a broken file keeps the last good plan."""
         return self.plans.reload(path)

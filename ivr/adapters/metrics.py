@@ -23,7 +23,7 @@ import logging
 import re
 import threading
 from datetime import datetime, timezone
-from typing import Any, Iterable
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily
@@ -271,10 +271,6 @@ class MetricsObserver:
             found = self.tracker.add(record)
         for mis in found:
             m.misrouted.labels(mis.area_code, mis.municipality, mis.mode, mis.reason).inc()
-
-    def count_all(self, records: Iterable[CallRecord]) -> None:
-        for r in records:
-            self.count(r)
 
     # -- API hooks --------------------------------------------------------------------------
 

@@ -11,7 +11,7 @@ import csv
 import hashlib
 import re
 from collections import defaultdict
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
@@ -280,7 +280,3 @@ def load_base_plan(data_dir: Path = DATA_DIR) -> NumberingPlan:
 
 def _unique(values: Iterable[str]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(v.strip() for v in values if v and v.strip()))
-
-
-def with_mode(area: AreaCode, mode: RoutingMode) -> AreaCode:
-    return replace(area, mode=mode)

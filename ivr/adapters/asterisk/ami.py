@@ -77,9 +77,3 @@ class AmiClient:
             finally:
                 self._waiters.pop(call_id, None)
         return self._answered.pop(call_id, None)
-
-    async def wait_connected(self, timeout_s: float) -> bool:
-        deadline = time.monotonic() + timeout_s
-        while not self.connected and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
-        return self.connected
