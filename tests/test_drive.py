@@ -122,3 +122,14 @@ def test_run_sync_refuses_a_port_that_suspends():
 
     with pytest.raises(RuntimeError):
         run_sync(suspends())
+
+
+def test_answer_picks_the_handler_for_the_question_kind():
+    from ivr.core.drive import answer
+    from ivr.core.flow import AskName, ChooseOfTwo, ConfirmOne
+
+    handlers = dict(name=lambda q: ("name", q.candidates), confirm=lambda q: ("confirm", q.municipality),
+                    choose=lambda q: ("choose", q.options))
+    assert answer(AskName((), ("GM1",), 5.0), **handlers) == ("name", ("GM1",))
+    assert answer(ConfirmOne((), "GM1", 4.0), **handlers) == ("confirm", "GM1")
+    assert answer(ChooseOfTwo((), ("GM1", "GM2"), 4.0), **handlers) == ("choose", ("GM1", "GM2"))

@@ -12,7 +12,7 @@ event loop.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Coroutine, Protocol, Sequence
+from typing import Any, Callable, Coroutine, Protocol, Sequence, TypeVar
 
 from ivr.core.flow import (
     Action,
@@ -31,6 +31,7 @@ from ivr.core.flow import (
     Transfer,
 )
 
+T = TypeVar("T")
 Observer = Callable[[Event, list[Action]], None]  # told of every event fed and the actions it gave
 
 
@@ -105,6 +106,19 @@ async def carry_out(flow: CallFlow, port: CallPort, actions: Sequence[Action],
         else:  # pragma: no cover - a new action type without a driver
             raise TypeError(f"no driver for {action!r}")
     return []
+
+
+def answer(question: Question, *, name: Callable[[AskName], T], confirm: Callable[[ConfirmOne], T],
+           choose: Callable[[ChooseOfTwo], T]) -> T:
+    """The handler for the question's kind, for a port that answers questions itself (the
+    simulated caller): the branching on action types stays in this module."""
+    if isinstance(question, AskName):
+        return name(question)
+    if isinstance(question, ConfirmOne):
+        return confirm(question)
+    if isinstance(question, ChooseOfTwo):
+        return choose(question)
+    raise TypeError(f"not a question: {question!r}")  # pragma: no cover
 
 
 def answer_first(actions: Sequence[Action]) -> bool:

@@ -10,13 +10,14 @@ from bisect import bisect
 from dataclasses import dataclass
 
 from ivr.core.callrecord import CallRecord
-from ivr.core.drive import drive, run_sync
+from ivr.core.drive import answer, drive, run_sync
 from ivr.core.flow import (
     AskName,
     CallEnded,
     CallerHungUp,
     CallStarted,
     ChooseOfTwo,
+    ConfirmOne,
     Digit,
     MenuPage,
     NoInput,
@@ -169,7 +170,7 @@ class SimulatedCall:
 
     async def listen(self, question: Question):
         self.asked = True
-        return self._listen(self.caller, question, self.t)
+        return answer(question, name=self._say_name, confirm=self._confirm, choose=self._choose)
 
     async def dial(self, transfer: Transfer, started_at: float) -> list:
         return self._transfer(transfer, self.t)
@@ -180,35 +181,52 @@ class SimulatedCall:
     def _hang_up_in(self, t: float, span: float):
         return CallerHungUp(t + self.rng.random() * span, "16")
 
-    def _listen(self, caller: Caller, action: Question, t: float):
-        rng, p = self.rng, self.w.profile
-        prompt_time = sum(prompt_s(k) for k in action.prompts)
-        confirming = not isinstance(action, AskName)
-        p_hang = p.hangup_confirm if confirming else p.hangup_repeat if self.asked_once else p.hangup_speech
+    def _answering(self, question: Question, p_hang: float):
+        """(hang-up event, None) if the caller hangs up during the question, else (None, when they answer)."""
+        rng = self.rng
+        prompt_time = sum(prompt_s(k) for k in question.prompts)
         if rng.random() < p_hang:
-            return self._hang_up_in(t, prompt_time + 2.0)
-        t += prompt_time + _lognormal(rng, 0.8, 0.4)  # listen, then start speaking
-        if not confirming:
-            if rng.random() < p.dtmf_during_speech:
-                return Digit(t, "0" if rng.random() < 0.3 else "1")
-            if self.asked_once and caller.kind != "bare" and rng.random() < p.switch_to_name:
-                self._choose_words(caller, "bare")
-            self.asked_once = True
+            return self._hang_up_in(self.t, prompt_time + 2.0), None
+        return None, self.t + (prompt_time + _lognormal(rng, 0.8, 0.4))  # listen, then start speaking
+
+    def _say_name(self, question: AskName):
+        """Which municipality? The caller's words through the simulated recogniser (or a key: the menu)."""
+        rng, p, caller = self.rng, self.w.profile, self.caller
+        hung_up, t = self._answering(question, p.hangup_repeat if self.asked_once else p.hangup_speech)
+        if hung_up:
+            return hung_up
+        if rng.random() < p.dtmf_during_speech:
+            return Digit(t, "0" if rng.random() < 0.3 else "1")
+        if self.asked_once and caller.kind != "bare" and rng.random() < p.switch_to_name:
+            self._choose_words(caller, "bare")
+        self.asked_once = True
+        nbest, latency_ms = self.recognise(caller)
+        return self._heard(nbest, latency_ms, t, 1.0 + 0.1 * len(caller.said_name) / 2)
+
+    def _choose(self, question: ChooseOfTwo):
+        """"X of Y?": the name (or 1/2) when the wanted one is offered, else "neither"."""
+        rng, caller = self.rng, self.caller
+        hung_up, t = self._answering(question, self.w.profile.hangup_confirm)
+        if hung_up:
+            return hung_up
+        if caller.wanted in question.options:
+            if rng.random() < 0.3:
+                return Digit(t, str(question.options.index(caller.wanted) + 1))
+            saved = (caller.kind, caller.phrase, caller.said_name)
+            self._choose_words(caller, "bare")
             nbest, latency_ms = self.recognise(caller)
-            return self._heard(nbest, latency_ms, t, 1.0 + 0.1 * len(caller.said_name) / 2)
-        # a confirmation: "Bedoelt u X?" (yes/no) or "X of Y?" (say the name or 1/2)
-        if isinstance(action, ChooseOfTwo):
-            if caller.wanted in action.options:
-                if rng.random() < 0.3:
-                    return Digit(t, str(action.options.index(caller.wanted) + 1))
-                saved = (caller.kind, caller.phrase, caller.said_name)
-                self._choose_words(caller, "bare")
-                nbest, latency_ms = self.recognise(caller)
-                caller.kind, caller.phrase, caller.said_name = saved
-                return self._heard(nbest, latency_ms, t, 1.0)
-            nbest = ((rng.choice(NEITHER), 0.9),)
-            return self._heard(nbest, 250.0, t, 0.8)
-        meant = action.municipality
+            caller.kind, caller.phrase, caller.said_name = saved
+            return self._heard(nbest, latency_ms, t, 1.0)
+        nbest = ((rng.choice(NEITHER), 0.9),)
+        return self._heard(nbest, 250.0, t, 0.8)
+
+    def _confirm(self, question: ConfirmOne):
+        """"Bedoelt u X?": yes or no (some by key), through the recogniser's yes/no error rate."""
+        rng, caller = self.rng, self.caller
+        hung_up, t = self._answering(question, self.w.profile.hangup_confirm)
+        if hung_up:
+            return hung_up
+        meant = question.municipality
         if rng.random() < 0.15:  # some answer by key
             return Digit(t, "1" if meant == caller.wanted else "2")
         text = rng.choice(YES) if meant == caller.wanted else rng.choice(NO)
