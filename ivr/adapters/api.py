@@ -138,41 +138,15 @@ def create_app(service: Any, metrics: MetricsObserver | None = None) -> FastAPI:
         metrics.api_error()
         return JSONResponse({"detail": "internal error"}, status_code=500)
 
-    # -- auth --------------------------------------------------------------------------------
+    _health_routes(app, service, metrics)
+    _call_routes(app, service)
+    _plan_routes(app, service)
+    _admin_routes(app, service, metrics)
+    return app
 
-    def admin(action: str):
-        def dependency(request: Request) -> AdminUser:
-            token = service.settings.admin_token
-            expected = token.get_secret_value() if token is not None else ""
-            if not expected:
-                metrics.admin_change(action, "disabled")
-                raise HTTPException(503, "admin writes are disabled: no admin token configured (IVR_ADMIN_TOKEN)")
-            header = request.headers.get("authorization", "")
-            scheme, _, given = header.partition(" ")
-            if scheme.lower() != "bearer" or not given.strip():
-                metrics.admin_change(action, "unauthorized")
-                raise HTTPException(401, "missing bearer token", headers={"WWW-Authenticate": "Bearer"})
-            if not hmac.compare_digest(given.strip().encode(), expected.encode()):
-                metrics.admin_change(action, "unauthorized")
-                raise HTTPException(403, "wrong admin token")
-            user = re.sub(r"[^\w.@-]", "", request.headers.get("x-admin-user", ""))[:64] or "admin"
-            host = request.client.host if request.client else "?"
-            return AdminUser(who=f"{user}@{host}")
-        return dependency
 
-    def apply(action: str, target: str, user: AdminUser, change: plan_changes.ChangeFn) -> ChangeOut:
-        """The change through the plan admin (validate, swap, audit); its refusals as HTTP errors."""
-        try:
-            done = service.plans.apply(user.who, action, target, change)
-        except plan_changes.UnknownTarget as exc:
-            raise HTTPException(404, str(exc))
-        except plan_changes.ChangeRefused as exc:
-            metrics.admin_change(action, "rejected")
-            raise HTTPException(422, f"change refused, plan unchanged: {exc}")
-        metrics.admin_change(action, "applied")
-        return ChangeOut(audit_id=done.audit_id, plan_version=done.plan_version, before=done.before, after=done.after)
-
-    # -- health ------------------------------------------------------------------------------
+def _health_routes(app: FastAPI, service: Any, metrics: MetricsObserver) -> None:
+    """Liveness, readiness and the Prometheus exposition."""
 
     @app.get("/healthz", response_model=Health, tags=["health"])
     def healthz() -> Health:
@@ -191,7 +165,9 @@ def create_app(service: Any, metrics: MetricsObserver | None = None) -> FastAPI:
     def prometheus_metrics() -> Response:
         return Response(metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
-    # -- calls and report ------------------------------------------------------------------------
+
+def _call_routes(app: FastAPI, service: Any) -> None:
+    """Call records and the KPI report."""
 
     @app.get("/v1/calls", response_model=CallPage, tags=["calls"])
     def list_calls(since: Since = None, until: Until = None, area_code: AreaQ = None, municipality: MunQ = None,
@@ -225,7 +201,9 @@ def create_app(service: Any, metrics: MetricsObserver | None = None) -> FastAPI:
                             filters={k: v for k, v in filters.items() if v is not None})
         return kpis.to_dict()
 
-    # -- plan (reads) ------------------------------------------------------------------------------
+
+def _plan_routes(app: FastAPI, service: Any) -> None:
+    """The plan, read only, and dry-run routing."""
 
     @app.get("/v1/plan", response_model=PlanOut, tags=["plan"])
     def get_plan() -> PlanOut:
@@ -278,7 +256,41 @@ def create_app(service: Any, metrics: MetricsObserver | None = None) -> FastAPI:
         now = datetime.now(timezone.utc)
         return [_calamity_out(c, now) for c in service.plan.calamities]
 
-    # -- plan (admin writes) ------------------------------------------------------------------------
+
+def _admin_routes(app: FastAPI, service: Any, metrics: MetricsObserver) -> None:
+    """Admin writes (bearer token), each through the plan admin, and the audit log."""
+
+    def admin(action: str):
+        def dependency(request: Request) -> AdminUser:
+            token = service.settings.admin_token
+            expected = token.get_secret_value() if token is not None else ""
+            if not expected:
+                metrics.admin_change(action, "disabled")
+                raise HTTPException(503, "admin writes are disabled: no admin token configured (IVR_ADMIN_TOKEN)")
+            header = request.headers.get("authorization", "")
+            scheme, _, given = header.partition(" ")
+            if scheme.lower() != "bearer" or not given.strip():
+                metrics.admin_change(action, "unauthorized")
+                raise HTTPException(401, "missing bearer token", headers={"WWW-Authenticate": "Bearer"})
+            if not hmac.compare_digest(given.strip().encode(), expected.encode()):
+                metrics.admin_change(action, "unauthorized")
+                raise HTTPException(403, "wrong admin token")
+            user = re.sub(r"[^\w.@-]", "", request.headers.get("x-admin-user", ""))[:64] or "admin"
+            host = request.client.host if request.client else "?"
+            return AdminUser(who=f"{user}@{host}")
+        return dependency
+
+    def apply(action: str, target: str, user: AdminUser, change: plan_changes.ChangeFn) -> ChangeOut:
+        """The change through the plan admin (validate, swap, audit); its refusals as HTTP errors."""
+        try:
+            done = service.plans.apply(user.who, action, target, change)
+        except plan_changes.UnknownTarget as exc:
+            raise HTTPException(404, str(exc))
+        except plan_changes.ChangeRefused as exc:
+            metrics.admin_change(action, "rejected")
+            raise HTTPException(422, f"change refused, plan unchanged: {exc}")
+        metrics.admin_change(action, "applied")
+        return ChangeOut(audit_id=done.audit_id, plan_version=done.plan_version, before=done.before, after=done.after)
 
     denied = {401: {"model": ErrorOut}, 403: {"model": ErrorOut}, 404: {"model": ErrorOut},
               422: {"model": ErrorOut}, 503: {"model": ErrorOut, "description": "no admin token configured"}}
@@ -346,8 +358,6 @@ def create_app(service: Any, metrics: MetricsObserver | None = None) -> FastAPI:
                   user: AdminUser = Depends(admin("audit_read"))) -> list[AuditEntry]:
         """The latest admin changes, newest first (needs the admin token)."""
         return [AuditEntry(**row) for row in service.store.audit_log(limit)]
-
-    return app
 
 
 
