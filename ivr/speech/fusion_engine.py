@@ -212,10 +212,13 @@ class FusionEngine:
         self.last_evidence: Evidence | None = None
 
     # -- lifecycle ------------------------------------------------------------------------
-    def _projection_phrases(self) -> list[str]:
-        if self.plan is None:
-            return list(FILLERS) + ["ja", "nee", "gemeente", "Amsterdam", "Rotterdam", "Utrecht"]
-        return sorted(municipality_choice(m).phrases[0] for m in self.plan.municipalities.values())
+    @staticmethod
+    def _projection_phrases() -> list[str]:
+        """The shipped municipalities' names: the same projection whatever plan is served
+        (an operator's aliases or the bench's phrase plan must not change it)."""
+        from ivr.core.plan import load_base_plan
+
+        return sorted(municipality_choice(m).phrases[0] for m in load_base_plan().municipalities.values())
 
     def _prepare(self) -> None:
         with self._ready:
