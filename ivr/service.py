@@ -11,12 +11,19 @@ import logging
 import signal
 from pathlib import Path
 
-from .asterisk.agi import CallController, CallObserver
-from .config import Settings
-from .flow import CallFlow
-from .overrides import layer, load_plan, overrides_from_audit
-from .plan import NumberingPlan, PlanError
-from .store import CallStore, RecordWriter
+from ivr.adapters.api import run_api
+from ivr.adapters.asterisk.agi import CallController, CallObserver
+from ivr.adapters.asterisk.ami import AmiClient
+from ivr.adapters.asterisk.audiosocket import AudioSocketServer
+from ivr.adapters.asterisk.speech_path import AudioSocketSpeech, PromptAudio, cached_matcher
+from ivr.adapters.metrics import MetricsObserver
+from ivr.adapters.store import CallStore, RecordWriter
+from ivr.config import Settings
+from ivr.core.flow import CallFlow
+from ivr.core.matcher import yes_no
+from ivr.core.plan import NumberingPlan, PlanError
+from ivr.plan_admin import PlanAdmin
+from ivr.speech.engines import load_recogniser  # loads the configured engine's modules only when called
 
 log = logging.getLogger(__name__)
 
@@ -26,8 +33,7 @@ class Service:
                  observer: CallObserver | None = None):
         self.settings = settings
         self.store = CallStore(settings.db_path)
-        self.plan = plan or self._load(settings.plan_file)
-        self.plan_error: str = ""  # why the last reload was refused
+        self.plans = PlanAdmin(self.store, settings.plan_file, plan=plan)
         self.observer = observer
         self.ami = None
         self.speech = None  # set when a recogniser is loaded
@@ -43,26 +49,20 @@ class Service:
         self._audiosocket = None
         self._speech_task: asyncio.Task | None = None
 
-    # -- plan ---------------------------------------------------------------------
+    # -- plan (administered by ivr.plan_admin) --------------------------------------
 
-    def swap_plan(self, plan: NumberingPlan) -> None:
-        self.plan = plan
+    @property
+    def plan(self) -> NumberingPlan:
+        return self.plans.plan
+
+    @property
+    def plan_error(self) -> str:
+        """Why the last reload was refused ("" after a good one)."""
+        return self.plans.error
 
     def reload_plan(self, path: Path | None = None) -> NumberingPlan:
-        """Load the override file again; a broken file keeps the last good plan."""
-        try:
-            plan = self._load(path or self.settings.plan_file)
-        except PlanError as exc:
-            self.plan_error = str(exc)
-            log.error("plan reload refused, keeping version %s: %s", self.plan.version, exc)
-            raise
-        self.plan_error = ""
-        self.swap_plan(plan)
-        return plan
-
-    def _load(self, path: Path | None) -> NumberingPlan:
-        """The override file's plan with the admin API's changes (from the audit log) on top."""
-        return layer(load_plan(path), overrides_from_audit(self.store.audit_entries()))
+        """Load the override file again (SIGHUP, ``POST /v1/plan/reload``); a broken file keeps the last good plan."""
+        return self.plans.reload(path)
 
     def new_flow(self) -> CallFlow:
         return CallFlow(self.plan, speech_available=self.speech is not None,
@@ -78,8 +78,6 @@ class Service:
     # -- running ------------------------------------------------------------------
 
     async def start(self) -> None:
-        from .asterisk.ami import AmiClient
-
         s = self.settings
         # a deep backlog: at 100+ calls/s a burst of FastAGI connects must not be refused
         server = await asyncio.start_server(self.controller.handle, s.agi_host, s.agi_port, backlog=1024)
@@ -96,11 +94,6 @@ class Service:
 
     async def _start_speech(self) -> None:
         """Load the recogniser off the event loop; until it is ready shared codes use the menu."""
-        from .asterisk.audiosocket import AudioSocketServer
-        from .asterisk.speech_path import AudioSocketSpeech, PromptAudio, cached_matcher
-        from .speech.engines import load_recogniser
-        from .matcher import yes_no
-
         s = self.settings
         self.speech_error = f"loading {s.speech_engine}"
         try:
@@ -146,9 +139,6 @@ class Service:
 
 async def serve(settings: Settings) -> None:
     """Run until SIGINT/SIGTERM: FastAGI, AMI and the HTTP API with /metrics."""
-    from .api import run_api
-    from .metrics import MetricsObserver
-
     metrics = MetricsObserver(misroute_window_s=settings.misroute_window_s)
     service = Service(settings, observer=metrics)
     metrics.bind(service)
@@ -158,9 +148,20 @@ async def serve(settings: Settings) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(reload_on_signal(service)))
     done, _ = await asyncio.wait({api, asyncio.ensure_future(stop.wait())}, return_when=asyncio.FIRST_COMPLETED)
     if api in done and not stop.is_set():
         log.error("HTTP API stopped (%s); shutting down", api.exception() or "no error")
     api.cancel()
     await asyncio.gather(api, return_exceptions=True)
     await service.stop()
+
+
+async def reload_on_signal(service: Service) -> None:
+    """SIGHUP: reload the override file off the event loop; a broken file is logged and refused."""
+    try:
+        await asyncio.to_thread(service.reload_plan)
+    except PlanError:
+        pass  # logged by the plan admin; the last good plan stays
+    except Exception:  # pragma: no cover - a reload must never stop the service
+        log.exception("plan reload failed")

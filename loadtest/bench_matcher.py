@@ -13,8 +13,8 @@ import argparse
 import statistics
 import time
 
-from ivr.matcher import Matcher, MatchVerdict
-from ivr.plan import load_base_plan
+from ivr.core.matcher import Matcher, MatchVerdict
+from ivr.core.plan import load_base_plan
 
 
 def pct(values, q):

@@ -26,10 +26,10 @@ import random
 import statistics
 import time
 
-from ivr.flow import CallFlow, CallStarted, Digit, SpeechHeard, Transfer
-from ivr.matcher import matcher_for, yes_no
-from ivr.plan import load_base_plan
-from ivr.routing import route
+from ivr.core.flow import CallFlow, CallStarted, Digit, SpeechHeard, Transfer
+from ivr.core.matcher import matcher_for, yes_no
+from ivr.core.plan import load_base_plan
+from ivr.core.routing import route
 
 
 def pct(values: list[float], q: float) -> float:

@@ -122,10 +122,10 @@ for f in sorted(src.glob("*.conf")):
     out.write_text(text)
     os.chmod(out, 0o640)
 PYEOF
-(cd "$REPO" && "$PY" -m ivr.asterisk.lab_dialplan "$ETC/municipalities.conf") || die "lab dialplan generation failed"
+(cd "$REPO" && "$PY" -m ivr_lab.lab_dialplan "$ETC/municipalities.conf") || die "lab dialplan generation failed"
 
 # ---- prompts: espeak-ng -> 8 kHz mono WAV, cached in $STATE/prompts, copied into the chroot ----
-(cd "$REPO" && "$PY" -m ivr.prompts_build "$STATE/prompts") || die "prompt generation failed"
+(cd "$REPO" && "$PY" -m ivr_lab.prompts_build "$STATE/prompts") || die "prompt generation failed"
 SOUNDS=$ROOT/usr/share/asterisk/sounds/ivr14
 rm -rf "$SOUNDS"; mkdir -p "$SOUNDS"
 cp -a "$STATE/prompts/." "$SOUNDS/"

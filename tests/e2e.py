@@ -1,4 +1,4 @@
-"""End-to-end helpers: the real controller beside the real Asterisk (``ivr.lab.controller``)
+"""End-to-end helpers: the real controller beside the real Asterisk (``ivr_lab.controller``)
 and SIPp callers run side by side, each found again by its (hashed) caller number."""
 
 from __future__ import annotations
@@ -6,8 +6,8 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from ivr.lab.controller import REPO, Controller, start_controller  # noqa: F401 - re-exported for the tests
-from ivr.lab.sipp import CallScript, SippResult, run_sipp
+from ivr_lab.controller import REPO, Controller, start_controller  # noqa: F401 - re-exported for the tests
+from ivr_lab.sipp import CallScript, SippResult, run_sipp
 
 SALT = "e2e-test-salt"
 

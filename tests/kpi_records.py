@@ -6,7 +6,7 @@ area code, and one call still in progress (left out of every figure).
 
 from __future__ import annotations
 
-from ivr.callrecord import Attempt, CallRecord
+from ivr.core.callrecord import Attempt, CallRecord
 
 T0 = 1_700_000_000.0  # 2023-11-14T22:13:20Z
 
@@ -52,6 +52,7 @@ def fixed_records(ground_truth: bool = False) -> list[CallRecord]:
             decision_ms=0.0, transfer_setup_ms=1000.0),
         rec("d2", 1500, mode="direct", area="0115", municipality="GM0715", attempts=0, ivr=1.0,
             decision_ms=0.0, outcome="failed", phase="transfer", error="transfer failed: BUSY",
+            error_kind="transfer_failed",
             hangup_cause="BUSY"),
         rec("u1", 1600, mode=None, area=None, municipality=None, attempts=0, ivr=0.5, outcome="unknown_area_code",
             phase="greeting", decision="unknown_area_code"),

@@ -11,10 +11,10 @@ import sqlite3
 
 import pytest
 
-from ivr.asterisk.agi import CallController, parse_result
-from ivr.flow import CallFlow
-from ivr.plan import load_base_plan
-from ivr.store import CallStore
+from ivr.adapters.asterisk.agi import CallController, parse_result
+from ivr.core.flow import CallFlow
+from ivr.core.plan import load_base_plan
+from ivr.adapters.store import CallStore
 
 PLAN = load_base_plan()
 
@@ -146,8 +146,8 @@ def test_garbage_sessions_do_not_kill_the_server(tmp_path, garbage):
 
 
 def test_record_writer_batches_keeps_the_newest_and_flushes(tmp_path):
-    from ivr.callrecord import CallRecord
-    from ivr.store import RecordWriter
+    from ivr.core.callrecord import CallRecord
+    from ivr.adapters.store import RecordWriter
 
     store = CallStore(tmp_path / "calls.sqlite")
     writer = RecordWriter(store)
@@ -164,8 +164,8 @@ def test_record_writer_batches_keeps_the_newest_and_flushes(tmp_path):
 
 
 def test_record_writer_retries_a_failed_batch(tmp_path):
-    from ivr.callrecord import CallRecord
-    from ivr.store import RecordWriter
+    from ivr.core.callrecord import CallRecord
+    from ivr.adapters.store import RecordWriter
 
     store = CallStore(tmp_path / "calls.sqlite")
     real, failures = store.save_rows, []

@@ -18,13 +18,13 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from ivr.api import create_app
+from ivr.adapters.api import create_app
 from ivr.config import Settings
-from ivr.metrics import MetricsObserver, metrics_snapshot, parse_exposition, reconcile, total
-from ivr.overrides import load_plan
-from ivr.report import compute_kpis
+from ivr.adapters.metrics import MetricsObserver, metrics_snapshot, parse_exposition, reconcile, total
+from ivr.adapters.overrides import load_plan
+from ivr.core.report import compute_kpis
 from ivr.service import Service
-from ivr.store import CallStore
+from ivr.adapters.store import CallStore
 from kpi_records import EXPECTED, T0, fixed_records
 
 TOKEN = "test-admin-token-0123456789"

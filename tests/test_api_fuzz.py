@@ -11,9 +11,9 @@ from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ivr.api import create_app
-from ivr.plan import build_plan
-from ivr.routing import route
+from ivr.adapters.api import create_app
+from ivr.core.plan import build_plan
+from ivr.core.routing import route
 from kpi_records import fixed_records
 from test_api import AUTH, make_service
 

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from ivr.lab import Audio, CallScript, Dtmf, Pause, run_sipp, wav_to_pcap
-from ivr.prompts_build import project_prompt_texts
+from ivr_lab import Audio, CallScript, Dtmf, Pause, run_sipp, wav_to_pcap
+from ivr_lab.prompts_build import project_prompt_texts
 
 pytestmark = pytest.mark.asterisk
 

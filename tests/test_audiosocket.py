@@ -13,7 +13,7 @@ import pytest
 
 from speech_audio import have_espeak, silence, speak
 
-from ivr.asterisk.audiosocket import (
+from ivr.adapters.asterisk.audiosocket import (
     AudioSocketClient, AudioSocketServer, Kind, ListenResult, encode, read_frame,
 )
 from ivr.speech.base import FRAME_BYTES, ScriptedRecogniser

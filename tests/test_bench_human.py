@@ -1,4 +1,4 @@
-"""``ivr bench human`` (``ivr/lab/bench_human.py``, ``ivr/lab/human_speech.py``): the split,
+"""``ivr bench human`` (``ivr_lab/bench_human.py``, ``ivr_lab/human_speech.py``): the split,
 the tasks, the calibration table, the logistic fit, and one real run through the CLI.
 
 Real data: the Dutch voice acting of Fish Fillets NG (Debian ``fillets-ng-data(-nl)``),
@@ -26,11 +26,11 @@ from rapidfuzz import fuzz
 if shutil.which("sox") is None:
     pytest.skip("the human bench converts clips with sox: apt-get install -y sox", allow_module_level=True)
 
-from ivr.lab.bench_human import (HOMOPHONE_RATIO, BenchItem, BenchSettings, _names_a_candidate,  # noqa: E402
+from ivr_lab.bench_human import (HOMOPHONE_RATIO, BenchItem, BenchSettings, _names_a_candidate,  # noqa: E402
                                  build_tasks, calibration, fit_logistic, spoken_text, summarise)
-from ivr.lab.human_speech import CorpusError, ensure_unpacked, load_clips, split_of  # noqa: E402
-from ivr.matcher import normalise, phonetic  # noqa: E402
-from ivr.plan import load_base_plan  # noqa: E402
+from ivr_lab.human_speech import CorpusError, ensure_unpacked, load_clips, split_of  # noqa: E402
+from ivr.core.matcher import normalise, phonetic  # noqa: E402
+from ivr.core.plan import load_base_plan  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -66,7 +66,7 @@ def test_split_of_is_stable_across_processes_and_pinned(clips):
     here = {lv: split_of(lv) for lv in levels}
     assert set(here.values()) == {"dev", "test"}
     # another interpreter with another string-hash seed: the same split (no hash(), no randomness)
-    code = ("import json, sys; from ivr.lab.human_speech import split_of; "
+    code = ("import json, sys; from ivr_lab.human_speech import split_of; "
             "print(json.dumps({lv: split_of(lv) for lv in json.loads(sys.stdin.read())}))")
     out = subprocess.run([sys.executable, "-c", code], input=json.dumps(levels), capture_output=True, text=True,
                          check=True, cwd=REPO, env={**os.environ, "PYTHONHASHSEED": "12345"}).stdout

@@ -8,8 +8,8 @@ import wave
 
 import pytest
 
-from ivr.corpus import KINDS, plan_items, synth
-from ivr.plan import load_base_plan
+from ivr_lab.corpus import KINDS, plan_items, synth
+from ivr.core.plan import load_base_plan
 
 pytestmark = pytest.mark.skipif(not (shutil.which("espeak-ng") and shutil.which("sox")),
                                 reason="needs espeak-ng and sox")

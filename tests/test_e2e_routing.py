@@ -15,8 +15,8 @@ import httpx
 import pytest
 from e2e import REPO, SALT, run_calls, start_controller
 
-from ivr.lab.sipp import CallScript, Dtmf, HangUp, Pause
-from ivr.plan import load_base_plan
+from ivr_lab.sipp import CallScript, Dtmf, HangUp, Pause
+from ivr.core.plan import load_base_plan
 
 pytestmark = pytest.mark.asterisk
 
@@ -140,9 +140,9 @@ def test_invalid_digit_twice_goes_to_a_person(calls):
 
 def test_metrics_report_and_records_agree(calls):
     """/metrics, /v1/report and `ivr report` tell the same story as the call records."""
-    from ivr.metrics import parse_exposition, reconcile, total
-    from ivr.report import compute_kpis
-    from ivr.store import CallStore
+    from ivr.adapters.metrics import parse_exposition, reconcile, total
+    from ivr.core.report import compute_kpis
+    from ivr.adapters.store import CallStore
 
     store = CallStore(published["db"])
     records = store.query()

@@ -14,8 +14,8 @@ import pytest
 from e2e import REPO, SALT, run_calls, start_controller
 
 from ivr.config import load_settings
-from ivr.lab.pcap import wav_to_pcap
-from ivr.lab.sipp import CallScript, Dtmf, HangUp, Pause, Audio
+from ivr_lab.pcap import wav_to_pcap
+from ivr_lab.sipp import CallScript, Dtmf, HangUp, Pause, Audio
 
 pytestmark = [pytest.mark.asterisk, pytest.mark.speech]
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from ivr.flow import (
+from ivr.core.flow import (
     CallerHungUp,
     CallFlow,
     CallStarted,
@@ -10,7 +10,7 @@ from ivr.flow import (
     Digit,
     DriverLost,
     FlowError,
-    Hangup,
+    Goodbye,
     Listen,
     NoInput,
     Play,
@@ -19,8 +19,8 @@ from ivr.flow import (
     TransferAnswered,
     TransferFailed,
 )
-from ivr.matcher import Matcher, yes_no
-from ivr.plan import load_base_plan
+from ivr.core.matcher import Matcher, yes_no
+from ivr.core.plan import load_base_plan
 
 
 @pytest.fixture(scope="module")
@@ -106,8 +106,8 @@ def test_not_connected_municipality_is_told_never_transferred(plan):
     digit = str([p for p in menu.prompts if p.startswith("gemeente/")].index("gemeente/GM0394") + 1)
     actions = flow.handle(Digit(1.0, digit))
     assert not any(isinstance(a, Transfer) for a in actions)
-    play, hangup = actions
-    assert isinstance(play, Play) and isinstance(hangup, Hangup)
+    [play] = actions  # said, then hung up
+    assert isinstance(play, Goodbye)
     assert play.prompts[:3] == ("de_gemeente", "gemeente/GM0394", "niet_aangesloten")
     assert "cijfer/0" in play.prompts  # the alternative number is read out
     assert flow.record.outcome == "not_connected" and flow.ended
@@ -115,8 +115,8 @@ def test_not_connected_municipality_is_told_never_transferred(plan):
 
 def test_unknown_area_code_is_told(plan):
     flow = dtmf_flow(plan)
-    play, hangup = start(flow, "140999")
-    assert play == Play(("onbekend_nummer", "tot_ziens")) and isinstance(hangup, Hangup)
+    [goodbye] = start(flow, "140999")
+    assert goodbye == Goodbye(("onbekend_nummer", "tot_ziens"))
     assert flow.record.outcome == "unknown_area_code"
 
 
@@ -140,8 +140,8 @@ def test_caller_hangs_up_during_the_transfer(plan):
 def test_transfer_failure_is_said_and_recorded(plan):
     flow = dtmf_flow(plan)
     start(flow, "140111")
-    play, hangup = flow.handle(TransferFailed(30.0, "NOANSWER"))
-    assert play.prompts[0] == "niet_bereikbaar"
+    [goodbye] = flow.handle(TransferFailed(30.0, "NOANSWER"))
+    assert isinstance(goodbye, Goodbye) and goodbye.prompts[0] == "niet_bereikbaar"
     assert flow.record.outcome == "failed" and "NOANSWER" in flow.record.error
 
 

@@ -13,7 +13,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ivr.asterisk.audiosocket import AudioSocketClient, AudioSocketServer
+from ivr.adapters.asterisk.audiosocket import AudioSocketClient, AudioSocketServer
 from ivr.speech.base import FRAME_BYTES, FRAME_MS, Hypotheses
 from ivr.speech.endpoint import EndpointConfig
 from ivr.speech.listening import PREROLL_FRAMES, Heard, Listening, listen

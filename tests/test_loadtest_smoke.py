@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from ivr.lab.loadtest import LoadConfig, parse_ivr_gauges, run_load
+from ivr_lab.loadtest import LoadConfig, parse_ivr_gauges, run_load
 
 pytestmark = pytest.mark.asterisk
 

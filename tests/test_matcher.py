@@ -6,8 +6,8 @@ import time
 
 import pytest
 
-from ivr.matcher import Matcher, MatchVerdict, matcher_for, normalise, phonetic, yes_no
-from ivr.plan import Municipality, Status, load_base_plan
+from ivr.core.matcher import Matcher, MatchVerdict, matcher_for, normalise, phonetic, yes_no
+from ivr.core.plan import Municipality, Status, load_base_plan
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""Metrics (ivr.metrics): naming rules, the observer against the report, scrape-time health gauges."""
+"""Metrics (ivr.adapters.metrics): naming rules, the observer against the report, scrape-time health gauges."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from types import SimpleNamespace
 import pytest
 from prometheus_client import CollectorRegistry
 
-from ivr.callrecord import Phase
-from ivr.metrics import (
+from ivr.core.callrecord import Phase
+from ivr.adapters.metrics import (
     BUCKETS,
     MetricsObserver,
     metrics_snapshot,
@@ -17,8 +17,8 @@ from ivr.metrics import (
     snapshot_delta,
     total,
 )
-from ivr.overrides import load_plan
-from ivr.report import compute_kpis
+from ivr.adapters.overrides import load_plan
+from ivr.core.report import compute_kpis
 from kpi_records import EXPECTED, fixed_records, rec
 
 ALLOWED_LABELS = {"area_code", "mode", "outcome", "attempts", "municipality", "reason", "target", "result", "phase",

@@ -5,9 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from ivr.overrides import load_plan, read_overrides
-from ivr.plan import PlanError, RoutingMode, Status, load_base_plan
-from ivr.routing import Verdict, menu_has_more, menu_page, route
+from ivr.adapters.overrides import load_plan, read_overrides
+from ivr.core.plan import PlanError, RoutingMode, Status, load_base_plan
+from ivr.core.routing import Verdict, menu_has_more, menu_page, route
 
 
 @pytest.fixture(scope="module")
@@ -143,7 +143,7 @@ def test_missing_override_file_is_an_error(tmp_path: Path):
 def test_broken_data_file_is_rejected_with_file_and_line(tmp_path: Path):
     import shutil
 
-    from ivr.plan import DATA_DIR
+    from ivr.core.plan import DATA_DIR
 
     for f in DATA_DIR.glob("*.csv"):
         shutil.copy(f, tmp_path / f.name)
@@ -155,7 +155,8 @@ def test_broken_data_file_is_rejected_with_file_and_line(tmp_path: Path):
 
 
 def test_admin_changes_replay_from_the_audit_log(plan):
-    from ivr.overrides import layer, overrides_from_audit
+    from ivr.adapters.overrides import layer
+    from ivr.plan_admin import overrides_from_audit
 
     entries = [
         {"action": "municipality", "target": "GM0664", "after": {"status": "not_connected", "destination":

@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ivr.corpus import write_wav
-from ivr.plan import load_base_plan
-from ivr.replay import ItemResult, compute_metrics, confusion, main, replay, report
+from ivr_lab.corpus import write_wav
+from ivr.core.plan import load_base_plan
+from ivr_lab.replay import ItemResult, compute_metrics, confusion, main, replay, report
 from ivr.speech.base import ScriptedRecogniser
 
 
@@ -89,7 +89,7 @@ def test_replay_runs_rows_and_reports_bad_ones(tmp_path: Path):
 def test_cli_writes_json(tmp_path: Path, monkeypatch, capsys):
     write_wav(tmp_path / "ok.wav", _speechlike())
     (tmp_path / "m.csv").write_text("path,area_code,expected_cbs_code\nok.wav,0113,GM0664\n")
-    import ivr.replay as replay_mod
+    import ivr_lab.replay as replay_mod
 
     monkeypatch.setattr(replay_mod, "make_recogniser", lambda engine, plan: ScriptedRecogniser(nbest=(("Goes", 0.9),)))
     assert main(["replay", str(tmp_path / "m.csv"), "--json", str(tmp_path / "out.json"), "--quiet"]) == 0

@@ -24,9 +24,9 @@ import numpy as np
 import pytest
 
 from ivr.config import Settings
-from ivr.corpus import write_wav
-from ivr.plan import load_base_plan
-from ivr.replay import main, read_slin, replay, report
+from ivr_lab.corpus import write_wav
+from ivr.core.plan import load_base_plan
+from ivr_lab.replay import main, read_slin, replay, report
 from ivr.speech.base import ScriptedRecogniser
 
 DEV = Path(__file__).resolve().parent / "data" / "dev"
@@ -83,7 +83,7 @@ def write_manifest(path: Path, rows) -> Path:
 
 @pytest.fixture(scope="module")
 def engine():
-    from ivr.replay import make_recogniser
+    from ivr_lab.replay import make_recogniser
 
     name = Settings().speech_engine
     if name == "none":
@@ -196,7 +196,7 @@ def test_bad_files_and_rows_are_errors_per_item_and_the_run_completes(tmp_path: 
              "ok.wav,0113",  # a short row: the remaining cells are missing
              ]
     (tmp_path / "m.csv").write_text("\n".join(lines) + "\n")
-    import ivr.replay as replay_mod
+    import ivr_lab.replay as replay_mod
 
     scripted = ScriptedRecogniser(nbest=(("Goes", 0.95),))
     original = replay_mod.make_recogniser

@@ -22,9 +22,9 @@ import pytest
 from e2e import REPO, SALT, start_controller
 
 from ivr.config import Settings
-from ivr.corpus import write_wav
-from ivr.lab.pcap import ulaw_encode
-from ivr.replay import read_slin
+from ivr_lab.corpus import write_wav
+from ivr_lab.pcap import ulaw_encode
+from ivr_lab.replay import read_slin
 
 pytestmark = [pytest.mark.asterisk, pytest.mark.speech]
 

@@ -1,4 +1,4 @@
-"""KPIs (ivr.report) and ``ivr report`` against hand-computed figures for a fixed set of records."""
+"""KPIs (ivr.core.report) and ``ivr report`` against hand-computed figures for a fixed set of records."""
 
 from __future__ import annotations
 
@@ -10,11 +10,11 @@ import random
 
 import pytest
 
-from ivr.callrecord import CallRecord
+from ivr.core.callrecord import CallRecord
 from ivr.cli import main
-from ivr.report import BASELINE_2020, KpiAccumulator, LogHistogram, MisrouteTracker, compute_kpis
-from ivr.report_render import parse_when, render
-from ivr.store import CallStore
+from ivr.core.report import BASELINE_2020, KpiAccumulator, LogHistogram, MisrouteTracker, compute_kpis
+from ivr.cli.report import parse_when, render
+from ivr.adapters.store import CallStore
 from kpi_records import EXPECTED, EXPECTED_WITH_TRUTH, T0, fixed_records, rec
 
 

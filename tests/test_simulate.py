@@ -5,10 +5,10 @@ import math
 
 import pytest
 
-from ivr.confusion import ConfusionModel, baseline_2020, fit_confusion, get_profile, load_confusion
-from ivr.report import compute_kpis
-from ivr.simulate import BASELINE_2020, SimConfig, simulate
-from ivr.store import CallStore
+from ivr.simulator.confusion import ConfusionModel, baseline_2020, fit_confusion, get_profile, load_confusion
+from ivr.core.report import compute_kpis
+from ivr.simulator import BASELINE_2020, SimConfig, simulate
+from ivr.adapters.store import CallStore
 
 
 def run(tmp_path=None, **kw):
@@ -67,7 +67,7 @@ def test_baseline_2020_reproduces_the_report():
     With N = 40,000 calls about 30,000 are asked by speech recognition, so the standard
     error of a share p is sqrt(p(1-p)/30000): 0.21 points at 85%, 0.17 at 10%, 0.10 at 3%,
     and 0.13 at 95% right / 5% transfer hang-up (~28,000 routed or transferred calls).
-    Figures are the report's (ivr.report). One point is more than 4 standard errors
+    Figures are the report's (ivr.core.report). One point is more than 4 standard errors
     for every figure: the test fails on a real drift of the model, not on sampling noise
     (calibration on 200,000 calls lands within 0.3 points of each figure).
     """

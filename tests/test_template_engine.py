@@ -22,9 +22,9 @@ if shutil.which("espeak-ng") is None or shutil.which("sox") is None:
     pytest.skip("the template engine speaks its references with espeak-ng and sox: "
                 "apt-get install -y espeak-ng sox", allow_module_level=True)
 
-from ivr.matcher import Matcher, MatchVerdict  # noqa: E402
-from ivr.plan import load_base_plan  # noqa: E402
-from ivr.replay import decide, read_slin  # noqa: E402
+from ivr.core.matcher import Matcher, MatchVerdict  # noqa: E402
+from ivr.core.plan import load_base_plan  # noqa: E402
+from ivr_lab.replay import decide, read_slin  # noqa: E402
 from ivr.speech.closed_set import frames_of  # noqa: E402
 from ivr.speech.template_engine import TemplateEngine, TemplateSettings  # noqa: E402
 from ivr.speech.templates import FeatureSettings, ReferenceBank, log_mel, subsequence_dtw  # noqa: E402
@@ -351,7 +351,7 @@ def test_an_unknown_voice_variant_is_refused_not_replaced_by_the_plain_voice(tmp
 def test_a_filled_pause_before_the_name_is_waited_for(plan, engine, m3_bank):
     """ "ehm ... Gorinchem" (a corpus voice, half a second's pause after "ehm"): the
     endpointer asks the engine, hears a filled pause, and the name decides the call."""
-    from ivr.replay import decide
+    from ivr_lab.replay import decide
     from ivr.speech.endpoint import Endpointer
 
     pause = np.zeros(4000, np.float32)

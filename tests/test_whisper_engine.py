@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from ivr.matcher import Matcher
-from ivr.plan import load_base_plan
-from ivr.replay import decide, read_slin
+from ivr.core.matcher import Matcher
+from ivr.core.plan import load_base_plan
+from ivr_lab.replay import decide, read_slin
 
 pytestmark = pytest.mark.speech
 DEV = Path(__file__).parent / "data" / "dev"

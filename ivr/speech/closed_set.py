@@ -2,7 +2,7 @@
 
 A closed-set engine does not transcribe: it decides which of an area code's
 municipalities (or "ja"/"nee") the caller said, and hands the call flow an n-best whose
-confidences make the project's :class:`~ivr.matcher.Matcher` carry out that decision.
+confidences make the project's :class:`~ivr.core.matcher.Matcher` carry out that decision.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import numpy as np
 from ivr.speech.base import FRAME_BYTES, Hypotheses, RecogniserError
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ivr.plan import Municipality, NumberingPlan
+    from ivr.core.plan import Municipality, NumberingPlan
 
 __all__ = ["Choice", "municipality_choice", "choices_for", "shaped_nbest", "BufferedSession", "frames_of",
            "YES_PHRASES", "NO_PHRASES", "FILLERS", "spoken"]

@@ -6,7 +6,7 @@ import logging
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ivr.plan import NumberingPlan
+    from ivr.core.plan import NumberingPlan
     from ivr.speech.base import Recogniser
 
 ENGINES = ("fusion", "templates", "whisper", "vosk")
@@ -29,7 +29,7 @@ def load_recogniser(engine: str, plan: "NumberingPlan") -> "Recogniser":
 
         return WhisperEngine(plan).warm_up()
     if engine == "vosk":
-        from ivr.grammar import grammar_for
+        from ivr.speech.grammar import grammar_for
         from ivr.speech.vosk_engine import VoskRecogniser
 
         recogniser = VoskRecogniser()
@@ -64,23 +64,4 @@ def cache_references(engine: str, plan: "NumberingPlan") -> int:
         from ivr.speech.template_engine import TemplateEngine
 
         return TemplateEngine(plan).cache_references()
-    return 0
-
-
-def register(sub) -> None:
-    p = sub.add_parser("references", help="build the speech engine's spoken references into the disk cache")
-    p.add_argument("--engine", choices=ENGINES, help="default: IVR_SPEECH_ENGINE")
-    p.set_defaults(func=_cache_command)
-
-
-def _cache_command(args) -> int:
-    import time
-
-    from ivr.config import load_settings
-    from ivr.plan import load_base_plan
-
-    engine = args.engine or load_settings().speech_engine
-    t0 = time.perf_counter()
-    made = cache_references(engine, load_base_plan())
-    print(f"references for {engine}: {made} made ({time.perf_counter() - t0:.1f} s)")
     return 0

@@ -46,7 +46,7 @@ from ivr.speech.templates import FeatureSettings, ReferenceBank, default_cache_d
 from ivr.speech.whisper_engine import EngineSettings, WhisperEngine, trim_silence
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ivr.plan import NumberingPlan
+    from ivr.core.plan import NumberingPlan
 
 __all__ = ["FusionEngine", "FusionSettings", "StateBank", "Evidence", "calibrated", "CALIBRATION_FEATURES"]
 
@@ -216,7 +216,7 @@ class FusionEngine:
     def _projection_phrases() -> list[str]:
         """The shipped municipalities' names: the same projection whatever plan is served
         (an operator's aliases or the bench's phrase plan must not change it)."""
-        from ivr.plan import load_base_plan
+        from ivr.core.plan import load_base_plan
 
         return sorted(municipality_choice(m).phrases[0] for m in load_base_plan().municipalities.values())
 

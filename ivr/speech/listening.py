@@ -1,7 +1,7 @@
 """Listening to one answer: endpointer + pre-roll + recogniser session -> a verdict.
 
 The one place that decides which of the caller's frames the recogniser hears and when
-the answer is complete. Live calls (:mod:`ivr.asterisk.audiosocket`) and ``ivr replay``
+the answer is complete. Live calls (:mod:`ivr.adapters.asterisk.audiosocket`) and ``ivr replay``
 both use it, so a replayed WAV is heard exactly as a call would hear it:
 
 - every 20 ms slin frame goes to the :class:`~ivr.speech.endpoint.Endpointer`;

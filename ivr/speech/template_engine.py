@@ -37,7 +37,7 @@ from ivr.speech.templates import FeatureSettings, ReferenceBank, log_mel, subseq
 if TYPE_CHECKING:  # pragma: no cover
     from pathlib import Path
 
-    from ivr.plan import NumberingPlan
+    from ivr.core.plan import NumberingPlan
 
 __all__ = ["TemplateEngine", "TemplateSettings"]
 

@@ -11,7 +11,7 @@ Per utterance (see ``docs/recognition.md`` for the measurements behind each step
 2. One short greedy decode, biased with the candidate names as the previous-text
    prompt (``"Goes, Reimerswaal, Borsele, Kapelle, Noord-Beveland."``), capped at
    ``base_tokens + tokens_per_second * seconds`` tokens.
-3. The project's :class:`~ivr.matcher.Matcher` reads the transcript's first sentence:
+3. The project's :class:`~ivr.core.matcher.Matcher` reads the transcript's first sentence:
    its best span (``Scored.span``) is where the name sits; the words before it are the
    prefix. Villages of the matcher's best 3 candidates that sound like the span
    (phonetic ratio >= ``place_floor``, at most ``max_places``) are shortlisted.
@@ -59,7 +59,7 @@ from ivr.speech.closed_set import (
 )
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ivr.plan import NumberingPlan
+    from ivr.core.plan import NumberingPlan
 
 __all__ = ["WhisperEngine", "EngineSettings", "load_model"]
 
@@ -188,7 +188,7 @@ class WhisperEngine:
     """A :class:`~ivr.speech.base.Recogniser` over the shipped Whisper base weights.
 
     ``start(vocabulary)`` takes CBS codes (what ``flow.Listen.vocabulary_of`` holds;
-    resolved through ``plan``), :class:`~ivr.plan.Municipality` objects, or plain
+    resolved through ``plan``), :class:`~ivr.core.plan.Municipality` objects, or plain
     phrases. An empty vocabulary means a yes/no question.
     """
 
@@ -456,7 +456,7 @@ class WhisperEngine:
         return out
 
     def _matcher(self, choices: Sequence[Choice]):
-        from ivr.matcher import Matcher
+        from ivr.core.matcher import Matcher
 
         key = tuple(c.key for c in choices if _CBS.match(c.key))
         m = self._matchers.get(key)
@@ -602,7 +602,7 @@ def _locate(transcript: str, matcher, s: "EngineSettings"):
     """
     from rapidfuzz import fuzz, process
 
-    from ivr.matcher import FILLER_WORDS, normalise, phonetic
+    from ivr.core.matcher import FILLER_WORDS, normalise, phonetic
 
     clause = _SENTENCE_END.split(transcript.strip(), maxsplit=1)[0]
     if not clause:

@@ -1,0 +1,303 @@
+"""FastAGI: the Asterisk driver of the call flow.
+
+Asterisk's dialplan sends every dialled number to ``agi://host:4573/call``. For each
+call this module runs one :class:`~ivr.core.flow.CallFlow` through the drive loop
+(:func:`ivr.core.drive.drive`) over an :class:`AgiPort`, which turns the port's requests into
+AGI commands and their results into flow events; the controller saves the call record as
+the call goes, so a record survives a caller hanging up mid-prompt or Asterisk going away.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Awaitable, Callable, Protocol, Sequence
+
+from ivr.core.callrecord import CallRecord, ErrorKind, hash_caller
+from ivr.core.drive import answer_first, drive
+from ivr.core.flow import (
+    Action,
+    CallEnded,
+    CallerHungUp,
+    CallFlow,
+    CallStarted,
+    Digit,
+    DriverLost,
+    Event,
+    MenuPage,
+    NoInput,
+    Question,
+    Transfer,
+    TransferAnswered,
+    TransferFailed,
+)
+
+log = logging.getLogger(__name__)
+
+PROMPT_DIR = "ivr14"
+ALL_DIGITS = "0123456789*#"
+DIAL_TIMEOUT_S = 30
+
+
+class ChannelHungUp(Exception):
+    """The caller's channel is gone."""
+
+
+class AsteriskLost(Exception):
+    """The AGI connection to Asterisk dropped or answered nonsense."""
+
+
+@dataclass(frozen=True, slots=True)
+class AgiResult:
+    code: int
+    result: str
+    data: str  # text in parentheses, e.g. "timeout"
+    rest: str  # anything after, e.g. "endpos=1234"
+
+
+def parse_result(line: str) -> AgiResult:
+    """Parse '200 result=49 (dtmf) endpos=123' and friends."""
+    head, _, tail = line.partition(" ")
+    if not head.isdigit():
+        raise AsteriskLost(f"unexpected AGI line {line!r}")
+    code = int(head)
+    result, data, rest = "", "", tail
+    if tail.startswith("result="):
+        value, _, rest = tail[len("result="):].partition(" ")
+        result = value
+        if rest.startswith("("):
+            data, _, rest = rest[1:].partition(")")
+            rest = rest.strip()
+    return AgiResult(code, result, data, rest)
+
+
+class AgiChannel:
+    """One FastAGI session: send a command, read its result, notice hang-ups."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, headers: dict[str, str]):
+        self.reader, self.writer, self.headers = reader, writer, headers
+        self.hung_up = False
+        self.answered = False
+
+    async def command(self, text: str, *, dead_ok: bool = False) -> AgiResult:
+        if self.hung_up and not dead_ok:
+            raise ChannelHungUp(text)
+        try:
+            self.writer.write(text.encode() + b"\n")
+            await self.writer.drain()
+            while True:
+                raw = await self.reader.readline()
+                if not raw:
+                    raise AsteriskLost(f"connection closed during {text!r}")
+                line = raw.decode(errors="replace").rstrip("\r\n")
+                if line == "HANGUP":  # asynchronous notice; the command's own result follows
+                    self.hung_up = True
+                    continue
+                if line.startswith("100 "):
+                    continue
+                if line.startswith("520-"):  # usage error: multi-line, ends with '520 End of proper usage.'
+                    while line and not line.startswith("520 "):
+                        line = (await self.reader.readline()).decode(errors="replace").rstrip("\r\n")
+                    raise AsteriskLost(f"usage error for {text!r}")
+                break
+        except (ConnectionError, OSError) as exc:
+            raise AsteriskLost(f"{type(exc).__name__} during {text!r}") from exc
+        result = parse_result(line)
+        if result.code == 511 or (result.result == "-1" and not dead_ok):
+            self.hung_up = True
+            raise ChannelHungUp(text)
+        return result
+
+    async def stream(self, key: str, escape_digits: str = "") -> str | None:
+        r = await self.command(f'STREAM FILE {PROMPT_DIR}/{key} "{escape_digits}"')
+        return chr(int(r.result)) if r.result not in ("", "0") else None
+
+    async def wait_for_digit(self, timeout_s: float) -> str | None:
+        r = await self.command(f"WAIT FOR DIGIT {int(timeout_s * 1000)}")
+        return chr(int(r.result)) if r.result not in ("", "0") else None
+
+    async def get_variable(self, name: str) -> str:
+        r = await self.command(f"GET VARIABLE {name}", dead_ok=True)
+        return r.data if r.result == "1" else ""
+
+    async def set_variable(self, name: str, value: str) -> None:
+        await self.command(f'SET VARIABLE {name} "{value}"', dead_ok=True)
+
+
+class SpeechPath(Protocol):
+    """How a Listen action is carried out (the AudioSocket path); absent = no speech."""
+
+    async def listen(self, channel: AgiChannel, call_id: str, action: Question) -> Event: ...
+
+
+class CallObserver(Protocol):
+    """Told about every call's progress: the metrics and any live view hang off this."""
+
+    def call_started(self, record: CallRecord) -> None: ...
+    def call_event(self, record: CallRecord, event: Event, actions: list[Action]) -> None: ...
+    def call_ended(self, record: CallRecord) -> None: ...
+
+
+class CallController:
+    """Runs each AGI session through a fresh call flow."""
+
+    def __init__(self, *, flow_factory: Callable[[], CallFlow], save: Callable[[CallRecord], None],
+                 caller_salt: str = "", speech: SpeechPath | None = None,
+                 answered_by: Callable[[str], Awaitable[tuple[str, float] | None]] | None = None,
+                 observer: CallObserver | None = None, clock: Callable[[], float] = time.monotonic):
+        self.flow_factory = flow_factory
+        self.save = save
+        self.caller_salt = caller_salt
+        self.speech = speech
+        self.answered_by = answered_by
+        self.observer = observer
+        self.clock = clock
+        self.active = 0
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """asyncio server callback for one FastAGI connection."""
+        self.active += 1
+        try:
+            headers = await _read_headers(reader)
+            if headers is None:
+                return
+            await self.run_call(AgiChannel(reader, writer, headers))
+        except Exception:  # one broken call must never take the server down
+            log.exception("AGI session failed")
+        finally:
+            self.active -= 1
+            writer.close()
+
+    async def run_call(self, channel: AgiChannel) -> CallRecord:
+        h = channel.headers
+        flow = self.flow_factory()
+        call_id = h.get("agi_uniqueid") or uuid.uuid4().hex
+        dialled = h.get("agi_extension", "")
+        started = CallStarted(self.clock(), call_id, dialled,
+                              caller=hash_caller(h.get("agi_callerid", ""), self.caller_salt), wall_time=time.time())
+        actions = flow.handle(started)
+        record = flow.record
+        self._persist(record)
+        if self.observer:
+            self.observer.call_started(record)
+            self.observer.call_event(record, started, actions)
+        port = AgiPort(channel, call_id, speech=self.speech, answered_by=self.answered_by, clock=self.clock)
+        try:
+            if call_id != h.get("agi_uniqueid"):  # the dialplan sets it to UNIQUEID itself
+                await channel.set_variable("__IVR_CALL_ID", call_id)
+            if answer_first(actions):  # straight through: the caller hears the far end ring
+                await channel.command("ANSWER")
+                channel.answered = True
+            await drive(flow, port, actions, observe=lambda event, acts: self._observe(record, event, acts),
+                        settled=lambda: self._persist(record))
+        except ChannelHungUp:
+            self._feed(flow, CallerHungUp(self.clock(), await port.hangup_cause()))
+        except AsteriskLost as exc:
+            self._feed(flow, DriverLost(self.clock(), f"asterisk lost: {exc}", ErrorKind.ASTERISK_LOST))
+        except asyncio.CancelledError:
+            self._feed(flow, DriverLost(self.clock(), "controller shutting down", ErrorKind.SHUTDOWN))
+            raise
+        finally:
+            if not flow.ended:
+                self._feed(flow, CallerHungUp(self.clock(), await port.hangup_cause()))
+            self._feed(flow, CallEnded(self.clock(), time.time()))
+            self._persist(record)
+            if self.observer:
+                self.observer.call_ended(record)
+        return record
+
+    def _observe(self, record: CallRecord, event: Event, actions: list[Action]) -> None:
+        if self.observer:
+            self.observer.call_event(record, event, actions)
+
+    def _feed(self, flow: CallFlow, event: Event) -> None:
+        self._observe(flow.record, event, flow.handle(event))
+
+    def _persist(self, record: CallRecord) -> None:
+        try:
+            self.save(record)
+        except Exception:  # storage trouble must not drop the call; the final save retries
+            log.exception("could not save call record %s", record.call_id)
+
+
+class AgiPort:
+    """The drive loop's port on one AGI session (see :class:`ivr.core.drive.CallPort`)."""
+
+    def __init__(self, channel: AgiChannel, call_id: str, *, speech: SpeechPath | None = None,
+                 answered_by: Callable[[str], Awaitable[tuple[str, float] | None]] | None = None,
+                 clock: Callable[[], float] = time.monotonic):
+        self.channel, self.call_id = channel, call_id
+        self.speech, self.answered_by, self.now = speech, answered_by, clock
+
+    async def play(self, prompts: Sequence[str], stop_digits: str = "") -> str | None:
+        for key in prompts:
+            digit = await self.channel.stream(key, stop_digits)
+            if digit:
+                return digit
+        return None
+
+    async def collect_digit(self, menu: MenuPage) -> Event:
+        digit = await self.play(menu.prompts, ALL_DIGITS)
+        if digit:
+            return Digit(self.now(), digit)
+        digit = await self.channel.wait_for_digit(menu.timeout_s)
+        return Digit(self.now(), digit) if digit else NoInput(self.now())
+
+    async def listen(self, question: Question) -> Event:
+        if self.speech is None:
+            raise AsteriskLost("Listen action without a speech path")
+        return await self.speech.listen(self.channel, self.call_id, question)
+
+    async def dial(self, transfer: Transfer, started_at: float) -> list[Event]:
+        channel = self.channel
+        answered_before = channel.answered
+        # 'r': the caller hears ringback while the destination is set up
+        await channel.command(f"EXEC Dial {transfer.destination},{DIAL_TIMEOUT_S},r", dead_ok=True)
+        status = await channel.get_variable("DIALSTATUS")
+        now = self.now()
+        if status == "ANSWER":
+            # Dial returns when the connected call ends; ANSWEREDTIME_MS dates the answer
+            answer = await self.answered_by(self.call_id) if self.answered_by else None
+            who, answered_at = answer if answer else ("", None)
+            if answered_at is None and not answered_before:
+                # ANSWEREDTIME counts from the caller channel's answer: usable only when Dial answered it
+                answered_at = now - (_int(await channel.get_variable("ANSWEREDTIME_MS")) or 0) / 1000
+            setup_ms = max(0.0, (answered_at - started_at) * 1000) if answered_at is not None else None
+            answered = TransferAnswered(answered_at or now, who, setup_ms, timed=answered_at is not None)
+            return [answered, CallerHungUp(now, "normal")]
+        if status == "CANCEL" or channel.hung_up:
+            return [CallerHungUp(now, await self.hangup_cause())]
+        return [TransferFailed(now, status or "UNKNOWN")]
+
+    async def hang_up(self) -> None:
+        await self.channel.command("HANGUP")
+
+    async def hangup_cause(self) -> str:
+        try:
+            return await asyncio.wait_for(self.channel.get_variable("HANGUPCAUSE"), 1.0)
+        except Exception:
+            return ""
+
+
+def _int(text: str) -> int | None:
+    try:
+        return int(text)
+    except (TypeError, ValueError):
+        return None
+
+
+async def _read_headers(reader: asyncio.StreamReader) -> dict[str, str] | None:
+    headers: dict[str, str] = {}
+    while True:
+        raw = await reader.readline()
+        if not raw:
+            return None
+        line = raw.decode(errors="replace").rstrip("\r\n")
+        if not line:
+            return headers
+        key, sep, value = line.partition(": ")
+        if sep:
+            headers[key] = value

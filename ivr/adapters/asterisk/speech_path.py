@@ -1,0 +1,101 @@
+"""The live speech path: a flow :data:`~ivr.core.flow.Question` carried out over AudioSocket.
+
+The AGI session runs ``EXEC AudioSocket <uuid>,host:port``; meanwhile the
+:class:`~ivr.adapters.asterisk.audiosocket.AudioSocketServer` plays the prompt itself (so our own
+end-of-speech detector can stop it on barge-in), streams the caller's audio to the
+recogniser and closes the socket when it has decided, which returns AudioSocket to the
+AGI with the call still up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+import wave
+from functools import lru_cache
+from pathlib import Path
+from typing import Callable, Sequence
+
+from ivr.core.flow import Digit, Event, NoInput, Question, SpeechHeard
+from ivr.speech.grammar import YES_NO_PHRASES
+from ivr.core.matcher import Matcher
+from ivr.core.plan import NumberingPlan
+from ivr.speech.base import Recogniser
+from ivr.adapters.asterisk.agi import AgiChannel, ChannelHungUp
+from ivr.adapters.asterisk.audiosocket import AudioSocketServer
+
+log = logging.getLogger(__name__)
+
+class PromptAudio:
+    """The prompts as raw slin (8 kHz, 16-bit mono), read once from the prompts folder."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+
+    @lru_cache(maxsize=1024)
+    def pcm(self, key: str) -> bytes:
+        path = self.folder / f"{key}.wav"
+        try:
+            with wave.open(str(path), "rb") as w:
+                if (w.getframerate(), w.getsampwidth(), w.getnchannels()) != (8000, 2, 1):
+                    log.warning("prompt %s is not 8 kHz 16-bit mono: skipped", path)
+                    return b""
+                return w.readframes(w.getnframes())
+        except (OSError, wave.Error) as exc:
+            log.warning("prompt %s unreadable (%s): skipped", path, exc)
+            return b""
+
+    def sentence(self, keys: Sequence[str]) -> bytes:
+        return b"".join(self.pcm(k) for k in keys)
+
+
+class AudioSocketSpeech:
+    def __init__(self, server: AudioSocketServer, recogniser: Recogniser, prompts: PromptAudio,
+                 plan: Callable[[], NumberingPlan], *, max_speech_s: float = 6.0):
+        self.server = server
+        self.recogniser = recogniser
+        self.prompts = prompts
+        self.plan = plan
+        self.max_speech_s = max_speech_s
+
+    def vocabulary(self, action: Question) -> tuple[str, ...]:
+        closed_set = getattr(self.recogniser, "closed_set", False)  # scores the candidates themselves
+        if not action.vocabulary_of:
+            return () if closed_set else YES_NO_PHRASES
+        if closed_set:
+            return action.vocabulary_of
+        plan = self.plan()
+        return tuple(sorted(cached_matcher(tuple(plan.municipalities[c] for c in action.vocabulary_of)).vocabulary()))
+
+    async def listen(self, channel: AgiChannel, call_id: str, action: Question) -> Event:
+        call_uuid = str(uuid.uuid4())
+        listening = asyncio.create_task(self.server.listen(
+            call_uuid, self.recogniser, self.vocabulary(action),
+            prompt_pcm=self.prompts.sentence(action.prompts) or None,
+            no_input_s=action.timeout_s, max_speech_s=self.max_speech_s))
+        try:
+            await channel.command(f"EXEC AudioSocket {call_uuid},{self.server.host}:{self.server.port}")
+        except BaseException:
+            listening.cancel()
+            raise
+        result = await listening
+        at = result.decided_at or time.monotonic()
+        if result.outcome == "speech":
+            return SpeechHeard(at, tuple(result.nbest), result.speech_ended_at, result.recogniser_ms)
+        if result.outcome == "dtmf" and result.digits:
+            return Digit(at, result.digits[0])
+        if result.outcome == "hangup":
+            raise ChannelHungUp("hang-up during AudioSocket")
+        if result.outcome == "error":
+            log.warning("speech path error on call %s: %s", call_id, result.detail)
+        return NoInput(at)
+
+
+@lru_cache(maxsize=512)
+def cached_matcher(candidates: tuple) -> Matcher:
+    """One matcher per candidate set: building one precomputes every name's keys."""
+    return Matcher(candidates)
+
+

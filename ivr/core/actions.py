@@ -1,0 +1,126 @@
+"""What the call flow asks a driver to do: actions that say what they ask.
+
+A driver never re-derives the meaning from prompt keys: :class:`AskName` carries the
+candidates, :class:`ConfirmOne` the municipality, :class:`ChooseOfTwo` both options,
+:class:`MenuPage` its digit -> municipality entries. The prompts are what to play.
+Only the drive loop (:mod:`ivr.core.drive`) branches on these types.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ivr.core.routing import MORE_DIGIT, OPERATOR_DIGIT
+
+Prompt = tuple[str, ...]  # prompt keys, played in order (see ivr.core.prompts)
+
+
+@dataclass(frozen=True, slots=True)
+class Play:
+    """Say something; nothing is asked."""
+
+    prompts: Prompt
+
+
+@dataclass(frozen=True, slots=True)
+class AskName:
+    """Which municipality? Listen for one of ``candidates`` (CBS codes); a digit asks for the menu."""
+
+    prompts: Prompt  # played with barge-in (speech or digit stops them)
+    candidates: tuple[str, ...]
+    timeout_s: float
+    again: bool = False  # asked again after an answer that was not understood
+    digits: str = "0123456789"  # digits accepted as an answer as well
+
+    @property
+    def vocabulary_of(self) -> tuple[str, ...]:
+        """CBS codes whose names are expected."""
+        return self.candidates
+
+
+@dataclass(frozen=True, slots=True)
+class ConfirmOne:
+    """Did you mean ``municipality``? Yes/no by voice, or 1 (yes) / 2 (no)."""
+
+    prompts: Prompt
+    municipality: str  # CBS code
+    timeout_s: float
+    digits: str = "12"
+
+    @property
+    def vocabulary_of(self) -> tuple[str, ...]:
+        return ()  # a yes/no question
+
+
+@dataclass(frozen=True, slots=True)
+class ChooseOfTwo:
+    """``options[0]`` or ``options[1]``? The name by voice, or digit 1 / 2."""
+
+    prompts: Prompt
+    options: tuple[str, str]  # CBS codes
+    timeout_s: float
+    digits: str = "12"
+
+    @property
+    def vocabulary_of(self) -> tuple[str, ...]:
+        return self.options
+
+
+@dataclass(frozen=True, slots=True)
+class MenuEntry:
+    digit: str
+    municipality: str  # CBS code
+    heard_after: int  # prompts played up to and including this entry's digit
+
+
+@dataclass(frozen=True, slots=True)
+class MenuPage:
+    """A DTMF menu page: ``entries`` (digit -> municipality), 9 for more when ``more``, 0 for a person."""
+
+    prompts: Prompt  # played with barge-in: any digit stops them
+    entries: tuple[MenuEntry, ...]
+    more: bool
+    timeout_s: float
+    again: bool = False  # asked again after a failed answer
+
+    @property
+    def digits(self) -> str:
+        """The digits that mean something on this page."""
+        return "".join(e.digit for e in self.entries) + (MORE_DIGIT if self.more else "") + OPERATOR_DIGIT
+
+
+@dataclass(frozen=True, slots=True)
+class Transfer:
+    destination: str
+    prompts: Prompt = ()  # said before dialling
+    municipality: str | None = None
+    back_digit: str = ""  # pressed during the prompts: "not that one", back to the question
+
+
+@dataclass(frozen=True, slots=True)
+class Goodbye:
+    """Say ``prompts`` (no barge-in) and hang up: the call is over."""
+
+    prompts: Prompt = ()
+    cause: str = "normal"
+
+
+#: The questions answered by voice (or a digit): the driver listens.
+Question = AskName | ConfirmOne | ChooseOfTwo
+Listen = Question  # the name drivers and tests knew
+CollectDigit = MenuPage
+Action = Play | AskName | ConfirmOne | ChooseOfTwo | MenuPage | Transfer | Goodbye
+
+
+# --- prompt keys (texts in ivr/core/prompts.py) -----------------------------------
+
+
+BACK_DIGIT = "*"
+
+
+def municipality_prompt(cbs_code: str) -> str:
+    return f"gemeente/{cbs_code}"
+
+
+def digit_prompts(number: str) -> Prompt:
+    return tuple(f"cijfer/{d}" for d in number if d.isdigit())

@@ -1,0 +1,165 @@
+"""What is kept of one call: filled in by the call flow, persisted by a store.
+
+Plain data, no I/O. Times are seconds on the driver's clock (monotonic for durations,
+wall-clock epoch for ``started_at``/``ended_at``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import asdict, dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from ivr.core.plan import RoutingMode
+from ivr.core.routing import Verdict
+
+
+class Outcome(StrEnum):
+    ROUTED = "routed"
+    NOT_CONNECTED = "not_connected"
+    UNKNOWN_AREA_CODE = "unknown_area_code"
+    OPERATOR = "operator"
+    CALLER_HANGUP = "caller_hangup"
+    FAILED = "failed"
+
+
+class Phase(StrEnum):
+    GREETING = "greeting"
+    MENU = "menu"
+    SPEECH = "speech"
+    CONFIRM = "confirm"
+    TRANSFER = "transfer"
+    CONNECTED = "connected"
+
+
+class AttemptKind(StrEnum):
+    """Which question an attempt answered."""
+
+    SPEECH = "speech"  # "which municipality?"
+    CONFIRM = "confirm"  # "did you mean X?" / "X or Y?"
+    MENU = "menu"  # a DTMF menu page
+    TRANSFER = "transfer"  # "*" while hearing where the call goes
+
+
+class InputKind(StrEnum):
+    SPEECH = "speech"
+    DTMF = "dtmf"
+    NO_INPUT = "no_input"
+
+
+class AttemptVerdict(StrEnum):
+    """What one answer meant: the matcher's verdicts, then the menu's and the confirmation's."""
+
+    ACCEPT = "accept"
+    CONFIRM = "confirm"
+    CHOOSE = "choose"
+    REJECT = "reject"
+    YES = "yes"
+    NO = "no"
+    UNCLEAR = "unclear"
+    CHOSEN = "chosen"
+    MORE = "more"
+    OPERATOR = "operator"
+    INVALID = "invalid"
+    TO_MENU = "to_menu"
+    BACK = "back"
+    NONE = ""  # no answer (no input)
+
+
+class ErrorKind(StrEnum):
+    """Why a call went wrong on our side (``CallRecord.error`` says it in words, for people)."""
+
+    TRANSFER_FAILED = "transfer_failed"
+    ASTERISK_LOST = "asterisk_lost"
+    SHUTDOWN = "shutdown"
+    OTHER = "other"
+
+
+class MisrouteSignal(StrEnum):
+    """How a misrouted call shows itself, in order of precedence (see ivr.core.report)."""
+
+    EXPECTED_MISMATCH = "expected_mismatch"
+    ANSWERED_BY_MISMATCH = "answered_by_mismatch"
+    REJECTED_CONFIRMATION = "rejected_confirmation"
+    REPEAT_CALL = "repeat_call"
+
+
+@dataclass
+class Attempt:
+    """One question to the caller and what came back."""
+
+    kind: AttemptKind
+    input: InputKind
+    heard: str = ""  # best transcript or the digit
+    candidates: list[dict[str, Any]] = field(default_factory=list)  # [{cbs_code, score}] best first
+    verdict: AttemptVerdict = AttemptVerdict.NONE  # matcher verdict or menu result
+    chosen: str = ""  # CBS code the attempt pointed to, if any
+    recogniser_ms: float | None = None
+    decision_ms: float | None = None  # end of speech -> decision
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Attempt":
+        d = dict(data)
+        d["kind"], d["input"] = AttemptKind(d["kind"]), InputKind(d["input"])
+        d["verdict"] = AttemptVerdict(d.get("verdict") or "")
+        return cls(**d)
+
+
+@dataclass
+class CallRecord:
+    call_id: str
+    dialled: str
+    caller: str = ""  # hashed: callers' numbers are personal data
+    started_at: float = 0.0
+    ended_at: float | None = None
+    area_code: str | None = None
+    mode: RoutingMode | None = None
+    decision: Verdict | str = ""  # routing verdict ("" until the call has started)
+    reason: str = ""  # for people: never read by logic
+    municipality: str | None = None  # CBS code decided
+    destination: str | None = None
+    answered_by: str | None = None  # what answered the transfer (lab: CBS code)
+    outcome: Outcome | None = None
+    phase: Phase = Phase.GREETING  # current phase; at the end: the phase the call ended in
+    hangup_phase: Phase | None = None  # set when the caller hung up before being connected
+    hangup_cause: str | None = None
+    recognition_attempts: int = 0  # questions asked until a decision (speech + confirm + menu)
+    rejected_confirmations: int = 0  # caller said "no" to an announced municipality
+    digits: str = ""
+    attempts: list[Attempt] = field(default_factory=list)
+    phase_seconds: dict[str, float] = field(default_factory=dict)
+    decision_ms: float | None = None  # call start -> routing decision (unique codes)
+    transfer_setup_ms: float | None = None  # Dial -> answer
+    ivr_seconds: float | None = None  # call start -> transfer or end
+    error: str | None = None  # for people: never read by logic (see error_kind)
+    plan_version: str = ""
+    # ground truth where a driver knows it (simulator, replay): the CBS code the caller wanted
+    expected_municipality: str | None = None
+    error_kind: ErrorKind | None = None
+    calamity: bool = False  # the decision is a calamity override's
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "CallRecord":
+        """A record from plain data (a stored row, JSON): the enums become enums again."""
+        d = dict(data)
+        d["attempts"] = [a if isinstance(a, Attempt) else Attempt.from_dict(a) for a in d.get("attempts") or []]
+        d["phase_seconds"] = {Phase(k): v for k, v in (d.get("phase_seconds") or {}).items()}
+        for key, enum in (("mode", RoutingMode), ("outcome", Outcome), ("hangup_phase", Phase),
+                          ("error_kind", ErrorKind)):
+            d[key] = enum(d[key]) if d.get(key) else None
+        d["phase"] = Phase(d.get("phase") or Phase.GREETING)
+        d["decision"] = Verdict(d["decision"]) if d.get("decision") else ""
+        d["calamity"] = bool(d.get("calamity"))
+        return cls(**d)
+
+
+def hash_caller(number: str, salt: str) -> str:
+    """A stable pseudonym for a caller's number (keeps repeat-caller analysis possible)."""
+    digits = "".join(ch for ch in (number or "") if ch.isdigit())
+    if not digits:
+        return ""
+    return hashlib.sha256((salt + digits).encode()).hexdigest()[:16]

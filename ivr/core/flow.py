@@ -1,0 +1,490 @@
+"""The call flow: an explicit state machine fed by events, returning actions.
+
+It does no I/O and knows nothing of Asterisk, sockets or SQLite (in the spirit of
+``h11``). Asterisk and the simulator drive the same flow (through
+:func:`ivr.core.drive.drive`): each sends :class:`Event` objects to :meth:`CallFlow.handle`
+and carries out the returned :class:`Action` objects. Actions say what they ask —
+:class:`AskName` among candidates, :class:`ConfirmOne`, :class:`ChooseOfTwo`, a
+:class:`MenuPage` with its digit -> municipality entries, :class:`Transfer`,
+:class:`Goodbye` — so a driver never re-derives the meaning from prompt keys. The
+questions are answered by the next event.
+
+The flow is the only writer of the :class:`~ivr.core.callrecord.CallRecord`. Every event
+carries ``at``, a monotonic time in seconds from the driver, and the driver's other
+timings travel in events too (:class:`Dialling`, :class:`CallEnded`), so timings in the
+record are the driver's and tests are deterministic.
+
+Longer than 400 lines on purpose: every transition of the state machine is in this one
+module (as in h11's ``_state.py``); events and actions are in ``events.py`` / ``actions.py``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Callable, Sequence
+
+from ivr.core.actions import (
+    BACK_DIGIT,
+    Action,
+    AskName,
+    ChooseOfTwo,
+    CollectDigit,
+    ConfirmOne,
+    Goodbye,
+    Listen,
+    MenuEntry,
+    MenuPage,
+    Play,
+    Prompt,
+    Question,
+    Transfer,
+    digit_prompts,
+    municipality_prompt,
+)
+from ivr.core.callrecord import Attempt, AttemptKind, AttemptVerdict, CallRecord, ErrorKind, InputKind, Outcome, Phase
+from ivr.core.events import (
+    CallEnded,
+    CallerHungUp,
+    CallStarted,
+    Digit,
+    Dialling,
+    DriverLost,
+    Event,
+    NoInput,
+    SpeechHeard,
+    TransferAnswered,
+    TransferFailed,
+)
+from ivr.core.plan import Municipality, NumberingPlan, RoutingMode
+from ivr.core.routing import (
+    MORE_DIGIT,
+    OPERATOR_DIGIT,
+    Decision,
+    Verdict,
+    choose,
+    menu_has_more,
+    menu_page,
+    route,
+)
+
+
+# the flow's interface: events in (ivr.core.events), actions out (ivr.core.actions)
+__all__ = ["Action", "AskName", "BACK_DIGIT", "CallEnded", "CallFlow", "CallStarted", "CallerHungUp", "ChooseOfTwo",
+           "CollectDigit", "ConfirmOne", "Dialling", "Digit", "DriverLost", "Event", "FlowError", "FlowSettings",
+           "Goodbye", "Listen", "MenuEntry", "MenuPage", "NoInput", "Play", "Prompt", "Question", "SpeechHeard",
+           "Transfer", "TransferAnswered", "TransferFailed", "digit_prompts", "municipality_prompt"]
+
+
+class FlowError(RuntimeError):
+    """An event arrived that the flow cannot accept in its state (a driver bug)."""
+
+
+# --- the flow ----------------------------------------------------------------------
+
+MatcherFactory = Callable[[Sequence[Municipality]], object]
+
+
+@dataclass
+class FlowSettings:
+    menu_timeout_s: float = 6.0
+    speech_timeout_s: float = 5.0
+    confirm_timeout_s: float = 4.0
+    max_speech_attempts: int = 2  # then the DTMF menu: three attempts in all
+    max_menu_failures: int = 2  # invalid/no digit twice -> operator
+
+
+@dataclass
+class _State:
+    phase: Phase = Phase.GREETING
+    phase_since: float = 0.0
+    candidates: tuple[Municipality, ...] = ()
+    speech_attempts: int = 0
+    menu_failures: int = 0
+    menu_page: int = 0
+    pending: tuple[Municipality, ...] = ()  # what a confirmation is about (1 or 2 municipalities)
+    transfer_started: float | None = None
+    ended: bool = False
+    started: float = 0.0
+
+
+class CallFlow:
+    def __init__(self, plan: NumberingPlan, *, speech_available: bool = True,
+                 matcher_factory: MatcherFactory | None = None, yes_no: Callable | None = None,
+                 settings: FlowSettings | None = None, now: Callable[[], datetime] | None = None):
+        self.plan = plan
+        self.speech_available = speech_available and matcher_factory is not None
+        self._matcher_factory = matcher_factory
+        self._yes_no = yes_no
+        self.settings = settings or FlowSettings()
+        self._now = now or (lambda: datetime.now(timezone.utc))
+        self._state = _State()
+        self.record: CallRecord | None = None
+        self._matcher = None
+
+    # -- public -----------------------------------------------------------------
+
+    @property
+    def phase(self) -> Phase:
+        return self._state.phase
+
+    @property
+    def ended(self) -> bool:
+        return self._state.ended
+
+    def handle(self, event: Event) -> list[Action]:
+        if isinstance(event, CallStarted):
+            return self._start(event)
+        if self.record is None:
+            raise FlowError(f"{type(event).__name__} before CallStarted")
+        if isinstance(event, CallEnded):
+            self.record.ended_at = event.wall_time
+            return []
+        if self._state.ended:
+            return []
+        if isinstance(event, Dialling):
+            return self._dialling(event)
+        if isinstance(event, CallerHungUp):
+            return self._hung_up(event)
+        if isinstance(event, DriverLost):
+            return self._lost(event)
+        if isinstance(event, TransferAnswered):
+            return self._answered(event)
+        if isinstance(event, TransferFailed):
+            return self._transfer_failed(event)
+        if isinstance(event, Digit):
+            return self._digit(event)
+        if isinstance(event, SpeechHeard):
+            return self._speech(event)
+        if isinstance(event, NoInput):
+            return self._no_input(event)
+        raise FlowError(f"unknown event {event!r}")
+
+    # -- start --------------------------------------------------------------------
+
+    def _start(self, ev: CallStarted) -> list[Action]:
+        if self.record is not None:
+            raise FlowError("CallStarted twice")
+        self._state.started = self._state.phase_since = ev.at
+        self.record = CallRecord(call_id=ev.call_id, dialled=ev.dialled, caller=ev.caller,
+                                 started_at=ev.wall_time, plan_version=self.plan.version,
+                                 expected_municipality=ev.expected)
+        decision = route(self.plan, ev.dialled, now=self._now(), speech_available=self.speech_available)
+        self._note_decision(decision)
+        self.record.area_code = decision.area_code
+        self.record.mode = decision.mode
+        if decision.verdict is Verdict.ASK:
+            self._state.candidates = decision.candidates
+            if decision.mode is RoutingMode.SPEECH:
+                return self._ask_speech(ev.at, first=True)
+            return self._ask_menu(ev.at, prompts=("welkom",))
+        self.record.decision_ms = 0.0  # decided on arrival; the driver's Dialling event adds its latency
+        return self._act_on(decision, ev.at)
+
+    # -- deciding -----------------------------------------------------------------
+
+    def _note_decision(self, decision: Decision) -> None:
+        rec = self.record
+        rec.decision = decision.verdict
+        rec.reason = decision.reason
+        rec.calamity = decision.calamity
+        if decision.municipality:
+            rec.municipality = decision.municipality.cbs_code
+        if decision.destination:
+            rec.destination = decision.destination
+
+    def _act_on(self, decision: Decision, at: float, announce: bool = False) -> list[Action]:
+        self._note_decision(decision)
+        v = decision.verdict
+        if v is Verdict.TRANSFER:
+            prompts: tuple[str, ...] = ()
+            if decision.message:
+                prompts += ("calamiteit",)
+            back = ""
+            if announce and decision.municipality:
+                prompts += ("doorverbinden", municipality_prompt(decision.municipality.cbs_code), "terug_keuze")
+                back = BACK_DIGIT
+            cbs = decision.municipality.cbs_code if decision.municipality else None
+            return self._transfer(Transfer(decision.destination, prompts, cbs, back), at)
+        if v is Verdict.OPERATOR:
+            return self._to_operator(at, reason=decision.reason)
+        if v is Verdict.NOT_CONNECTED:
+            m = decision.municipality
+            prompts = ("de_gemeente", municipality_prompt(m.cbs_code), "niet_aangesloten")
+            if m.alt_number:
+                prompts += ("belt_u", *digit_prompts(m.alt_number))
+            return self._finish(at, Outcome.NOT_CONNECTED, Goodbye(prompts + ("tot_ziens",)))
+        # invalid number or unknown area code
+        return self._finish(at, Outcome.UNKNOWN_AREA_CODE, Goodbye(("onbekend_nummer", "tot_ziens")))
+
+    def _to_operator(self, at: float, reason: str) -> list[Action]:
+        rec = self.record
+        rec.decision = Verdict.OPERATOR
+        rec.reason = reason
+        rec.calamity = False
+        rec.destination = self.plan.operator_destination
+        rec.municipality = None
+        return self._transfer(Transfer(self.plan.operator_destination, ("medewerker",), None), at)
+
+    def _transfer(self, action: Transfer, at: float) -> list[Action]:
+        self._enter(Phase.TRANSFER, at)
+        self._state.transfer_started = at
+        self.record.ivr_seconds = at - self._state.started
+        return [action]
+
+    def _chosen(self, m: Municipality, at: float, how: str) -> list[Action]:
+        area = self.plan.area_codes[self.record.area_code]
+        decision = choose(self.plan, area, m, dialled=self.record.dialled, now=self._now(), how=how)
+        return self._act_on(decision, at, announce=True)
+
+    # -- the DTMF menu ------------------------------------------------------------
+
+    def _ask_menu(self, at: float, prompts: tuple[str, ...] = (), page: int = 0, again: bool = False) -> list[Action]:
+        self._enter(Phase.MENU, at)
+        self._state.menu_page = page
+        self.record.recognition_attempts += 1
+        listing: list[str] = list(prompts) + (["kies_menu"] if page == 0 else [])
+        entries: list[MenuEntry] = []
+        for digit, m in menu_page(self._state.candidates, page):
+            listing += ["voor", municipality_prompt(m.cbs_code), "toets", f"cijfer/{digit}"]
+            entries.append(MenuEntry(digit, m.cbs_code, heard_after=len(listing)))
+        more = menu_has_more(self._state.candidates, page)
+        if more:
+            listing.append("meer_keuzes")
+        listing.append("medewerker_keuze")
+        return [MenuPage(tuple(listing), tuple(entries), more, self.settings.menu_timeout_s, again=again)]
+
+    def _menu_digit(self, ev: Digit) -> list[Action]:
+        st = self._state
+        rec = self.record
+        rec.digits += ev.digit
+        entries = dict(menu_page(st.candidates, st.menu_page))
+        if ev.digit in entries:
+            m = entries[ev.digit]
+            rec.attempts.append(Attempt(AttemptKind.MENU, InputKind.DTMF, ev.digit, verdict=AttemptVerdict.CHOSEN,
+                                        chosen=m.cbs_code))
+            return self._chosen(m, ev.at, how=f"menu digit {ev.digit}")
+        if ev.digit == MORE_DIGIT and menu_has_more(st.candidates, st.menu_page):
+            rec.attempts.append(Attempt(AttemptKind.MENU, InputKind.DTMF, ev.digit, verdict=AttemptVerdict.MORE))
+            rec.recognition_attempts -= 1  # paging is the same question
+            return self._ask_menu(ev.at, page=st.menu_page + 1)
+        if ev.digit == OPERATOR_DIGIT:
+            rec.attempts.append(Attempt(AttemptKind.MENU, InputKind.DTMF, ev.digit, verdict=AttemptVerdict.OPERATOR))
+            return self._to_operator(ev.at, reason="caller asked for a person")
+        rec.attempts.append(Attempt(AttemptKind.MENU, InputKind.DTMF, ev.digit, verdict=AttemptVerdict.INVALID))
+        return self._menu_failed(ev.at, "ongeldige_keuze")
+
+    def _menu_failed(self, at: float, prompt: str) -> list[Action]:
+        self._state.menu_failures += 1
+        if self._state.menu_failures >= self.settings.max_menu_failures:
+            return self._to_operator(at, reason="no valid menu choice")
+        return self._ask_menu(at, prompts=(prompt,), again=True)
+
+    # -- speech -------------------------------------------------------------------
+
+    def _matcher_for_candidates(self):
+        if self._matcher is None:
+            self._matcher = self._matcher_factory(self._state.candidates)
+        return self._matcher
+
+    def _ask_speech(self, at: float, first: bool = False) -> list[Action]:
+        self._enter(Phase.SPEECH, at)
+        self._state.speech_attempts += 1
+        self.record.recognition_attempts += 1
+        prompts = ("welkom", "zeg_gemeente") if first else ("niet_verstaan", "zeg_gemeente")
+        codes = tuple(m.cbs_code for m in self._state.candidates)
+        return [AskName(prompts, codes, self.settings.speech_timeout_s, again=not first)]
+
+    def _speech(self, ev: SpeechHeard) -> list[Action]:
+        st = self._state
+        if st.phase is Phase.CONFIRM:
+            return self._confirm_answer(ev)
+        if st.phase is not Phase.SPEECH:
+            raise FlowError(f"speech result in phase {st.phase}")
+        result = self._matcher_for_candidates().match(ev.nbest)
+        verdict = AttemptVerdict(result.verdict)
+        attempt = Attempt(
+            AttemptKind.SPEECH, InputKind.SPEECH, ev.nbest[0][0] if ev.nbest else "",
+            candidates=[{"cbs_code": s.cbs_code, "score": round(s.score, 1)} for s in result.ranked[:3]],
+            verdict=verdict, recogniser_ms=ev.recogniser_ms,
+            decision_ms=_ms(ev.at, ev.speech_ended_at),
+        )
+        self.record.attempts.append(attempt)
+        by_code = {m.cbs_code: m for m in st.candidates}
+        if verdict is AttemptVerdict.ACCEPT:
+            attempt.chosen = result.best.cbs_code
+            return self._chosen(by_code[result.best.cbs_code], ev.at, how=f"speech {result.best.heard!r}")
+        if verdict in (AttemptVerdict.CONFIRM, AttemptVerdict.CHOOSE):
+            pending = [by_code[s.cbs_code] for s in result.ranked[: 2 if verdict is AttemptVerdict.CHOOSE else 1]]
+            attempt.chosen = pending[0].cbs_code
+            return self._ask_confirm(ev.at, tuple(pending))
+        return self._speech_failed(ev.at)
+
+    def _speech_failed(self, at: float) -> list[Action]:
+        if self._state.speech_attempts < self.settings.max_speech_attempts:
+            return self._ask_speech(at)
+        return self._ask_menu(at, prompts=("niet_verstaan",), again=True)
+
+    def _ask_confirm(self, at: float, pending: tuple[Municipality, ...]) -> list[Action]:
+        self._enter(Phase.CONFIRM, at)
+        self._state.pending = pending
+        self.record.recognition_attempts += 1
+        if len(pending) == 1:
+            prompts = ("bedoelt_u", municipality_prompt(pending[0].cbs_code), "ja_nee")
+            return [ConfirmOne(prompts, pending[0].cbs_code, self.settings.confirm_timeout_s)]
+        prompts = ("bedoelt_u", municipality_prompt(pending[0].cbs_code), "of",
+                   municipality_prompt(pending[1].cbs_code), "een_of_twee")
+        return [ChooseOfTwo(prompts, (pending[0].cbs_code, pending[1].cbs_code), self.settings.confirm_timeout_s)]
+
+    def _confirm_answer(self, ev: SpeechHeard) -> list[Action]:
+        pending = self._state.pending
+        heard = ev.nbest[0][0] if ev.nbest else ""
+        attempt = Attempt(AttemptKind.CONFIRM, InputKind.SPEECH, heard, recogniser_ms=ev.recogniser_ms,
+                          decision_ms=_ms(ev.at, ev.speech_ended_at))
+        self.record.attempts.append(attempt)
+        if len(pending) == 1:
+            answer = self._yes_no(ev.nbest) if self._yes_no else None
+            attempt.verdict = {True: AttemptVerdict.YES, False: AttemptVerdict.NO, None: AttemptVerdict.UNCLEAR}[answer]
+            if answer:
+                attempt.chosen = pending[0].cbs_code
+                return self._chosen(pending[0], ev.at, how="confirmed by voice")
+            if answer is False:
+                self.record.rejected_confirmations += 1
+            return self._speech_failed(ev.at)
+        result = self._matcher_factory(pending).match(ev.nbest)
+        attempt.verdict = AttemptVerdict(result.verdict)
+        if attempt.verdict is AttemptVerdict.ACCEPT:
+            attempt.chosen = result.best.cbs_code
+            chosen = next(m for m in pending if m.cbs_code == result.best.cbs_code)
+            return self._chosen(chosen, ev.at, how="chosen of two by voice")
+        return self._speech_failed(ev.at)
+
+    def _confirm_digit(self, ev: Digit) -> list[Action]:
+        pending = self._state.pending
+        self.record.digits += ev.digit
+        attempt = Attempt(AttemptKind.CONFIRM, InputKind.DTMF, ev.digit)
+        self.record.attempts.append(attempt)
+        if len(pending) == 1:
+            if ev.digit == "1":
+                attempt.verdict, attempt.chosen = AttemptVerdict.YES, pending[0].cbs_code
+                return self._chosen(pending[0], ev.at, how="confirmed by digit")
+            if ev.digit == "2":
+                attempt.verdict = AttemptVerdict.NO
+                self.record.rejected_confirmations += 1
+                return self._speech_failed(ev.at)
+        elif ev.digit in ("1", "2"):
+            m = pending[int(ev.digit) - 1]
+            attempt.verdict, attempt.chosen = AttemptVerdict.CHOSEN, m.cbs_code
+            return self._chosen(m, ev.at, how=f"chosen of two by digit {ev.digit}")
+        attempt.verdict = AttemptVerdict.INVALID
+        return self._speech_failed(ev.at)
+
+    # -- shared event handlers -----------------------------------------------------
+
+    def _digit(self, ev: Digit) -> list[Action]:
+        phase = self._state.phase
+        if phase is Phase.MENU:
+            return self._menu_digit(ev)
+        if phase is Phase.CONFIRM:
+            return self._confirm_digit(ev)
+        if phase is Phase.SPEECH:
+            # DTMF works at any moment: a digit while we listen means "give me the menu"
+            self.record.digits += ev.digit
+            self.record.attempts.append(Attempt(AttemptKind.SPEECH, InputKind.DTMF, ev.digit,
+                                               verdict=AttemptVerdict.TO_MENU))
+            if ev.digit == OPERATOR_DIGIT:
+                return self._to_operator(ev.at, reason="caller asked for a person")
+            self.record.recognition_attempts -= 1  # the menu is asked instead, not as well
+            return self._ask_menu(ev.at)
+        if phase is Phase.TRANSFER and ev.digit == BACK_DIGIT and self.record.attempts:
+            return self._went_back(ev)
+        return []  # other digits during a transfer or announcement mean nothing
+
+    def _went_back(self, ev: Digit) -> list[Action]:
+        """The caller pressed * while hearing where we send them: the choice was wrong."""
+        rec = self.record
+        rec.digits += ev.digit
+        rec.rejected_confirmations += 1
+        rec.attempts.append(Attempt(AttemptKind.TRANSFER, InputKind.DTMF, ev.digit, verdict=AttemptVerdict.BACK,
+                                    chosen=rec.municipality or ""))
+        rec.municipality = rec.destination = None
+        self._state.transfer_started = None
+        rec.ivr_seconds = None
+        if rec.mode is RoutingMode.SPEECH and self._state.speech_attempts < self.settings.max_speech_attempts:
+            return self._ask_speech(ev.at)
+        return self._ask_menu(ev.at)
+
+    def _no_input(self, ev: NoInput) -> list[Action]:
+        phase = self._state.phase
+        if phase is Phase.MENU:
+            self.record.attempts.append(Attempt(AttemptKind.MENU, InputKind.NO_INPUT))
+            return self._menu_failed(ev.at, "geen_invoer")
+        if phase in (Phase.SPEECH, Phase.CONFIRM):
+            self.record.attempts.append(Attempt(AttemptKind(phase.value), InputKind.NO_INPUT))
+            return self._speech_failed(ev.at)
+        return []
+
+    def _answered(self, ev: TransferAnswered) -> list[Action]:
+        rec = self.record
+        if not ev.timed:
+            rec.transfer_setup_ms = None
+        elif ev.setup_ms is not None:
+            rec.transfer_setup_ms = ev.setup_ms
+        elif self._state.transfer_started is not None:
+            rec.transfer_setup_ms = (ev.at - self._state.transfer_started) * 1000
+        rec.answered_by = ev.answered_by or rec.answered_by
+        rec.outcome = Outcome.OPERATOR if rec.decision == Verdict.OPERATOR else Outcome.ROUTED
+        self._enter(Phase.CONNECTED, ev.at)
+        return []
+
+    def _transfer_failed(self, ev: TransferFailed) -> list[Action]:
+        self.record.hangup_cause = ev.status
+        self.record.error = f"transfer failed: {ev.status}"
+        self.record.error_kind = ErrorKind.TRANSFER_FAILED
+        return self._finish(ev.at, Outcome.FAILED, Goodbye(("niet_bereikbaar", "tot_ziens")))
+
+    def _hung_up(self, ev: CallerHungUp) -> list[Action]:
+        rec = self.record
+        rec.hangup_cause = ev.cause or rec.hangup_cause
+        if self._state.phase is Phase.CONNECTED:
+            return self._finish(ev.at, rec.outcome)
+        rec.hangup_phase = self._state.phase
+        if rec.outcome in (Outcome.NOT_CONNECTED, Outcome.UNKNOWN_AREA_CODE):
+            return self._finish(ev.at, rec.outcome)
+        return self._finish(ev.at, Outcome.CALLER_HANGUP)
+
+    def _lost(self, ev: DriverLost) -> list[Action]:
+        self.record.error = ev.reason
+        self.record.error_kind = ev.kind
+        if self._state.phase is Phase.CONNECTED:
+            return self._finish(ev.at, self.record.outcome)
+        return self._finish(ev.at, Outcome.FAILED)
+
+    def _dialling(self, ev: Dialling) -> list[Action]:
+        rec = self.record
+        if rec.decision_ms is not None and not rec.attempts:  # decided on arrival: up to the Dial
+            rec.decision_ms = (ev.at - self._state.started) * 1000
+        return []
+
+    # -- bookkeeping --------------------------------------------------------------
+
+    def _enter(self, phase: Phase, at: float) -> None:
+        st = self._state
+        spent = max(0.0, at - st.phase_since)
+        self.record.phase_seconds[st.phase] = self.record.phase_seconds.get(st.phase, 0.0) + spent
+        st.phase, st.phase_since = phase, at
+        self.record.phase = phase
+
+    def _finish(self, at: float, outcome: Outcome, goodbye: Goodbye | None = None) -> list[Action]:
+        """Close the call: the outcome is final; with a ``goodbye`` the caller hears it first."""
+        rec = self.record
+        rec.outcome = outcome
+        self._enter(self._state.phase, at)  # account the time of the last phase
+        if rec.ivr_seconds is None:
+            rec.ivr_seconds = at - self._state.started
+        self._state.ended = True
+        return [goodbye] if goodbye else []
+
+
+def _ms(at: float, since: float | None) -> float | None:
+    return None if since is None else max(0.0, (at - since) * 1000)

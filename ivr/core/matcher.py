@@ -1,0 +1,481 @@
+"""Match what a caller said against the municipalities sharing an area code.
+
+Pure and fast: no I/O, no globals mutated after import. A :class:`Matcher` is built
+once per candidate set (one area code); it precomputes normalised and phonetic keys
+for every name, alias, former municipality and village, and then scores a recogniser
+n-best list in well under a millisecond.
+
+Scoring, in short:
+
+* the transcript is normalised (lower case, no diacritics, ``'s-``/``'t``,
+  punctuation), fillers ("eh", "ehm") are dropped, and every 1-5 word window that does
+  not start or end on a carrier word ("ik wil graag de gemeente ... bellen") is compared
+  with every key, spaces ignored, by ``rapidfuzz`` ratio on the plain text and on a
+  rough Dutch phonetic key (ij/y -> ei, ch -> g, v -> f, z -> s, dt -> t, doubled
+  letters ...);
+* a key's kind weighs its score: the municipality's name or alias counts fully, a
+  former municipality slightly less and a village less again, so "Rotterdam" is the
+  municipality, not the village Rotterdam in Albrandswaard, while a village shared by
+  two candidates ties them (-> CHOOSE);
+* longest match wins: when one candidate's best window lies strictly inside another
+  candidate's well-scoring window ("Bergen" inside "Bergen op Zoom", "Haarlem" inside
+  "Haarlemmer meer"), the shorter one is penalised. Ratio (not partial ratio) already
+  keeps a prefix from scoring like a full match;
+* each hypothesis is discounted by its rank and its engine confidence; a candidate's
+  score is its best over the n-best list.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from dataclasses import dataclass, field
+from enum import StrEnum
+from functools import lru_cache
+from typing import TYPE_CHECKING, Iterable, Sequence
+
+import numpy as np
+from rapidfuzz import fuzz, process
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ivr.core.plan import Municipality, NumberingPlan
+
+__all__ = [
+    "MatchVerdict",
+    "Scored",
+    "MatchResult",
+    "Matcher",
+    "Thresholds",
+    "matcher_for",
+    "normalise",
+    "phonetic",
+    "yes_no",
+    "CARRIER_WORDS",
+    "FILLER_WORDS",
+    "YES_WORDS",
+    "NO_WORDS",
+]
+
+
+class MatchVerdict(StrEnum):
+    ACCEPT = "accept"
+    CONFIRM = "confirm"
+    CHOOSE = "choose"
+    REJECT = "reject"
+
+
+@dataclass(frozen=True, slots=True)
+class Scored:
+    cbs_code: str
+    name: str
+    score: float  # 0..100
+    heard: str  # the name/alias/village (display form) that matched
+    span: str = ""  # the normalised words of the transcript that matched it
+
+
+@dataclass(frozen=True, slots=True)
+class MatchResult:
+    verdict: MatchVerdict
+    ranked: tuple[Scored, ...]
+    margin: float  # best - runner-up score (best score if there is no runner-up)
+
+    @property
+    def best(self) -> Scored | None:
+        return self.ranked[0] if self.ranked else None
+
+    @property
+    def runner_up(self) -> Scored | None:
+        return self.ranked[1] if len(self.ranked) > 1 else None
+
+
+@dataclass(frozen=True, slots=True)
+class Thresholds:
+    """Decision thresholds on the 0..100 score scale (tuned on the synthetic corpus)."""
+
+    reject_below: float = 66.0  # best below this: nothing usable
+    accept_at: float = 88.0  # best at or above this ...
+    accept_margin: float = 8.0  # ... and this far ahead of the runner-up: route
+    exact_at: float = 97.0  # a (near-)exact match of a name ...
+    exact_margin: float = 5.0  # ... needs less margin (Weststellingwerf/Eaststellingwerf)
+    choose_floor: float = 75.0  # two candidates both at least this good ...
+    choose_margin: float = 6.0  # ... and closer than this: ask "A of B?"
+    containment_penalty: float = 15.0  # "Bergen" inside "Bergen op Zoom"
+    containment_floor: float = 80.0  # the longer match must be at least this good
+
+
+# --- text normalisation ----------------------------------------------------------------
+
+_APOSTROPHE_ARTICLE = re.compile(r"(?:(?<=\s)|^)['’`´]\s?([st])(?:[\s\-]+|(?=[a-z]))")
+_NON_ALNUM = re.compile(r"[^a-z0-9]+")
+
+
+def _strip_diacritics(text: str) -> str:
+    decomposed = unicodedata.normalize("NFKD", text)
+    return "".join(c for c in decomposed if not unicodedata.combining(c))
+
+
+def normalise(text: str) -> str:
+    """Lower case, no diacritics, ``'s-``/``'t`` as plain words, punctuation to spaces.
+
+    >>> normalise("'s-Hertogenbosch")
+    's hertogenbosch'
+    >>> normalise("Súdwest-Fryslân!")
+    'sudwest fryslan'
+    """
+    text = _strip_diacritics(text).lower()
+    text = _APOSTROPHE_ARTICLE.sub(lambda m: m.group(1) + " ", text)
+    text = text.replace("'", "").replace("’", "")
+    return " ".join(_NON_ALNUM.sub(" ", text).split())
+
+
+_PHONETIC_RULES: tuple[tuple[re.Pattern[str], str], ...] = tuple(
+    (re.compile(p), r)
+    for p, r in (
+        (r"sch$", "s"),  # Den Bosch, -bosch
+        (r"ij|y|ei|ey", "E"),  # ij/y/ei sound alike
+        (r"ae", "a"),  # Beekdaelen
+        (r"ue", "u"),
+        (r"ou|au|ouw|auw", "A"),
+        (r"ui|uy", "U"),
+        (r"oe", "O"),
+        (r"ie", "i"),
+        (r"eu", "Y"),
+        (r"ph", "f"),
+        (r"th", "t"),
+        (r"ch", "g"),
+        (r"ck", "k"),
+        (r"c(?=[eiE])", "s"),
+        (r"c", "k"),
+        (r"q", "k"),
+        (r"x", "ks"),
+        (r"dt\b", "t"),
+        (r"d\b", "t"),
+        (r"v", "f"),
+        (r"z", "s"),
+        (r"h(?=[^aeiouAEOUY]|\b)", ""),  # silent h after a vowel / before a consonant
+        (r"([a-zAEOUY])\1+", r"\1"),  # doubled letters
+        (r"(?<=\w)en\b", "e"),  # final -en is often said as -e
+    )
+)
+
+
+@lru_cache(maxsize=65536)
+def phonetic(text: str) -> str:
+    """A rough Dutch phonetic key of normalised ``text`` (words kept apart by spaces)."""
+    out = text
+    for pattern, repl in _PHONETIC_RULES:
+        out = pattern.sub(repl, out)
+    return out
+
+
+# --- caller words ------------------------------------------------------------------------
+
+FILLER_WORDS = frozenset(
+    "eh ehm eeh ehh euh uh uhm uhh um hm hmm hmmm mm mmm ah aah oh nou".split()
+)
+# Words that carry the request rather than the name. A window may not start or end on
+# one of them unless this candidate set has a name starting/ending on it ("De Rijp").
+CARRIER_WORDS = frozenset(
+    """
+    ik wil wilde zou graag willen de het een gemeente gemeentes gemeentehuis stadhuis
+    bellen bel belt spreken verbinden doorverbinden verbonden worden word met naar
+    alstublieft alsjeblieft alstublief aub astublieft svp please dank dankjewel dankuwel
+    bedankt u je mij me mijn even hallo goedemorgen goedemiddag goedenavond dag hoi
+    ja van voor in uit woon woonachtig wonen bij om te is dat die er heet plaats dorp
+    stad kunt kun kan mag hebben heb nodig contact opnemen telefoon nummer ben en op
+    aan the municipality of iemand iets weet niet hoe wat wie waar graag alleen even
+    """.split()
+)
+
+YES_WORDS = frozenset(
+    """
+    ja jawel jazeker jaja jah jaa yes yep jep jup ok oke okay okee correct klopt
+    inderdaad precies zeker juist prima goed akkoord graag doe prima absoluut
+    """.split()
+)
+NO_WORDS = frozenset(
+    """nee neen neh nope no niet fout verkeerd onjuist geen nooit neeje nein""".split()
+)
+_NEGATORS = frozenset({"niet", "geen"})
+
+
+def _collapse(word: str) -> str:
+    return re.sub(r"(.)\1+", r"\1", word)
+
+
+_YES_KEYS = frozenset(_collapse(w) for w in YES_WORDS)
+_NO_KEYS = frozenset(_collapse(w) for w in NO_WORDS)
+
+
+def _yes_no_one(text: str) -> bool | None:
+    words = [_collapse(w) for w in normalise(text).split() if w not in FILLER_WORDS]
+    if not words:
+        return None
+    yes = any(w in _YES_KEYS for w in words)
+    no = any(w in _NO_KEYS for w in words)
+    if yes and any(w in _NEGATORS for w in words):
+        # "klopt niet", "niet goed", "dat is het niet" -> no
+        return False
+    if yes and no:
+        # "nee ja", "ja nee": a caller changing their mind; trust the last word said
+        for w in reversed(words):
+            if w in _YES_KEYS:
+                return True
+            if w in _NO_KEYS:
+                return False
+    if yes:
+        return True
+    if no:
+        return False
+    return None
+
+
+def yes_no(nbest: Sequence[tuple[str, float]]) -> bool | None:
+    """Did the caller say yes (True), no (False), or is it unclear (None)?
+
+    The highest-ranked hypothesis with a clear answer decides, unless a hypothesis
+    nearly as confident says the opposite.
+    """
+    answer: bool | None = None
+    answer_conf = 0.0
+    for text, conf in nbest:
+        verdict = _yes_no_one(text)
+        if verdict is None:
+            continue
+        if answer is None:
+            answer, answer_conf = verdict, max(float(conf), 1e-6)
+        elif verdict != answer and float(conf) >= 0.8 * answer_conf:
+            return None
+    return answer
+
+
+# --- candidate keys ------------------------------------------------------------------------
+
+class _Kind:
+    NAME = 0
+    ALIAS = 1
+    FORMER = 2
+    PLACE = 3
+
+
+_KIND_WEIGHT = {_Kind.NAME: 1.0, _Kind.ALIAS: 1.0, _Kind.FORMER: 0.97, _Kind.PLACE: 0.92}
+
+_GEM_SUFFIX = re.compile(r"\s+gem\.?\s.*$", re.IGNORECASE)
+_GLUED_PARENS = re.compile(r"(?<=\w)\(([^)]*)\)|\(([^)]*)\)(?=\w)")
+_SPACED_PARENS = re.compile(r"\s*\(([^)]*)\)\s*")
+
+
+def _display_variants(display: str) -> set[str]:
+    """Spoken variants of a data spelling: 'Braambos(ch)', '(De) Vleut', 'Bergen (NH.)',
+    'Alphen a/d Rijn', 'Spaarndam gem. Haarlem', 'Nuenen c.a.'."""
+    s = _GEM_SUFFIX.sub("", display)
+    s = re.sub(r"\ba/d\b", "aan de", s)
+    s = re.sub(r"\bc\.a\.?", "", s)
+    out = {s}
+    # glued optional letters: Braambos(ch) -> Braambos, Braambosch
+    while any(_GLUED_PARENS.search(v) for v in out):
+        nxt = set()
+        for v in out:
+            m = _GLUED_PARENS.search(v)
+            if not m:
+                nxt.add(v)
+                continue
+            inner = m.group(1) if m.group(1) is not None else m.group(2)
+            nxt.add(v[: m.start()] + v[m.end():])
+            nxt.add(v[: m.start()] + inner + v[m.end():])
+        out = nxt
+    final = set()
+    for v in out:
+        if "(" in v:
+            final.add(_SPACED_PARENS.sub(" ", v))  # without the qualifier
+            final.add(v.replace("(", " ").replace(")", " "))  # with it
+        else:
+            final.add(v)
+    return {n for n in (normalise(v) for v in final) if n}
+
+
+def _key_variants(norm: str) -> set[str]:
+    """Extra spoken forms of a normalised name: without a leading 's/'t article."""
+    out = {norm}
+    words = norm.split()
+    if len(words) > 1 and words[0] in {"s", "t"}:
+        out.add(" ".join(words[1:]))
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class _Key:
+    cbs_index: int
+    kind: int
+    display: str
+    norm: str  # normalised, words separated by spaces
+
+
+@dataclass(frozen=True, slots=True)
+class _Window:
+    start: int
+    end: int  # exclusive
+    text: str  # normalised words joined by spaces
+
+
+class Matcher:
+    """Scores n-best transcripts against one candidate set (one area code)."""
+
+    def __init__(self, candidates: Sequence["Municipality"], thresholds: Thresholds | None = None):
+        self.candidates: tuple["Municipality", ...] = tuple(candidates)
+        self.thresholds = thresholds or Thresholds()
+        best: dict[tuple[int, str], _Key] = {}
+        for i, m in enumerate(self.candidates):
+            sources: list[tuple[int, str]] = [(_Kind.NAME, m.name)]
+            sources += [(_Kind.ALIAS, a) for a in m.aliases]
+            sources += [(_Kind.FORMER, f) for f in m.former_names]
+            sources += [(_Kind.PLACE, p) for p in m.places]
+            for kind, display in sources:
+                for variant in _display_variants(display):
+                    for norm in _key_variants(variant):
+                        k = (i, norm)
+                        if k not in best or kind < best[k].kind:
+                            best[k] = _Key(i, kind, display, norm)
+        self._keys: tuple[_Key, ...] = tuple(best.values())
+        self._plain = [k.norm.replace(" ", "") for k in self._keys]
+        self._phon = [phonetic(k.norm).replace(" ", "") for k in self._keys]
+        self._weights = np.array([_KIND_WEIGHT[k.kind] for k in self._keys], dtype=np.float32)
+        self._cand_of_key = np.array([k.cbs_index for k in self._keys], dtype=np.int32)
+        name_words: set[str] = set()
+        for k in self._keys:
+            words = k.norm.split()
+            name_words.update((words[0], words[-1]))
+        self._edge_words = name_words
+        self._carriers = CARRIER_WORDS - name_words
+        self._max_words = max((len(k.norm.split()) for k in self._keys), default=1)
+
+    # -- vocabulary ----------------------------------------------------------------
+
+    def vocabulary(self) -> frozenset[str]:
+        """Every normalised phrase this matcher knows (names, aliases, villages...)."""
+        return frozenset(k.norm for k in self._keys)
+
+    def words(self) -> frozenset[str]:
+        """Every single word of :meth:`vocabulary`."""
+        return frozenset(w for k in self._keys for w in k.norm.split())
+
+    # -- matching ------------------------------------------------------------------
+
+    def _windows(self, text: str) -> list[_Window]:
+        words = [w for w in normalise(text).split() if w not in FILLER_WORDS][:40]
+        carriers = self._carriers
+        span = min(5, max(self._max_words + 1, 1))
+        out = []
+        for start in range(len(words)):
+            if words[start] in carriers:
+                continue
+            for end in range(start + 1, min(len(words), start + span) + 1):
+                if words[end - 1] in carriers:
+                    continue
+                out.append(_Window(start, end, " ".join(words[start:end])))
+        return out
+
+    def _score_hypothesis(self, text: str) -> list[tuple[float, int, _Window] | None]:
+        """Per candidate: (score, key index, window) of its best key in this transcript."""
+        n = len(self.candidates)
+        result: list[tuple[float, int, _Window] | None] = [None] * n
+        windows = self._windows(text)
+        if not windows or not self._keys:
+            return result
+        plain_w = [w.text.replace(" ", "") for w in windows]
+        phon_w = [phonetic(w.text).replace(" ", "") for w in windows]
+        plain = process.cdist(plain_w, self._plain, scorer=fuzz.ratio, dtype=np.float32, workers=1)
+        phon = process.cdist(phon_w, self._phon, scorer=fuzz.ratio, dtype=np.float32, workers=1)
+        scores = np.maximum(plain, phon * 0.97) * self._weights  # (windows, keys)
+        best_window = scores.argmax(axis=0)
+        best_per_key = scores[best_window, np.arange(scores.shape[1])]
+        for key_index in np.argsort(-best_per_key, kind="stable"):
+            ci = int(self._cand_of_key[key_index])
+            if result[ci] is None:
+                result[ci] = (
+                    float(best_per_key[key_index]),
+                    int(key_index),
+                    windows[int(best_window[key_index])],
+                )
+        # longest match wins: a candidate whose window sits strictly inside another
+        # candidate's good window loses some points
+        t = self.thresholds
+        adjusted = list(result)
+        for ci, r in enumerate(result):
+            if r is None:
+                continue
+            for cj, other in enumerate(result):
+                if cj == ci or other is None or other[0] < t.containment_floor:
+                    continue
+                a, b = r[2], other[2]
+                if b.start <= a.start and a.end <= b.end and (b.end - b.start) > (a.end - a.start):
+                    adjusted[ci] = (r[0] - t.containment_penalty, r[1], r[2])
+                    break
+        return adjusted
+
+    def match(self, nbest: Sequence[tuple[str, float]]) -> MatchResult:
+        best: dict[int, tuple[float, int, str]] = {}
+        for rank, (text, conf) in enumerate(nbest[:10]):
+            if not text or not text.strip():
+                continue
+            conf = min(max(float(conf), 0.0), 1.0)
+            discount = 4.0 * rank + 15.0 * (1.0 - conf)
+            for ci, r in enumerate(self._score_hypothesis(text)):
+                if r is None:
+                    continue
+                score = max(0.0, min(100.0, r[0] - discount))
+                if ci not in best or score > best[ci][0]:
+                    best[ci] = (score, r[1], r[2].text)
+        ranked = tuple(
+            Scored(
+                cbs_code=self.candidates[ci].cbs_code,
+                name=self.candidates[ci].name,
+                score=round(score, 2),
+                heard=self._keys[key_index].display,
+                span=span,
+            )
+            for ci, (score, key_index, span) in sorted(best.items(), key=lambda kv: (-kv[1][0], kv[0]))
+        )
+        return self._decide(ranked)
+
+    def _decide(self, ranked: tuple[Scored, ...]) -> MatchResult:
+        t = self.thresholds
+        if not ranked:
+            return MatchResult(MatchVerdict.REJECT, (), 0.0)
+        top = ranked[0].score
+        second = ranked[1].score if len(ranked) > 1 else 0.0
+        margin = round(top - second, 2)
+        if top < t.reject_below:
+            verdict = MatchVerdict.REJECT
+        elif second >= t.choose_floor and margin < t.choose_margin:
+            verdict = MatchVerdict.CHOOSE
+        elif (top >= t.accept_at and margin >= t.accept_margin) or (
+            top >= t.exact_at and margin >= t.exact_margin
+        ):
+            verdict = MatchVerdict.ACCEPT
+        else:
+            verdict = MatchVerdict.CONFIRM
+        return MatchResult(verdict, ranked, margin)
+
+
+# --- per-area-code cache ---------------------------------------------------------------------
+
+_CACHE: dict[tuple[str, str], Matcher] = {}
+
+
+def matcher_for(plan: "NumberingPlan", area_code: str) -> Matcher:
+    """The (cached) matcher for one area code of one plan version."""
+    key = (plan.version, area_code)
+    m = _CACHE.get(key)
+    if m is None:
+        if len(_CACHE) > 1024:
+            _CACHE.clear()
+        m = _CACHE[key] = Matcher(plan.candidates(area_code))
+    return m
+
+
+def vocabulary_words(matchers: Iterable[Matcher]) -> frozenset[str]:
+    out: set[str] = set()
+    for m in matchers:
+        out |= m.words()
+    return frozenset(out)

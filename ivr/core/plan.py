@@ -1,0 +1,282 @@
+"""The numbering plan: municipalities, area codes and how each area code routes.
+
+Loaded once from the shipped data (``ivr/data``) plus an optional operator override
+file, validated, and then immutable. An admin change builds a new plan and swaps it;
+nothing mutates a plan in place.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import re
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from pathlib import Path
+from types import MappingProxyType
+from typing import Iterable, Mapping
+
+DATA_DIR = Path(__file__).resolve().parent.parent / "data"
+
+#: A CBS municipality code ("GM0664"): the one pattern for it (API paths, overrides, reports).
+CBS_CODE_PATTERN = r"^GM\d{4}$"
+CALAMITY_TARGET_PATTERN = r"^(0\d{2,3}|GM\d{4})$"  # an area code or a CBS code
+_CBS_CODE = re.compile(CBS_CODE_PATTERN)
+
+
+def is_cbs_code(text: str | None) -> bool:
+    return bool(text) and _CBS_CODE.match(text) is not None
+
+DEFAULT_DESTINATION_TEMPLATE = "Local/{cbs_code}@ivr14-lab"
+DEFAULT_OPERATOR_DESTINATION = "Local/operator@ivr14-lab"
+# The 2020 evaluation's example of a municipality that is not connected.
+NOT_CONNECTED_BY_DEFAULT = {"GM0394": "0900 1852"}  # Haarlemmermeer; its main number in the 2014 almanak
+
+
+class Status(StrEnum):
+    ACTIVE = "active"  # connected and advertises 14+
+    TECHNICAL = "technical"  # connected, does not advertise 14+
+    NOT_CONNECTED = "not_connected"
+
+    @property
+    def connected(self) -> bool:
+        return self is not Status.NOT_CONNECTED
+
+
+class RoutingMode(StrEnum):
+    DIRECT = "direct"
+    SPEECH = "speech"
+    DTMF = "dtmf"
+    OPERATOR = "operator"
+
+
+@dataclass(frozen=True, slots=True)
+class Municipality:
+    cbs_code: str
+    name: str
+    province: str
+    population: int
+    status: Status
+    destination: str
+    area_codes: tuple[str, ...]  # significant codes, primary first
+    aliases: tuple[str, ...] = ()  # other names of today's municipality (Frisian, spoken, CBS)
+    former_names: tuple[str, ...] = ()  # municipalities merged into this one
+    places: tuple[str, ...] = ()  # woonplaatsen, kernen, hamlets (and their other spellings)
+    alt_number: str | None = None  # announced when 14+ cannot reach it
+
+
+@dataclass(frozen=True, slots=True)
+class AreaCode:
+    code: str
+    main_place: str
+    municipalities: tuple[str, ...]  # CBS codes, largest share of residents first
+    mode: RoutingMode
+    population: int
+
+    @property
+    def shared(self) -> bool:
+        return len(self.municipalities) > 1
+
+
+@dataclass(frozen=True, slots=True)
+class Calamity:
+    """An operator's temporary override: send a target elsewhere, with a message."""
+
+    target: str  # an area code ("0113") or a CBS code ("GM0664")
+    destination: str
+    message: str = ""
+    expires: datetime | None = None
+
+    def in_force(self, now: datetime) -> bool:
+        return self.expires is None or now < self.expires
+
+
+@dataclass(frozen=True)
+class NumberingPlan:
+    municipalities: Mapping[str, Municipality]
+    area_codes: Mapping[str, AreaCode]
+    operator_destination: str = DEFAULT_OPERATOR_DESTINATION
+    calamities: tuple[Calamity, ...] = ()
+    version: str = field(default="")
+
+    def candidates(self, code: str) -> tuple[Municipality, ...]:
+        return tuple(self.municipalities[c] for c in self.area_codes[code].municipalities)
+
+    def calamity_for(self, target: str, now: datetime) -> Calamity | None:
+        for calamity in self.calamities:
+            if calamity.target == target and calamity.in_force(now):
+                return calamity
+        return None
+
+    def with_changes(
+        self,
+        municipalities: Mapping[str, Municipality] | None = None,
+        area_codes: Mapping[str, AreaCode] | None = None,
+        calamities: tuple[Calamity, ...] | None = None,
+        operator_destination: str | None = None,
+    ) -> "NumberingPlan":
+        """A new validated plan with some parts replaced (the old one is untouched)."""
+        return build_plan(
+            municipalities if municipalities is not None else self.municipalities,
+            area_codes if area_codes is not None else self.area_codes,
+            operator_destination=operator_destination or self.operator_destination,
+            calamities=self.calamities if calamities is None else calamities,
+        )
+
+
+class PlanError(ValueError):
+    """The plan's data is inconsistent; the message says where and why."""
+
+
+def build_plan(
+    municipalities: Mapping[str, Municipality],
+    area_codes: Mapping[str, AreaCode],
+    *,
+    operator_destination: str = DEFAULT_OPERATOR_DESTINATION,
+    calamities: Iterable[Calamity] = (),
+) -> NumberingPlan:
+    calamities = tuple(calamities)
+    problems = list(_consistency_problems(municipalities, area_codes, calamities))
+    if problems:
+        raise PlanError("; ".join(problems))
+    plan = NumberingPlan(
+        municipalities=MappingProxyType(dict(municipalities)),
+        area_codes=MappingProxyType(dict(area_codes)),
+        operator_destination=operator_destination,
+        calamities=calamities,
+    )
+    object.__setattr__(plan, "version", _fingerprint(plan))
+    return plan
+
+
+def _consistency_problems(municipalities, area_codes, calamities) -> Iterable[str]:
+    codes = sorted(area_codes)
+    for code in codes:
+        if not (code.isdigit() and code.startswith("0") and 3 <= len(code) <= 4):
+            yield f"area code {code!r} is not 0 followed by 2 or 3 digits"
+        entry = area_codes[code]
+        if not entry.municipalities:
+            yield f"area code {code} covers no municipality"
+        for cbs in entry.municipalities:
+            if cbs not in municipalities:
+                yield f"area code {code} names unknown municipality {cbs}"
+        if entry.mode is RoutingMode.DIRECT and len(entry.municipalities) != 1:
+            yield f"area code {code} is direct but covers {len(entry.municipalities)} municipalities"
+    for a in codes:
+        for b in codes:
+            if a != b and b.startswith(a):
+                yield f"area code {a} is a prefix of {b}: dialled numbers would be ambiguous"
+    for cbs, m in municipalities.items():
+        if not m.destination.strip():
+            yield f"municipality {cbs} has an empty destination"
+    for c in calamities:
+        if c.target not in area_codes and c.target not in municipalities:
+            yield f"calamity target {c.target!r} is neither an area code nor a municipality"
+
+
+def _fingerprint(plan: NumberingPlan) -> str:
+    h = hashlib.sha256()
+    for cbs in sorted(plan.municipalities):
+        h.update(repr(plan.municipalities[cbs]).encode())
+    for code in sorted(plan.area_codes):
+        h.update(repr(plan.area_codes[code]).encode())
+    h.update(repr((plan.operator_destination, plan.calamities)).encode())
+    return h.hexdigest()[:12]
+
+
+# --- loading the shipped data -------------------------------------------------------
+
+_ALIAS_KINDS = {"alt_name", "municipality_cbs_name"}
+_FORMER_KINDS = {"former_municipality"}
+_PLACE_KINDS = {"woonplaats", "woonplaats_alt", "kern_or_hamlet", "kern_or_hamlet_alt"}
+
+
+def _rows(name: str, data_dir: Path) -> list[dict[str, str]]:
+    path = data_dir / name
+    try:
+        with path.open(newline="", encoding="utf-8") as fh:
+            return list(csv.DictReader(fh))
+    except OSError as exc:
+        raise PlanError(f"{path}: cannot read ({exc.strerror})") from exc
+
+
+def _require(row: dict[str, str], column: str, where: str) -> str:
+    value = row.get(column)
+    if value is None or not value.strip():
+        raise PlanError(f"{where}: missing value for column {column!r}")
+    return value.strip()
+
+
+def load_base_plan(data_dir: Path = DATA_DIR) -> NumberingPlan:
+    """The plan as derived from the shipped data, before operator overrides."""
+    snapshot = {r["cbs_code"]: r for r in _rows("fourteen_plus_2014_snapshot.csv", data_dir)}
+    names: dict[str, dict[str, list[str]]] = defaultdict(lambda: defaultdict(list))
+    for i, row in enumerate(_rows("name_lookup.csv", data_dir), start=2):
+        kind = row.get("kind", "")
+        bucket = (
+            "aliases" if kind in _ALIAS_KINDS
+            else "former" if kind in _FORMER_KINDS
+            else "places" if kind in _PLACE_KINDS
+            else None
+        )
+        if bucket:
+            alias = _require(row, "alias", f"name_lookup.csv:{i}")
+            names[_require(row, "cbs_code", f"name_lookup.csv:{i}")][bucket].append(alias)
+
+    pairs: dict[str, list[tuple[float, str]]] = defaultdict(list)
+    for i, row in enumerate(_rows("municipality_area_codes.csv", data_dir), start=2):
+        if row.get("significant") != "True":
+            continue
+        where = f"municipality_area_codes.csv:{i}"
+        code = _require(row, "area_code", where)
+        # documentary pairs (from municipal letters, not postcode data) carry no share: list them last
+        share = float(row.get("share_of_area_code") or 0.0)
+        pairs[code].append((share, _require(row, "cbs_code", where)))
+
+    municipalities: dict[str, Municipality] = {}
+    for i, row in enumerate(_rows("municipalities.csv", data_dir), start=2):
+        where = f"municipalities.csv:{i}"
+        cbs = _require(row, "cbs_code", where)
+        name = _require(row, "name", where)
+        own = names.get(cbs, {})
+        if cbs in NOT_CONNECTED_BY_DEFAULT:
+            status = Status.NOT_CONNECTED
+        elif snapshot.get(cbs, {}).get("main_number_was_14plus_2014") in {"yes", "partial"}:
+            status = Status.ACTIVE
+        else:
+            status = Status.TECHNICAL
+        primary = _require(row, "primary_area_code", where)
+        codes = [c for c in row.get("area_codes", "").split(";") if c]
+        municipalities[cbs] = Municipality(
+            cbs_code=cbs,
+            name=name,
+            province=row.get("province", ""),
+            population=int(row.get("population_2021_est") or 0),
+            status=status,
+            destination=DEFAULT_DESTINATION_TEMPLATE.format(cbs_code=cbs),
+            area_codes=tuple([primary] + [c for c in codes if c != primary]),
+            aliases=_unique(a for a in own.get("aliases", ()) if a != name),
+            former_names=_unique(own.get("former", ())),
+            places=_unique(own.get("places", ())),
+            alt_number=NOT_CONNECTED_BY_DEFAULT.get(cbs),
+        )
+
+    area_codes: dict[str, AreaCode] = {}
+    for i, row in enumerate(_rows("area_codes.csv", data_dir), start=2):
+        where = f"area_codes.csv:{i}"
+        code = _require(row, "area_code", where)
+        members = tuple(cbs for _, cbs in sorted(pairs.get(code, []), key=lambda p: (-p[0], p[1])))
+        area_codes[code] = AreaCode(
+            code=code,
+            main_place=row.get("main_place", ""),
+            municipalities=members,
+            mode=RoutingMode.DIRECT if len(members) == 1 else RoutingMode.SPEECH,
+            population=int(row.get("residents_2021_est") or 0),
+        )
+    return build_plan(municipalities, area_codes)
+
+
+def _unique(values: Iterable[str]) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(v.strip() for v in values if v and v.strip()))

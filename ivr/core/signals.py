@@ -1,0 +1,180 @@
+"""What one finished call record says, the same for the KPIs (:mod:`ivr.core.report`) and
+the Prometheus metrics (:mod:`ivr.adapters.metrics`): its attempt bucket, transfer target
+and result, hang-up phase, error kind, latencies, and misroute signals (including the
+repeat-call proxy, which needs the next call: :class:`MisrouteTracker`). Only enums and
+numbers are read, never a reason or an error sentence.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterable
+
+from ivr.core.callrecord import CallRecord, ErrorKind, MisrouteSignal, Outcome, Phase
+from ivr.core.plan import RoutingMode, is_cbs_code
+from ivr.core.routing import Verdict
+
+ATTEMPT_BUCKETS = ("1", "2", "3+", "undecided")
+MISROUTE_REASONS = tuple(MisrouteSignal)
+TRANSFER_RESULTS = ("answered", "caller_hangup", "failed")
+HANGUP_PHASES = tuple(p.value for p in Phase if p is not Phase.CONNECTED)
+LATENCIES = ("ivr_seconds", "unique_decision_seconds", "speech_decision_seconds", "recogniser_seconds",
+             "transfer_setup_seconds")
+ERROR_KINDS = tuple(ErrorKind)
+NONE_LABEL = "none"  # label value for a missing area code or mode
+
+
+# --- classifying one record (shared with ivr.adapters.metrics) ---------------------------------
+
+
+def label(value: str | None) -> str:
+    return value if value else NONE_LABEL
+
+
+def expected_of(record: CallRecord) -> str | None:
+    """Ground truth, when a simulator or replay knows it (optional attribute/field)."""
+    value = getattr(record, "expected_municipality", None)
+    return value or None
+
+
+def is_routed(record: CallRecord) -> bool:
+    return record.outcome == Outcome.ROUTED and bool(record.municipality)
+
+
+def attempts_bucket(record: CallRecord) -> str | None:
+    """'1', '2', '3+' or 'undecided' for a call whose caller was asked; None otherwise."""
+    if record.recognition_attempts < 1:
+        return None
+    decided = bool(record.municipality) and record.decision in (Verdict.TRANSFER, Verdict.NOT_CONNECTED)
+    if not decided:
+        return "undecided"
+    n = record.recognition_attempts
+    return "1" if n == 1 else "2" if n == 2 else "3+"
+
+
+def transfer_target(record: CallRecord) -> str | None:
+    """'municipality', 'operator' or 'other' when the call reached a transfer; else None."""
+    reached = record.phase in (Phase.TRANSFER, Phase.CONNECTED) or Phase.TRANSFER in record.phase_seconds
+    if not reached:
+        return None
+    if record.decision == Verdict.OPERATOR:
+        return "operator"
+    return "municipality" if record.municipality else "other"
+
+
+def transfer_result(record: CallRecord) -> str:
+    if record.outcome in (Outcome.ROUTED, Outcome.OPERATOR):
+        return "answered"
+    if record.outcome == Outcome.CALLER_HANGUP:
+        return "caller_hangup"
+    return "failed"
+
+
+def hangup_phase(record: CallRecord) -> str | None:
+    if record.outcome == Outcome.CALLER_HANGUP and record.hangup_phase:
+        return record.hangup_phase
+    return None
+
+
+def error_kind(record: CallRecord) -> ErrorKind | None:
+    """The record's error kind (the flow sets it with the error; ``error`` is for people)."""
+    if record.error_kind:
+        return ErrorKind(record.error_kind)
+    return ErrorKind.OTHER if record.error else None
+
+
+def immediate_misroute(record: CallRecord) -> MisrouteSignal | None:
+    """The misroute signal visible in the record itself (routed calls only)."""
+    if not is_routed(record):
+        return None
+    expected = expected_of(record)
+    if expected is not None:
+        return MisrouteSignal.EXPECTED_MISMATCH if expected != record.municipality else None
+    answered = record.answered_by or ""
+    if is_cbs_code(answered) and answered != record.municipality and not record.calamity:
+        return MisrouteSignal.ANSWERED_BY_MISMATCH
+    if record.rejected_confirmations > 0:
+        return MisrouteSignal.REJECTED_CONFIRMATION
+    return None
+
+
+def latencies(record: CallRecord) -> Iterable[tuple[str, float]]:
+    """(latency name, seconds) samples of one record."""
+    if record.ivr_seconds is not None:
+        yield "ivr_seconds", float(record.ivr_seconds)
+    if record.mode == RoutingMode.DIRECT and record.decision_ms is not None:
+        yield "unique_decision_seconds", record.decision_ms / 1000
+    for a in record.attempts:
+        if a.decision_ms is not None:
+            yield "speech_decision_seconds", a.decision_ms / 1000
+        if a.recogniser_ms is not None:
+            yield "recogniser_seconds", a.recogniser_ms / 1000
+    if record.transfer_setup_ms is not None:
+        yield "transfer_setup_seconds", record.transfer_setup_ms / 1000
+
+
+@dataclass(frozen=True, slots=True)
+class Misroute:
+    call_id: str
+    area_code: str
+    municipality: str
+    mode: str
+    reason: MisrouteSignal
+
+
+@dataclass(slots=True)
+class _Routed:
+    call_id: str
+    area_code: str
+    municipality: str
+    mode: str
+    ended_at: float
+    misrouted: bool
+
+
+class MisrouteTracker:
+    """Finds misrouted calls, including the repeat-call proxy that needs the next call.
+
+    Feed finished records in time order; :meth:`add` returns the misroutes it found (the
+    record's own, and/or an earlier call's from the same caller). Memory: one entry per
+    (caller, area code) routed within the last ``window_s``.
+    """
+
+    def __init__(self, window_s: float = 300.0):
+        self.window_s = float(window_s)
+        self._last: dict[tuple[str, str], _Routed] = {}
+        self._seen = 0
+        self._latest = 0.0
+
+    def add(self, record: CallRecord) -> list[Misroute]:
+        found: list[Misroute] = []
+        routed = is_routed(record)
+        mode, area = label(record.mode), label(record.area_code)
+        own = immediate_misroute(record)
+        if own:
+            found.append(Misroute(record.call_id, area, record.municipality, mode, own))
+        if expected_of(record) is not None or not record.caller or not record.area_code:
+            return found
+        key = (record.caller, record.area_code)
+        prev = self._last.get(key)
+        if prev and routed and not prev.misrouted and record.municipality != prev.municipality \
+                and 0.0 <= record.started_at - prev.ended_at <= self.window_s:
+            prev.misrouted = True
+            found.append(Misroute(prev.call_id, prev.area_code, prev.municipality, prev.mode,
+                                  MisrouteSignal.REPEAT_CALL))
+        if routed:
+            ended = record.ended_at if record.ended_at is not None else record.started_at + (record.ivr_seconds or 0)
+            self._last[key] = _Routed(record.call_id, area, record.municipality, mode, ended, bool(own))
+        self._latest = max(self._latest, record.started_at)
+        self._seen += 1
+        if self._seen % 4096 == 0:
+            self.prune(self._latest)
+        return found
+
+    def prune(self, now: float) -> None:
+        horizon = now - self.window_s
+        for key in [k for k, v in self._last.items() if v.ended_at < horizon]:
+            del self._last[key]
+
+    def __len__(self) -> int:
+        return len(self._last)
