@@ -163,17 +163,9 @@ def test_silence_and_white_noise_give_an_empty_nbest(plan, engine, code, label):
     _assert_no_municipality(plan, engine, code, hyps, label)
 
 
-_DTMF_BUG = ("in-band DTMF is taken for a municipality: {what} (tones of 100 ms, 80 ms apart, "
-             "1 s of silence before; tests/test_fusion_engine.py dtmf()) gives a CONFIRM n-best with P(right) "
-             "{p} >= reject_p 0.1 instead of an empty n-best")
 DTMF = [
     ("140113", "0113"), ("140113", "079"), ("140113", "0341"), ("2", "079"), ("0341", "0113"),
-    pytest.param("1", "0113", marks=pytest.mark.xfail(strict=True, reason=_DTMF_BUG.format(
-        what="digit '1' among 0113's candidates", p="0.74 (Reimerswaal)"))),
-    pytest.param("0113", "0113", marks=pytest.mark.xfail(strict=True, reason=_DTMF_BUG.format(
-        what="digits '0113' among 0113's candidates", p="0.57 (Borsele)"))),
-    pytest.param("123", "079", marks=pytest.mark.xfail(strict=True, reason=_DTMF_BUG.format(
-        what="digits '123' among 079's candidates", p="0.46 (Zoetermeer)"))),
+    ("1", "0113"), ("0113", "0113"), ("123", "079"),  # once confirmed as Reimerswaal / Borsele / Zoetermeer
 ]
 
 
@@ -183,9 +175,6 @@ def test_dtmf_tones_give_an_empty_nbest(plan, engine, digits, code):
     _assert_no_municipality(plan, engine, code, hyps, f"DTMF {digits}")
 
 
-@pytest.mark.xfail(strict=True, reason=_DTMF_BUG.format(
-    what="digit '1' through listen() (endpointer, pre-roll, session) among 0113's candidates",
-    p="0.77 (Reimerswaal)"))
 def test_a_key_pressed_while_listening_is_no_municipality(plan, engine):
     """As a call hears it: endpointer, pre-roll, session; the tone may start "speech" but
     must not name a municipality."""

@@ -42,7 +42,9 @@ import numpy as np
 
 from ivr.speech.base import Hypotheses, RecogniserError
 from ivr.speech.closed_set import FILLERS, BufferedSession, Choice, choices_for, municipality_choice, shaped_nbest
-from ivr.speech.templates import FeatureSettings, ReferenceBank, default_cache_dir, log_mel, subsequence_dtw, voiced_ms
+from ivr.speech.templates import (
+    FeatureSettings, ReferenceBank, default_cache_dir, log_mel, subsequence_dtw, tone_share, voiced_ms,
+)
 from ivr.speech.whisper_engine import EngineSettings, WhisperEngine, trim_silence
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -79,6 +81,7 @@ class FusionSettings:
     choose_margin: float = 1.0  # fused margin below which the caller chooses between the two best
     temperature: float = 4.0  # softmax over fused scores for the n-best confidences
     min_voiced_ms: int = 100  # less voiced (pitched) audio than this is noise, not an answer
+    max_tone_share: float = 0.5  # more of the loud frames than this DTMF: keypad tones, not an answer
     trim_margin_s: float = 0.3  # silence kept around the utterance before encoding
     filler_distance: float = 0.25  # a filled pause fits a filler reference this closely ...
     filler_coverage: float = 0.6  # ... over this share of the utterance
@@ -299,6 +302,8 @@ class FusionEngine:
         phrases += [(ci, p, s.village_penalty) for ci, c in enumerate(choices) for p in c.places]
         if audio.size < 0.08 * 8000 or not phrases or voiced_ms(audio) < s.min_voiced_ms:
             return self._nothing(t0, "no speech")
+        if tone_share(audio) > s.max_tone_share:  # a key pressed in-band is periodic, but no answer
+            return self._nothing(t0, "keypad tones")
         (encoded, n_mel), = self.whisper.encode([audio])
         states = self.banks[0].project(encoded[0][: max(1, n_mel // 2)])
         owner = np.array([ci for ci, _, _ in phrases])

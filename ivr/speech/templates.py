@@ -137,6 +137,34 @@ def voiced_ms(audio_8k: np.ndarray, threshold: float = 0.45) -> int:
     return int((peak > threshold).sum()) * hop * 1000 // RATE
 
 
+DTMF_LOW = (697, 770, 852, 941)
+DTMF_HIGH = (1209, 1336, 1477, 1633)
+
+
+def tone_share(audio_8k: np.ndarray, dominance: float = 0.6) -> float:
+    """The share of the loud 40 ms frames that are DTMF: one low and one high keypad
+    frequency (+-1 FFT bin) holding more than ``dominance`` of the frame's energy. Speech,
+    even a sung vowel, spreads its energy over harmonics and formants; a key tone does not."""
+    audio = np.asarray(audio_8k, np.float32)
+    win = 320
+    if audio.size < win:
+        return 0.0
+    n = audio.size // win
+    power = np.abs(np.fft.rfft(audio[: n * win].reshape(n, win) * np.hanning(win), axis=1)) ** 2
+    total = power.sum(axis=1)
+    loud = total > total.max() * 1e-3
+    if not loud.any():
+        return 0.0
+    hz_per_bin = RATE / win
+
+    def band(freqs):
+        bins = [int(round(f / hz_per_bin)) for f in freqs]
+        return np.max([power[:, b - 1: b + 2].sum(axis=1) for b in bins], axis=0)
+
+    share = (band(DTMF_LOW) + band(DTMF_HIGH)) / np.maximum(total, 1e-12)
+    return float(np.mean(share[loud] > dominance))
+
+
 def _unit(x: np.ndarray) -> np.ndarray:
     return x / (np.linalg.norm(x, axis=1, keepdims=True) + 1e-9)
 
