@@ -37,7 +37,8 @@ from rapidfuzz import fuzz
 from ivr_lab.human_speech import Clip, convert_all, default_cache, ensure_unpacked, load_clips, speech_seconds
 from ivr.core.matcher import Matcher, normalise, phonetic
 from ivr.core.plan import AreaCode, Municipality, NumberingPlan, RoutingMode, Status, load_base_plan
-from ivr_lab.replay import ItemResult, compute_metrics, decide, read_slin
+from ivr.speech.listening import listen
+from ivr_lab.replay import ItemResult, compute_metrics, fill_from_verdict, read_slin
 
 _WORD = re.compile(r"[\w'’-]+")
 HOMOPHONE_RATIO = 90  # phonetic keys this alike (0..100) are the same name said twice
@@ -143,28 +144,17 @@ class BenchItem(ItemResult):
 
 
 def run_task(task: Task, plan: NumberingPlan, recogniser, matchers: dict[str, Matcher]) -> BenchItem:
+    """One clip as ``ivr replay`` plays one row: the listening module, the engine, the matcher."""
     item = BenchItem(path=str(task.wav), area_code=task.area_code, expected_cbs_code=task.expected, kind=task.kind,
                      speaker=task.clip.speaker, text=task.clip.text)
     try:
         slin = read_slin(task.wav)
         if task.area_code not in matchers:
             matchers[task.area_code] = Matcher(plan.candidates(task.area_code))
-        result, hyps, latency, _ = decide(recogniser, matchers[task.area_code],
-                                          plan.area_codes[task.area_code].municipalities, slin)
-        item.latency_ms = round(latency, 1)
-        item.engine_ms = round(float(getattr(hyps, "engine_ms", 0.0)), 1)
-        item.heard = hyps.nbest[0][0] if hyps.nbest else ""
-        item.confidence = round(float(hyps.nbest[0][1]), 4) if hyps.nbest else 0.0
-        p = getattr(hyps, "p_right", None)
+        verdict = listen(recogniser, plan.area_codes[task.area_code].municipalities, slin)
+        fill_from_verdict(item, verdict, matchers[task.area_code])
+        p = getattr(verdict.hypotheses, "p_right", None)
         item.p_right = round(float(p), 4) if p is not None else -1.0
-        if result is None:
-            item.verdict = item.action = "no_input"
-        else:
-            item.verdict = str(result.verdict)
-            item.action = item.verdict
-            if result.best is not None:
-                item.decided_cbs_code = result.best.cbs_code
-                item.score = result.best.score
     except Exception as exc:  # noqa: BLE001 - one bad clip must not end the run
         item.verdict = item.action = "error"
         item.error = f"{type(exc).__name__}: {exc}"

@@ -173,13 +173,13 @@ def run_item(row: dict[str, str], base: Path, plan: NumberingPlan, recogniser: R
         if item.area_code not in matchers:
             matchers[item.area_code] = Matcher(plan.candidates(item.area_code))
         verdict = listen(recogniser, area.municipalities, slin)
-        _fill_from_verdict(item, verdict, matchers[item.area_code])
+        fill_from_verdict(item, verdict, matchers[item.area_code])
     except Exception as exc:  # noqa: BLE001 - one bad item must not end the run
         _failed(item, exc)
     return item
 
 
-def _fill_from_verdict(item: ItemResult, verdict: Verdict, matcher: Matcher) -> None:
+def fill_from_verdict(item: ItemResult, verdict: Verdict, matcher: Matcher) -> None:
     """The row's outcome: how the listen ended and, when speech was heard, the matcher's verdict."""
     item.listen = str(verdict.kind)
     item.speech_start_ms, item.speech_end_ms = verdict.speech_start_ms, verdict.speech_end_ms
