@@ -224,6 +224,8 @@ class FusionEngine:
         return sorted(municipality_choice(m).phrases[0] for m in load_base_plan().municipalities.values())
 
     def _prepare(self) -> None:
+        if self.banks[-1].projection is not None:  # every call asks: no lock once ready
+            return
         with self._ready:
             for bank in self.banks:
                 if bank.projection is None:
