@@ -20,7 +20,6 @@ probability that its best answer is right (accuracy per bin).
 
 from __future__ import annotations
 
-import argparse
 import json
 import random
 import re

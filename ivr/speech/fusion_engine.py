@@ -43,7 +43,8 @@ import numpy as np
 from ivr.speech.base import Hypotheses, RecogniserError
 from ivr.speech.closed_set import FILLERS, BufferedSession, Choice, choices_for, municipality_choice, shaped_nbest
 from ivr.speech.templates import (
-    FeatureSettings, ReferenceBank, default_cache_dir, log_mel, subsequence_dtw, tone_share, voiced_ms,
+    FeatureSettings, ReferenceBank, default_cache_dir, log_mel, save_cached, subsequence_dtw, tone_share,
+    voiced_ms,
 )
 from ivr.speech.whisper_engine import EngineSettings, WhisperEngine, trim_silence
 
@@ -146,7 +147,7 @@ class StateBank:
         frames = np.concatenate([_mean_normalised(s) for s in self._encode([self.audio.audio(p) for p in phrases])])
         _, _, vt = np.linalg.svd(frames - frames.mean(axis=0), full_matrices=False)
         self.projection = vt[: self.dims].T.astype(np.float32)
-        self._save(path, self.projection)
+        save_cached(path, self.projection)
 
     def project(self, states: np.ndarray) -> np.ndarray:
         return (_mean_normalised(states) @ self.projection).astype(np.float32)
@@ -168,7 +169,7 @@ class StateBank:
             chunk = missing[k: k + 16]
             for p, states in zip(chunk, self._encode([self.audio.audio(p) for p in chunk])):
                 projected = self.project(states).astype(np.float16)
-                self._save(self._path(p), projected)
+                save_cached(self._path(p), projected)
                 with self._lock:
                     self._memory[p] = projected
         return len(missing)
@@ -180,16 +181,6 @@ class StateBank:
 
     def _path(self, phrase: str) -> Path:
         return self.cache_dir / (hashlib.sha1(phrase.encode()).hexdigest()[:20] + ".npy")
-
-    @staticmethod
-    def _save(path: Path, array: np.ndarray) -> None:
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f"{path.stem}.{threading.get_ident()}.tmp.npy")
-            np.save(tmp, array)
-            tmp.replace(path)
-        except OSError:
-            pass  # a read-only cache only costs time
 
 
 class FusionEngine:

@@ -229,6 +229,18 @@ def subsequence_dtw(references: Sequence[np.ndarray], utterance: np.ndarray, *, 
     return (best, best_len, best_end) if with_end else (best, best_len)
 
 
+def save_cached(path: Path, array: np.ndarray) -> None:
+    """Write a cache file whole or not at all (concurrent writers each use their own temp
+    file); a read-only cache only costs time, so a failure is ignored."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f"{path.stem}.{os.getpid()}.{threading.get_ident()}.tmp.npy")
+        np.save(tmp, array)
+        os.replace(tmp, path)
+    except OSError:
+        pass
+
+
 def default_cache_dir() -> Path:
     env = os.environ.get("IVR_TEMPLATE_CACHE")
     if env:
@@ -299,13 +311,7 @@ class ReferenceBank:
             pcm = np.load(path)
         except (OSError, ValueError):
             pcm = np.clip(self.speak(phrase) * 32768.0, -32768, 32767).astype("<i2")
-            try:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                tmp = path.with_name(f"{path.stem}.{os.getpid()}.{threading.get_ident()}.tmp.npy")
-                np.save(tmp, pcm)
-                os.replace(tmp, path)
-            except OSError:
-                pass  # a read-only cache only costs time
+            save_cached(path, pcm)
         return pcm.astype(np.float32) / 32768.0
 
     def speak(self, phrase: str, settings: FeatureSettings | None = None) -> np.ndarray:
