@@ -3,6 +3,8 @@ and SIPp callers run side by side, each found again by its (hashed) caller numbe
 
 from __future__ import annotations
 
+import signal
+import subprocess
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -10,6 +12,17 @@ from ivr_lab.controller import REPO, Controller, start_controller  # noqa: F401 
 from ivr_lab.sipp import CallScript, SippResult, run_sipp
 
 SALT = "e2e-test-salt"
+
+
+def stop_server(proc: subprocess.Popen) -> str:
+    """SIGTERM a server started by a test (killed after 15 s); its output."""
+    proc.send_signal(signal.SIGTERM)
+    try:
+        out, _ = proc.communicate(timeout=15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, _ = proc.communicate()
+    return out
 
 
 def run_calls(scripts: dict[str, CallScript], workdir: Path, at_once: int | None = None) -> dict[str, SippResult]:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -25,6 +24,7 @@ from ivr.adapters.overrides import load_plan
 from ivr.core.report import compute_kpis
 from ivr.service import Service
 from ivr.adapters.store import CallStore
+from e2e import stop_server
 from kpi_records import EXPECTED, T0, fixed_records
 
 TOKEN = "test-admin-token-0123456789"
@@ -328,12 +328,7 @@ def test_ivr_serve_runs_the_api_and_counts_a_real_agi_call(tmp_path):
         assert snap["ivr_transfer_setup_seconds_sum"] == pytest.approx(kpis.overall.latency["transfer_setup_seconds"].sum)
         assert snap["ivr_agi_sessions_in_progress"] == 0
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            out, _ = proc.communicate(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            out, _ = proc.communicate()
+        out = stop_server(proc)
     assert proc.returncode == 0, out
 
 

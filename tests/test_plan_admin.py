@@ -24,6 +24,7 @@ from ivr.core.plan_changes import ChangeRefused, UnknownTarget, change_area_code
 from ivr.plan_admin import PlanAdmin
 from ivr.service import Service
 from ivr.adapters.store import CallStore
+from e2e import stop_server
 from test_api import AUTH, REPO, TOKEN, free_port
 
 GOOD = '[area_codes."0113"]\nmode = "dtmf"\n'
@@ -137,10 +138,5 @@ def test_sighup_and_the_cli_reload_the_running_service(tmp_path, monkeypatch, ca
         assert main(["plan", "reload", "--url", base]) == 0
         assert mode() == "dtmf"
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            out, _ = proc.communicate(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            out, _ = proc.communicate()
+        out = stop_server(proc)
     assert proc.returncode == 0, out
