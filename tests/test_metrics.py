@@ -22,7 +22,7 @@ from ivr.core.report import compute_kpis
 from kpi_records import EXPECTED, fixed_records, rec
 
 ALLOWED_LABELS = {"area_code", "mode", "outcome", "attempts", "municipality", "reason", "target", "result", "phase",
-                  "kind", "action", "status", "version", "le"}
+                  "kind", "action", "status", "version", "le", "language", "entry"}
 
 
 def observe(observer: MetricsObserver, records) -> None:

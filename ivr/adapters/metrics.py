@@ -36,10 +36,12 @@ from ivr.core.signals import (
     ERROR_KINDS,
     MisrouteTracker,
     attempts_bucket,
+    entry_of,
     error_kind,
     hangup_phase,
     is_routed,
     label,
+    language_of,
     latencies,
     transfer_result,
     transfer_target,
@@ -103,6 +105,11 @@ class Metrics:
                               "controller: observer, api).", ["kind"], namespace=ns, registry=r)
         for kind in (*ERROR_KINDS, *OTHER_ERROR_KINDS):
             self.errors.labels(kind)
+        self.languages = Counter(
+            "language_calls", "Finished calls by the language the dialogue ended in (nl, en, …), how they came in "
+            "(entry: fourteen = 14 + area code, access = an access number, from abroad) and outcome (2020: English "
+            "and Frisian wished for; 14-numbers cannot be dialled from abroad).",
+            ["language", "entry", "outcome"], namespace=ns, registry=r)
         self.admin_changes = Counter("admin_changes", "Admin write requests by action and result "
                                      "(applied, rejected, unauthorized, disabled).", ["action", "result"],
                                      namespace=ns, registry=r)
@@ -248,6 +255,7 @@ class MetricsObserver:
         m = self.metrics
         area, mode = label(record.area_code), label(record.mode)
         m.calls.labels(area, mode, record.outcome).inc()
+        m.languages.labels(language_of(record), entry_of(record), record.outcome).inc()
         bucket = attempts_bucket(record)
         if bucket:
             m.recognition.labels(area, mode, bucket).inc()
@@ -377,6 +385,10 @@ def reconcile(snapshot: Snapshot, kpis: Kpis) -> list[str]:
         for result, n in t.results.items():
             check(f"transfers mode={mode} result={result}",
                   total(snapshot, f"{p}_transfers_total", target="municipality", result=result, **sel), n)
+    for language, n in o.languages.items():
+        check(f"calls language={language}", total(snapshot, f"{p}_language_calls_total", language=language), n)
+    for entry, n in o.entries.items():
+        check(f"calls entry={entry}", total(snapshot, f"{p}_language_calls_total", entry=entry), n)
     for phase, n in o.hangups_by_phase.items():
         check(f"hangups phase={phase}", total(snapshot, f"{p}_hangups_total", phase=phase), n)
     for kind, n in o.errors.items():

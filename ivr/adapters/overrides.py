@@ -21,6 +21,14 @@ Example::
     message = "Wegens een storing wordt u doorverbonden met een medewerker."
     expires = 2026-12-31T23:00:00Z
 
+    languages = ["en"]               # offered at the greeting besides Dutch ([] offers none)
+
+    [[access_numbers]]               # from abroad: every municipality, by name or area code
+    number = "+31 88 123 4567"
+    language = "nl"                  # the dialogue starts in it (default "nl")
+
+(``languages`` is a top-level key: in TOML it must come before the first table.)
+
 A broken file is rejected with the file, line and reason; callers of
 :func:`load_plan` keep their last good plan.
 """
@@ -38,13 +46,17 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from ivr.core.plan import (
     CALAMITY_TARGET_PATTERN,
+    AccessNumber,
     Calamity,
     NumberingPlan,
     PlanError,
     RoutingMode,
     Status,
+    access_number_key,
+    collides_with_14,
     load_base_plan,
 )
+from ivr.core.prompts import DEFAULT_LANGUAGE, LANGUAGES
 
 _DIAL_STRING = r"^[A-Za-z][A-Za-z0-9_-]*/[^\s,|&]+$"
 
@@ -77,12 +89,51 @@ class CalamityOverride(BaseModel):
         return value
 
 
+def _known_language(value: str) -> str:
+    if value not in LANGUAGES:
+        raise ValueError(f"unknown language {value!r} (known: {', '.join(sorted(LANGUAGES))}; "
+                         "a language needs its prompts in ivr.core.prompts)")
+    return value
+
+
+class AccessNumberOverride(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    number: str
+    language: str = DEFAULT_LANGUAGE
+
+    @field_validator("number")
+    @classmethod
+    def _ordinary_number(cls, value: str) -> str:
+        key = access_number_key(value)
+        if key is None:
+            raise ValueError(f"{value!r} is not a phone number (+31 88 …, 0031 88 … or 088 …)")
+        if collides_with_14(key):
+            raise ValueError(f"{value!r} collides with the 14-numbers (14 + area code)")
+        return value
+
+    @field_validator("language")
+    @classmethod
+    def _language(cls, value: str) -> str:
+        return _known_language(value)
+
+
 class Overrides(BaseModel):
     model_config = ConfigDict(extra="forbid")
     operator_destination: str | None = Field(default=None, pattern=_DIAL_STRING)
     municipalities: dict[str, MunicipalityOverride] = {}
     area_codes: dict[str, AreaCodeOverride] = {}
     calamities: list[CalamityOverride] = []
+    languages: list[str] | None = None
+    access_numbers: list[AccessNumberOverride] | None = None
+
+    @field_validator("languages")
+    @classmethod
+    def _languages(cls, value: list[str] | None) -> list[str] | None:
+        for lang in value or ():
+            _known_language(lang)
+            if lang == DEFAULT_LANGUAGE:
+                raise ValueError("Dutch is always spoken: list only the languages offered besides it")
+        return value
 
 
 def apply_overrides(base: NumberingPlan, overrides: Overrides) -> NumberingPlan:
@@ -100,11 +151,16 @@ def apply_overrides(base: NumberingPlan, overrides: Overrides) -> NumberingPlan:
             raise PlanError(f"area_codes.{code}: unknown area code")
         area_codes[code] = replace(area_codes[code], mode=change.mode)
     calamities = tuple(Calamity(**c.model_dump()) for c in overrides.calamities)
+    access = None
+    if overrides.access_numbers is not None:
+        access = tuple(AccessNumber(a.number, access_number_key(a.number), a.language) for a in overrides.access_numbers)
     return base.with_changes(
         municipalities=municipalities,
         area_codes=area_codes,
         calamities=calamities,
         operator_destination=overrides.operator_destination,
+        access_numbers=access,
+        languages=tuple(overrides.languages) if overrides.languages is not None else None,
     )
 
 
@@ -150,10 +206,10 @@ def _line_of(text: str, loc: tuple[str, ...]) -> int | None:
             if header.match(line):
                 start = i
                 break
-    if len(loc) >= 2 and loc[0] == "calamities" and loc[1].isdigit():
+    if len(loc) >= 2 and loc[0] in {"calamities", "access_numbers"} and loc[1].isdigit():
         seen = -1
         for i, line in enumerate(lines):
-            if re.match(r"^\s*\[\[\s*calamities\s*\]\]", line):
+            if re.match(rf"^\s*\[\[\s*{loc[0]}\s*\]\]", line):
                 seen += 1
                 if seen == int(loc[1]):
                     start = i

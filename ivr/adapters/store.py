@@ -38,6 +38,8 @@ _LEGACY_FILL = {
         WHEN error LIKE '%shutting down%' THEN 'shutdown'
         ELSE 'other' END""",
     "calamity": "UPDATE calls SET calamity = (reason LIKE '%calamity%')",
+    # every call before languages were offered was held in Dutch
+    "language": "UPDATE calls SET language = 'nl'",
 }
 
 _SCHEMA = f"""

@@ -31,6 +31,7 @@ class AskName:
     timeout_s: float
     again: bool = False  # asked again after an answer that was not understood
     digits: str = "0123456789"  # digits accepted as an answer as well
+    phrases: tuple[str, ...] = ()  # words heard besides the names: a language offered ("English")
 
     @property
     def vocabulary_of(self) -> tuple[str, ...]:
@@ -82,10 +83,13 @@ class MenuPage:
     more: bool
     timeout_s: float
     again: bool = False  # asked again after a failed answer
+    area_code: bool = False  # no entries: the caller keys in an area code, one digit per page
 
     @property
     def digits(self) -> str:
         """The digits that mean something on this page."""
+        if self.area_code:
+            return "0123456789"
         return "".join(e.digit for e in self.entries) + (MORE_DIGIT if self.more else "") + OPERATOR_DIGIT
 
 

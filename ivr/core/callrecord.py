@@ -64,6 +64,7 @@ class AttemptVerdict(StrEnum):
     INVALID = "invalid"
     TO_MENU = "to_menu"
     BACK = "back"
+    LANGUAGE = "language"  # the caller chose another language (9, or its name)
     NONE = ""  # no answer (no input)
 
 
@@ -138,6 +139,8 @@ class CallRecord:
     expected_municipality: str | None = None
     error_kind: ErrorKind | None = None
     calamity: bool = False  # the decision is a calamity override's
+    language: str = "nl"  # the language the dialogue ended in (ivr.core.prompts.LANGUAGES)
+    access_number: str | None = None  # dialled an access number (from abroad): its digits
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

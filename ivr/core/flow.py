@@ -20,7 +20,7 @@ module (as in h11's ``_state.py``); events and actions are in ``events.py`` / ``
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from typing import Callable, Sequence
 
@@ -57,6 +57,7 @@ from ivr.core.events import (
     TransferFailed,
 )
 from ivr.core.plan import Municipality, NumberingPlan, RoutingMode
+from ivr.core.prompts import DEFAULT_LANGUAGE, LANGUAGES, language_said, localised
 from ivr.core.routing import (
     MORE_DIGIT,
     OPERATOR_DIGIT,
@@ -106,6 +107,9 @@ class _State:
     transfer_started: float | None = None
     ended: bool = False
     started: float = 0.0
+    language: str = DEFAULT_LANGUAGE
+    national: bool = False  # an access number's call: candidates are every municipality
+    area_digits: str | None = None  # the caller is keying in an area code (digits so far)
 
 
 class CallFlow:
@@ -133,6 +137,13 @@ class CallFlow:
         return self._state.ended
 
     def handle(self, event: Event) -> list[Action]:
+        actions = self._handle(event)
+        if self._state.language != DEFAULT_LANGUAGE:
+            # the flow composes Dutch keys; the caller hears them from the language's folder
+            actions = [replace(a, prompts=localised(a.prompts, self._state.language)) for a in actions]
+        return actions
+
+    def _handle(self, event: Event) -> list[Action]:
         if isinstance(event, CallStarted):
             return self._start(event)
         if self.record is None:
@@ -173,10 +184,16 @@ class CallFlow:
         self._note_decision(decision)
         self.record.area_code = decision.area_code
         self.record.mode = decision.mode
+        if decision.access is not None:  # from abroad: any municipality, by name or area code
+            self.record.access_number = decision.access.key
+            self._state.language = self.record.language = decision.access.language
+            self._state.national = True
         if decision.verdict is Verdict.ASK:
             self._state.candidates = decision.candidates
             if decision.mode is RoutingMode.SPEECH:
                 return self._ask_speech(ev.at, first=True)
+            if self._state.national:
+                return self._ask_area_code(ev.at, ("welkom", *self._language_offers(), "toets_netnummer"))
             return self._ask_menu(ev.at, prompts=("welkom",))
         self.record.decision_ms = 0.0  # decided on arrival; the driver's Dialling event adds its latency
         return self._act_on(decision, ev.at)
@@ -233,6 +250,8 @@ class CallFlow:
         return [action]
 
     def _chosen(self, m: Municipality, at: float, how: str) -> list[Action]:
+        if self.record.area_code is None:  # named from abroad: the municipality's own area code
+            self.record.area_code = m.area_codes[0]
         area = self.plan.area_codes[self.record.area_code]
         decision = choose(self.plan, area, m, dialled=self.record.dialled, now=self._now(), how=how)
         return self._act_on(decision, at, announce=True)
@@ -244,6 +263,8 @@ class CallFlow:
         self._state.menu_page = page
         self.record.recognition_attempts += 1
         listing: list[str] = list(prompts) + (["kies_menu"] if page == 0 else [])
+        if "welkom" in prompts and self._offer_digits_free(page):
+            listing[1:1] = self._language_offers()
         entries: list[MenuEntry] = []
         for digit, m in menu_page(self._state.candidates, page):
             listing += ["voor", municipality_prompt(m.cbs_code), "toets", f"cijfer/{digit}"]
@@ -271,6 +292,9 @@ class CallFlow:
         if ev.digit == OPERATOR_DIGIT:
             rec.attempts.append(Attempt(AttemptKind.MENU, InputKind.DTMF, ev.digit, verdict=AttemptVerdict.OPERATOR))
             return self._to_operator(ev.at, reason="caller asked for a person")
+        language = self._language_of_digit(ev.digit)
+        if language and self._offer_digits_free(st.menu_page):
+            return self._switch_language(ev.at, language, Attempt(AttemptKind.MENU, InputKind.DTMF, ev.digit))
         rec.attempts.append(Attempt(AttemptKind.MENU, InputKind.DTMF, ev.digit, verdict=AttemptVerdict.INVALID))
         return self._menu_failed(ev.at, "ongeldige_keuze")
 
@@ -287,13 +311,17 @@ class CallFlow:
             self._matcher = self._matcher_factory(self._state.candidates)
         return self._matcher
 
-    def _ask_speech(self, at: float, first: bool = False) -> list[Action]:
+    def _ask_speech(self, at: float, first: bool = False, prompts: tuple[str, ...] = ()) -> list[Action]:
         self._enter(Phase.SPEECH, at)
         self._state.speech_attempts += 1
         self.record.recognition_attempts += 1
-        prompts = ("welkom", "zeg_gemeente") if first else ("niet_verstaan", "zeg_gemeente")
+        question = "welke_gemeente" if self._state.national else "zeg_gemeente"
+        offers = self._language_offers() if first else ()
+        prompts = prompts or (("welkom", *offers, question) if first else ("niet_verstaan", question))
         codes = tuple(m.cbs_code for m in self._state.candidates)
-        return [AskName(prompts, codes, self.settings.speech_timeout_s, again=not first)]
+        # a language offered is also heard by its name ("English"), on the question that offers it
+        words = tuple(LANGUAGES[lang].said_as[0].title() for lang in self._offered()) if offers else ()
+        return [AskName(prompts, codes, self.settings.speech_timeout_s, again=not first, phrases=words)]
 
     def _speech(self, ev: SpeechHeard) -> list[Action]:
         st = self._state
@@ -301,6 +329,11 @@ class CallFlow:
             return self._confirm_answer(ev)
         if st.phase is not Phase.SPEECH:
             raise FlowError(f"speech result in phase {st.phase}")
+        language = language_said(ev.nbest[0][0]) if ev.nbest else None
+        if language in self._offered():
+            return self._switch_language(ev.at, language, Attempt(
+                AttemptKind.SPEECH, InputKind.SPEECH, ev.nbest[0][0], recogniser_ms=ev.recogniser_ms,
+                decision_ms=_ms(ev.at, ev.speech_ended_at)))
         result = self._matcher_for_candidates().match(ev.nbest)
         verdict = AttemptVerdict(result.verdict)
         attempt = Attempt(
@@ -323,6 +356,8 @@ class CallFlow:
     def _speech_failed(self, at: float) -> list[Action]:
         if self._state.speech_attempts < self.settings.max_speech_attempts:
             return self._ask_speech(at)
+        if self._state.national:  # no menu of 342 names: the area code instead
+            return self._ask_area_code(at, ("niet_verstaan", "toets_netnummer"), again=True)
         return self._ask_menu(at, prompts=("niet_verstaan",), again=True)
 
     def _ask_confirm(self, at: float, pending: tuple[Municipality, ...]) -> list[Action]:
@@ -383,10 +418,20 @@ class CallFlow:
 
     def _digit(self, ev: Digit) -> list[Action]:
         phase = self._state.phase
+        if phase is Phase.MENU and self._state.area_digits is not None:
+            return self._area_code_digit(ev)
         if phase is Phase.MENU:
             return self._menu_digit(ev)
         if phase is Phase.CONFIRM:
             return self._confirm_digit(ev)
+        if phase is Phase.SPEECH and self._language_of_digit(ev.digit):
+            self.record.digits += ev.digit
+            return self._switch_language(ev.at, self._language_of_digit(ev.digit),
+                                         Attempt(AttemptKind.SPEECH, InputKind.DTMF, ev.digit))
+        if phase is Phase.SPEECH and self._state.national:
+            # from abroad a digit starts the area code (they all begin with 0: no operator digit here)
+            self.record.recognition_attempts -= 1  # the same question, answered by keys
+            return self._area_code_digit(ev, started=self._ask_area_code(ev.at, ()))
         if phase is Phase.SPEECH:
             # DTMF works at any moment: a digit while we listen means "give me the menu"
             self.record.digits += ev.digit
@@ -412,10 +457,15 @@ class CallFlow:
         rec.ivr_seconds = None
         if rec.mode is RoutingMode.SPEECH and self._state.speech_attempts < self.settings.max_speech_attempts:
             return self._ask_speech(ev.at)
+        if self._state.national:
+            return self._ask_area_code(ev.at, ("toets_netnummer",), again=True)
         return self._ask_menu(ev.at)
 
     def _no_input(self, ev: NoInput) -> list[Action]:
         phase = self._state.phase
+        if phase is Phase.MENU and self._state.area_digits is not None:
+            self.record.attempts.append(Attempt(AttemptKind.MENU, InputKind.NO_INPUT))
+            return self._area_code_failed(ev.at, "geen_invoer")
         if phase is Phase.MENU:
             self.record.attempts.append(Attempt(AttemptKind.MENU, InputKind.NO_INPUT))
             return self._menu_failed(ev.at, "geen_invoer")
@@ -465,6 +515,87 @@ class CallFlow:
         if rec.decision_ms is not None and not rec.attempts:  # decided on arrival: up to the Dial
             rec.decision_ms = (ev.at - self._state.started) * 1000
         return []
+
+    # -- languages ----------------------------------------------------------------
+
+    def _offered(self) -> tuple[str, ...]:
+        """Languages the caller can switch to now: the plan's, and Dutch once away from it."""
+        offered = tuple(lang for lang in self.plan.languages if lang in LANGUAGES)
+        return tuple(lang for lang in (DEFAULT_LANGUAGE, *offered) if lang != self._state.language)
+
+    def _language_offers(self) -> tuple[str, ...]:
+        """The greeting's "For English, press 9": said in Dutch calls only."""
+        if self._state.language != DEFAULT_LANGUAGE:
+            return ()
+        return tuple(LANGUAGES[lang].offer for lang in self._offered() if LANGUAGES[lang].offer)
+
+    def _language_of_digit(self, digit: str) -> str | None:
+        if self._state.language != DEFAULT_LANGUAGE:
+            return None
+        return next((lang for lang in self._offered() if LANGUAGES[lang].offer_digit == digit), None)
+
+    def _offer_digits_free(self, page: int) -> bool:
+        """A menu page can offer a language only where its digit names no municipality and no next page."""
+        taken = {d for d, _ in menu_page(self._state.candidates, page)}
+        if menu_has_more(self._state.candidates, page):
+            taken.add(MORE_DIGIT)
+        return not any(LANGUAGES[lang].offer_digit in taken for lang in self._offered())
+
+    def _switch_language(self, at: float, language: str, attempt: Attempt) -> list[Action]:
+        """The caller chose a language: the same question again, in that language (not counted twice)."""
+        st, rec = self._state, self.record
+        st.language = rec.language = language
+        attempt.verdict = AttemptVerdict.LANGUAGE
+        rec.attempts.append(attempt)
+        rec.recognition_attempts -= 1
+        if st.area_digits is not None:
+            return self._ask_area_code(at, ("welkom", "toets_netnummer"))
+        if st.phase is Phase.MENU:
+            return self._ask_menu(at, prompts=("welkom",), page=0)
+        st.speech_attempts -= 1
+        return self._ask_speech(at, first=True)
+
+    # -- the area code, keyed in from abroad ---------------------------------------
+
+    def _ask_area_code(self, at: float, prompts: tuple[str, ...], again: bool = False) -> list[Action]:
+        self._enter(Phase.MENU, at)
+        self._state.area_digits = ""
+        self.record.recognition_attempts += 1
+        return [MenuPage(prompts, (), False, self.settings.menu_timeout_s, again=again, area_code=True)]
+
+    def _area_code_digit(self, ev: Digit, started: list[Action] | None = None) -> list[Action]:
+        """One digit of an area code; the codes are prefix-free, so a complete one needs no '#'."""
+        st, rec = self._state, self.record
+        st.area_digits += ev.digit
+        rec.digits += ev.digit
+        code = st.area_digits
+        if code in self.plan.area_codes:
+            st.area_digits = None
+            decision = route(self.plan, "14" + code, now=self._now(), speech_available=self.speech_available)
+            rec.attempts.append(Attempt(AttemptKind.MENU, InputKind.DTMF, code, verdict=AttemptVerdict.CHOSEN,
+                                        chosen=decision.municipality.cbs_code if decision.municipality else ""))
+            rec.area_code, rec.mode = code, decision.mode
+            st.national, st.speech_attempts, st.menu_failures, self._matcher = False, 0, 0, None
+            st.candidates = decision.candidates or ((decision.municipality,) if decision.municipality else ())
+            if decision.verdict is not Verdict.ASK:
+                return self._act_on(decision, ev.at, announce=decision.verdict is Verdict.TRANSFER)
+            if decision.mode is RoutingMode.SPEECH:
+                return self._ask_speech(ev.at, first=True, prompts=("zeg_gemeente",))
+            return self._ask_menu(ev.at)
+        if code == ev.digit and self._language_of_digit(ev.digit):
+            return self._switch_language(ev.at, self._language_of_digit(ev.digit),
+                                         Attempt(AttemptKind.MENU, InputKind.DTMF, ev.digit))
+        if code.isdigit() and any(c.startswith(code) for c in self.plan.area_codes):
+            return started or [MenuPage((), (), False, self.settings.menu_timeout_s, area_code=True)]
+        rec.attempts.append(Attempt(AttemptKind.MENU, InputKind.DTMF, code, verdict=AttemptVerdict.INVALID))
+        return self._area_code_failed(ev.at, "onbekend_netnummer")
+
+    def _area_code_failed(self, at: float, prompt: str) -> list[Action]:
+        self._state.menu_failures += 1
+        if self._state.menu_failures >= self.settings.max_menu_failures:
+            self._state.area_digits = None
+            return self._to_operator(at, reason="no valid area code keyed in")
+        return self._ask_area_code(at, (prompt, "toets_netnummer"), again=True)
 
     # -- bookkeeping --------------------------------------------------------------
 

@@ -93,6 +93,36 @@ class Calamity:
         return self.expires is None or now < self.expires
 
 
+@dataclass(frozen=True, slots=True)
+class AccessNumber:
+    """An ordinary number (e.g. +31 88 …) that callers abroad dial instead of a 14-number:
+    the caller names any municipality of the country, or keys in its area code."""
+
+    number: str  # as the operator wrote it
+    key: str  # international digits without the plus ("31881234567"): see access_number_key
+    language: str = "nl"  # the language the dialogue starts in
+
+
+def access_number_key(text: str) -> str | None:
+    """The international digits of a number ("+31 88 123 4567", "0031881234567" and the
+    national "088 123 4567" all give "31881234567"); None when it is no phone number."""
+    digits = "".join(ch for ch in (text or "").strip() if ch not in " -.()")
+    if digits.startswith("+"):
+        digits = digits[1:]
+    elif digits.startswith("00"):
+        digits = digits[2:]
+    elif digits.startswith("0"):
+        digits = "31" + digits[1:]
+    if not digits.isdigit() or not 8 <= len(digits) <= 15:
+        return None
+    return digits
+
+
+def collides_with_14(key: str) -> bool:
+    """Whether an access number's digits would be read as a 14-number (14 + area code)."""
+    return key.startswith("14") or key.startswith("3114")
+
+
 @dataclass(frozen=True)
 class NumberingPlan:
     municipalities: Mapping[str, Municipality]
@@ -100,9 +130,22 @@ class NumberingPlan:
     operator_destination: str = DEFAULT_OPERATOR_DESTINATION
     calamities: tuple[Calamity, ...] = ()
     version: str = field(default="")
+    access_numbers: tuple[AccessNumber, ...] = ()
+    languages: tuple[str, ...] = ("en",)  # offered besides Dutch at the greeting
 
     def candidates(self, code: str) -> tuple[Municipality, ...]:
         return tuple(self.municipalities[c] for c in self.area_codes[code].municipalities)
+
+    def access_number(self, dialled: str) -> AccessNumber | None:
+        """The access number ``dialled`` is, if it is one."""
+        if not self.access_numbers:
+            return None
+        key = access_number_key(dialled)
+        return next((a for a in self.access_numbers if a.key == key), None) if key else None
+
+    def national_candidates(self) -> tuple[Municipality, ...]:
+        """Every municipality: the candidates of a call on an access number."""
+        return tuple(self.municipalities.values())
 
     def calamity_for(self, target: str, now: datetime) -> Calamity | None:
         for calamity in self.calamities:
@@ -116,6 +159,8 @@ class NumberingPlan:
         area_codes: Mapping[str, AreaCode] | None = None,
         calamities: tuple[Calamity, ...] | None = None,
         operator_destination: str | None = None,
+        access_numbers: tuple[AccessNumber, ...] | None = None,
+        languages: tuple[str, ...] | None = None,
     ) -> "NumberingPlan":
         """A new validated plan with some parts replaced (the old one is untouched)."""
         return build_plan(
@@ -123,6 +168,8 @@ class NumberingPlan:
             area_codes if area_codes is not None else self.area_codes,
             operator_destination=operator_destination or self.operator_destination,
             calamities=self.calamities if calamities is None else calamities,
+            access_numbers=self.access_numbers if access_numbers is None else access_numbers,
+            languages=self.languages if languages is None else languages,
         )
 
 
@@ -136,9 +183,13 @@ def build_plan(
     *,
     operator_destination: str = DEFAULT_OPERATOR_DESTINATION,
     calamities: Iterable[Calamity] = (),
+    access_numbers: Iterable[AccessNumber] = (),
+    languages: Iterable[str] = ("en",),
 ) -> NumberingPlan:
     calamities = tuple(calamities)
+    access_numbers = tuple(access_numbers)
     problems = list(_consistency_problems(municipalities, area_codes, calamities))
+    problems += _access_number_problems(access_numbers)
     if problems:
         raise PlanError("; ".join(problems))
     plan = NumberingPlan(
@@ -146,6 +197,8 @@ def build_plan(
         area_codes=MappingProxyType(dict(area_codes)),
         operator_destination=operator_destination,
         calamities=calamities,
+        access_numbers=access_numbers,
+        languages=tuple(languages),
     )
     object.__setattr__(plan, "version", _fingerprint(plan))
     return plan
@@ -176,6 +229,19 @@ def _consistency_problems(municipalities, area_codes, calamities) -> Iterable[st
             yield f"calamity target {c.target!r} is neither an area code nor a municipality"
 
 
+def _access_number_problems(access_numbers: tuple[AccessNumber, ...]) -> list[str]:
+    problems, seen = [], set()
+    for a in access_numbers:
+        if access_number_key(a.number) != a.key:
+            problems.append(f"access number {a.number!r} is not a phone number")
+        elif collides_with_14(a.key):
+            problems.append(f"access number {a.number!r} collides with the 14-numbers (14 + area code)")
+        elif a.key in seen:
+            problems.append(f"access number {a.number!r} is listed twice")
+        seen.add(a.key)
+    return problems
+
+
 def _fingerprint(plan: NumberingPlan) -> str:
     h = hashlib.sha256()
     for cbs in sorted(plan.municipalities):
@@ -183,6 +249,8 @@ def _fingerprint(plan: NumberingPlan) -> str:
     for code in sorted(plan.area_codes):
         h.update(repr(plan.area_codes[code]).encode())
     h.update(repr((plan.operator_destination, plan.calamities)).encode())
+    if plan.access_numbers or plan.languages != ("en",):  # plans without them keep their version
+        h.update(repr((plan.access_numbers, plan.languages)).encode())
     return h.hexdigest()[:12]
 
 

@@ -1,13 +1,20 @@
-"""Every sentence the caller hears, in one place (Dutch).
+"""Every sentence the caller hears, in one place, per language.
 
 Keys are file stems: Asterisk plays ``ivr14/<key>``; the speech path plays the same WAV
 files itself. Operators replace any of them with a recording of the same name.
 Calls compose sentences from pieces (``voor`` + ``gemeente/GM0664`` + ``toets`` +
 ``cijfer/1``) so a menu always lists exactly the area code's municipalities.
+
+Dutch is the default language: its files sit at the top of the prompt folder. Every other
+language has one folder of its own, named by its code (``en/welkom`` is the English
+``welkom``), rendered with that language's espeak-ng voice at install. The flow composes
+its prompts in Dutch keys and :func:`localised` moves them into the caller's language;
+municipality names (``gemeente/…``) are proper names and keep their Dutch recording.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from functools import lru_cache
 
 from ivr.core.plan import NumberingPlan, load_base_plan
@@ -41,6 +48,63 @@ PHRASES: dict[str, str] = {
     "lab/verbonden": "U bent verbonden met de gemeente.",
 }
 
+# Sentences of the access numbers (a call from abroad: no area code dialled)
+PHRASES.update({
+    "welke_gemeente": "Welke gemeente wilt u bellen? Zegt u de naam van de gemeente. Of toets het netnummer.",
+    "toets_netnummer": "Toetst u het netnummer van de gemeente, bijvoorbeeld nul een een drie.",
+    "onbekend_netnummer": "Dat netnummer ken ik niet.",
+})
+
+#: English: the same keys, said in English (rendered with espeak-ng ``en-gb``).
+PHRASES_EN: dict[str, str] = {
+    "welkom": "Welcome to the fourteen plus number of the Dutch municipalities.",
+    "zeg_gemeente": "Please say the name of the municipality you want to call. Or press a key for the menu.",
+    "niet_verstaan": "Sorry, I did not understand that.",
+    "kies_menu": "Please choose from the following municipalities.",
+    "voor": "For",
+    "toets": "press",
+    "meer_keuzes": "For more municipalities, press 9.",
+    "medewerker_keuze": "To speak to someone, press 0.",
+    "ongeldige_keuze": "That is not a valid choice.",
+    "geen_invoer": "I did not hear a choice.",
+    "doorverbinden": "You are being put through to the municipality of",
+    "terug_keuze": "Not right? Then press star.",
+    "bedoelt_u": "Do you mean the municipality of",
+    "ja_nee": "Please say yes or no. Or press 1 for yes, and 2 for no.",
+    "of": "or",
+    "een_of_twee": "Please say the name. Or press 1 for the first, and 2 for the second.",
+    "de_gemeente": "The municipality of",
+    "niet_aangesloten": "cannot be reached through the fourteen plus number.",
+    "belt_u": "You can call the municipality on",
+    "tot_ziens": "Goodbye.",
+    "onbekend_nummer": "This fourteen plus number does not exist. Please check the area code and call again.",
+    "medewerker": "You are being put through to a member of staff.",
+    "niet_bereikbaar": "The municipality cannot be reached at the moment. Please try again later.",
+    "calamiteit": "Due to special circumstances, your call is being redirected.",
+    "storing": "There is a fault. You are being put through to a member of staff.",
+    "welke_gemeente": "Which municipality would you like to call? Please say its name. Or key in its area code.",
+    "toets_netnummer": "Please key in the area code of the municipality, for example zero one one three.",
+    "onbekend_netnummer": "I do not know that area code.",
+    # said in the Dutch dialogue, in English, so an English speaker understands it
+    "kies_engels": "For English, press 9.",
+}
+
+
+@dataclass(frozen=True)
+class Language:
+    """A language the dialogue can be held in."""
+
+    code: str  # the prompt folder's name (ISO 639-1)
+    voice: str  # the espeak-ng voice that renders its prompts at install (never MBROLA)
+    phrases: dict[str, str]
+    digit_words: tuple[str, ...]
+    offer: str = ""  # prompt key offering this language in the Dutch greeting
+    offer_digit: str = ""  # the digit that chooses it there
+    said_as: tuple[str, ...] = ()  # what a caller says to choose it (normalised, lower case)
+
+
+DEFAULT_LANGUAGE = "nl"
+
 _SPOKEN_SUFFIXES = {"(NH)": "in Noord-Holland", "(L)": "in Limburg"}
 
 
@@ -54,15 +118,51 @@ def spoken_name(name: str) -> str:
 
 DIGIT_WORDS = ["nul", "een", "twee", "drie", "vier", "vijf", "zes", "zeven", "acht", "negen"]
 
+LANGUAGES: dict[str, Language] = {
+    "nl": Language("nl", "nl", PHRASES, tuple(DIGIT_WORDS)),
+    "en": Language("en", "en-gb", PHRASES_EN,
+                   ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"),
+                   offer="en/kies_engels", offer_digit="9", said_as=("english", "engels", "in english")),
+}
+
+
+def localised(keys: tuple[str, ...], language: str) -> tuple[str, ...]:
+    """``keys`` (Dutch) as the prompts of ``language``: the same stems in its folder; names
+    and keys already in a language's folder stay as they are."""
+    if language == DEFAULT_LANGUAGE:
+        return keys
+    prefix = language + "/"
+    return tuple(k if k.startswith("gemeente/") or k.split("/", 1)[0] in LANGUAGES else prefix + k for k in keys)
+
+
+def language_said(text: str) -> str | None:
+    """The language a caller asked for by name ("English"), or None."""
+    said = " ".join(text.lower().replace(",", " ").replace(".", " ").split())
+    for lang in LANGUAGES.values():
+        if said in lang.said_as:
+            return lang.code
+    return None
+
 
 def all_prompt_texts(plan: NumberingPlan | None = None) -> dict[str, str]:
-    """Every prompt key with its Dutch text: fixed phrases, digits, municipality names."""
+    """Every prompt key with its text: fixed phrases, digits, municipality names (Dutch at
+    the top, every other language's phrases and digits under its folder)."""
     if plan is None:
         return dict(_default_texts())
     texts = dict(PHRASES)
     texts.update({f"cijfer/{d}": word for d, word in enumerate(DIGIT_WORDS)})
     texts.update({f"gemeente/{m.cbs_code}": spoken_name(m.name) for m in plan.municipalities.values()})
+    for lang in LANGUAGES.values():
+        if lang.code != DEFAULT_LANGUAGE:
+            texts.update({f"{lang.code}/{k}": v for k, v in lang.phrases.items()})
+            texts.update({f"{lang.code}/cijfer/{d}": w for d, w in enumerate(lang.digit_words)})
     return texts
+
+
+def voice_of(key: str) -> str:
+    """The espeak-ng voice of a prompt key: its language folder's, else Dutch."""
+    lang = LANGUAGES.get(key.split("/", 1)[0]) if "/" in key else None
+    return (lang or LANGUAGES[DEFAULT_LANGUAGE]).voice
 
 
 @lru_cache(maxsize=1)

@@ -51,6 +51,7 @@ from ivr.core.callrecord import CallRecord, Outcome
 from ivr.core.histogram import LatencySummary, LogHistogram
 from ivr.core.signals import (
     ATTEMPT_BUCKETS,
+    ENTRIES,
     ERROR_KINDS,
     HANGUP_PHASES,
     LATENCIES,
@@ -60,12 +61,14 @@ from ivr.core.signals import (
     Misroute,
     MisrouteTracker,
     attempts_bucket,
+    entry_of,
     error_kind,
     expected_of,
     hangup_phase,
     immediate_misroute,
     is_routed,
     label,
+    language_of,
     latencies,
     transfer_result,
     transfer_target,
@@ -131,6 +134,9 @@ class GroupKpis:
     hangups_by_phase: dict[str, int] = field(default_factory=dict)
     errors: dict[str, int] = field(default_factory=dict)
     latency: dict[str, LatencySummary] = field(default_factory=dict)
+    languages: dict[str, int] = field(default_factory=dict)  # calls by the language they ended in
+    entries: dict[str, int] = field(default_factory=dict)  # calls by entry: fourteen (14 + code) or access
+    routed_by_language: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -159,7 +165,7 @@ class Kpis:
 
 class _GroupAcc:
     __slots__ = ("calls", "outcomes", "modes", "asked", "attempts", "routed", "ground_truth", "misroutes",
-                 "transfers", "hangups", "errors", "hist")
+                 "transfers", "hangups", "errors", "hist", "languages", "entries", "routed_by_language")
 
     def __init__(self) -> None:
         self.calls = 0
@@ -174,11 +180,14 @@ class _GroupAcc:
         self.hangups: Counter[str] = Counter()
         self.errors: Counter[str] = Counter()
         self.hist = {name: LogHistogram() for name in LATENCIES}
+        self.languages: Counter[str] = Counter()
+        self.entries: Counter[str] = Counter()
+        self.routed_by_language: Counter[str] = Counter()
 
     def merge(self, other: "_GroupAcc") -> None:
         self.calls += other.calls
         for name in ("outcomes", "modes", "asked", "attempts", "routed", "ground_truth", "misroutes",
-                     "transfers", "hangups", "errors"):
+                     "transfers", "hangups", "errors", "languages", "entries", "routed_by_language"):
             getattr(self, name).update(getattr(other, name))
         for name, hist in other.hist.items():
             self.hist[name].merge(hist)
@@ -188,12 +197,15 @@ class _GroupAcc:
         self.calls += 1
         self.outcomes[label(r.outcome)] += 1
         self.modes[mode] += 1
+        self.languages[language_of(r)] += 1
+        self.entries[entry_of(r)] += 1
         bucket = attempts_bucket(r)
         if bucket:
             self.asked[mode] += 1
             self.attempts[(mode, bucket)] += 1
         if is_routed(r):
             self.routed[mode] += 1
+            self.routed_by_language[language_of(r)] += 1
             if expected_of(r) is not None:
                 self.ground_truth[mode] += 1
         if transfer_target(r) == "municipality":
@@ -234,6 +246,9 @@ class _GroupAcc:
         g.hangups_by_phase = {p: self.hangups.get(p, 0) for p in HANGUP_PHASES}
         g.errors = {k: self.errors.get(k, 0) for k in ERROR_KINDS}
         g.latency = {name: h.summary() for name, h in self.hist.items()}
+        g.languages = dict(sorted(self.languages.items()))
+        g.entries = {e: self.entries.get(e, 0) for e in ENTRIES}
+        g.routed_by_language = dict(sorted(self.routed_by_language.items()))
         rec = g.recognition.get(HEADLINE_MODE)
         asked = rec.asked if rec else 0
         att = rec.attempts if rec else {}

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from enum import StrEnum
 
-from ivr.core.plan import AreaCode, Municipality, NumberingPlan, RoutingMode
+from ivr.core.plan import AccessNumber, AreaCode, Municipality, NumberingPlan, RoutingMode
 
 MAX_DIGITS = 32
 
@@ -37,6 +37,7 @@ class Decision:
     candidates: tuple[Municipality, ...] = ()
     message: str = ""  # a calamity message to say before transferring
     calamity: bool = False  # a calamity override decided (``reason`` says so in words)
+    access: AccessNumber | None = None  # dialled an access number (from abroad): every municipality
 
     def to_dict(self) -> dict[str, object]:
         """The decision as plain data: what `ivr route --json` and `GET /v1/route` show."""
@@ -45,7 +46,8 @@ class Decision:
                 "mode": self.mode.value if self.mode else None,
                 "municipality": m.cbs_code if m else None, "municipality_name": m.name if m else None,
                 "destination": self.destination, "message": self.message,
-                "candidates": [c.cbs_code for c in self.candidates]}
+                "candidates": [c.cbs_code for c in self.candidates],
+                "access_number": self.access.number if self.access else None}
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +93,11 @@ def parse_dialled(plan: NumberingPlan, dialled: str) -> ParsedNumber:
 def route(plan: NumberingPlan, dialled: str, *, now: datetime | None = None,
           speech_available: bool = True) -> Decision:
     now = now or datetime.now(timezone.utc)
+    access = plan.access_number(dialled)
+    if access is not None:
+        mode = RoutingMode.SPEECH if speech_available else RoutingMode.DTMF
+        return Decision(Verdict.ASK, f"access number {access.number}: any municipality, by name or area code",
+                        dialled, mode=mode, candidates=plan.national_candidates(), access=access)
     parsed = parse_dialled(plan, dialled)
     if parsed.area_code is None or parsed.problem:
         verdict = Verdict.UNKNOWN_AREA_CODE if parsed.problem.startswith("unknown") else Verdict.INVALID_NUMBER

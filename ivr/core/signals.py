@@ -41,6 +41,17 @@ def is_routed(record: CallRecord) -> bool:
     return record.outcome == Outcome.ROUTED and bool(record.municipality)
 
 
+ENTRIES = ("fourteen", "access")  # dialled a 14-number, or an access number (from abroad)
+
+
+def entry_of(record: CallRecord) -> str:
+    return "access" if record.access_number else "fourteen"
+
+
+def language_of(record: CallRecord) -> str:
+    return record.language or "nl"  # records from before languages were all Dutch
+
+
 def attempts_bucket(record: CallRecord) -> str | None:
     """'1', '2', '3+' or 'undecided' for a call whose caller was asked; None otherwise."""
     if record.recognition_attempts < 1:
