@@ -1,13 +1,15 @@
 """Render the caller-facing prompts to 8 kHz mono 16-bit WAV files for Asterisk.
 
-``build_prompts(texts, out_dir)`` speaks every text with espeak-ng (Dutch voice), converts it with
+``build_prompts(texts, out_dir)`` speaks every text with espeak-ng (each key in its language's
+voice: ``nl`` at the top, ``en-gb`` for ``en/…``; ``ivr.core.prompts.voice_of``), converts it with
 sox and writes ``out_dir/<key>.wav`` (a key may contain ``/``: ``lab/verbonden`` becomes
 ``out_dir/lab/verbonden.wav``). Asterisk plays them as ``ivr14/<key>`` once
 ``scripts/asterisk-install.sh`` has copied them to ``/usr/share/asterisk/sounds/ivr14/``.
 
 A manifest (``out_dir/.manifest.json``) records a hash of what produced each file, so a rerun only
 renders what changed. Recorded prompts override the synthetic ones: put ``<key>.wav`` (any rate,
-channels or sample format sox can read) in ``$IVR_PROMPTS_DIR`` and it is converted instead.
+channels or sample format sox can read) in ``$IVR_PROMPTS_DIR`` and it is converted instead; the
+English ones go in its ``en/`` folder (``en/welkom.wav``, ``en/cijfer/1.wav``), as the keys say.
 
 Usage: ``python -m ivr_lab.prompts_build OUT_DIR`` (texts from ``ivr.core.prompts.all_prompt_texts()``).
 """
@@ -79,11 +81,12 @@ def _render_recording(src: Path, dest: Path) -> None:
 def build_prompts(
     texts: dict[str, str],
     out_dir: Path,
-    voice: str = "nl",
+    voice: str | None = None,
     overrides_dir: Path | None = None,
     workers: int | None = None,
 ) -> dict[str, Path]:
-    """Render ``texts`` (key -> Dutch text) into ``out_dir``; return key -> WAV path.
+    """Render ``texts`` (key -> text) into ``out_dir``; return key -> WAV path. ``voice``: one
+    espeak-ng voice for every key; by default each key's language's voice.
 
     Unchanged prompts (same text/voice, or same override recording) are skipped. WAVs of keys that
     were built before but are no longer in ``texts`` are removed.
@@ -116,8 +119,9 @@ def build_prompts(
             digest = _sha(FORMAT_VERSION, "recording", override.read_bytes())
             job = (_render_recording, override, dest)
         else:
-            digest = _sha(FORMAT_VERSION, "tts", voice, text)
-            job = (_render_tts, text, voice, dest)
+            spoken_by = voice or _voice_of(key)
+            digest = _sha(FORMAT_VERSION, "tts", spoken_by, text)
+            job = (_render_tts, text, spoken_by, dest)
         new[key] = digest
         if old.get(key) != digest or not dest.is_file():
             dest.parent.mkdir(parents=True, exist_ok=True)
@@ -135,6 +139,14 @@ def build_prompts(
     tmp.write_text(json.dumps(new, indent=1, sort_keys=True))
     tmp.replace(manifest_path)
     return result
+
+
+def _voice_of(key: str) -> str:
+    try:
+        from ivr.core.prompts import voice_of
+    except ImportError:  # the controller's prompt catalogue is not there (yet): Dutch
+        return "nl"
+    return voice_of(key)
 
 
 def project_prompt_texts() -> dict[str, str]:

@@ -104,11 +104,10 @@ class AccessNumberOverride(BaseModel):
     @field_validator("number")
     @classmethod
     def _ordinary_number(cls, value: str) -> str:
-        key = access_number_key(value)
-        if key is None:
-            raise ValueError(f"{value!r} is not a phone number (+31 88 …, 0031 88 … or 088 …)")
-        if collides_with_14(key):
+        if collides_with_14(value):
             raise ValueError(f"{value!r} collides with the 14-numbers (14 + area code)")
+        if access_number_key(value) is None:
+            raise ValueError(f"{value!r} is not a phone number (+31 88 …, 0031 88 … or 088 …)")
         return value
 
     @field_validator("language")

@@ -37,6 +37,10 @@ def register(subparsers) -> None:
     p.add_argument("--metrics", action="store_true",
                    help="also count every call into the Prometheus metrics (ivr.adapters.metrics), write the summed "
                         "snapshot to <db>.metrics.json and check it against the KPIs")
+    p.add_argument("--english-share", type=float, default=0.0,
+                   help="share of callers who choose English at the greeting (default 0: the 2020 world)")
+    p.add_argument("--abroad-share", type=float, default=0.0,
+                   help="share of callers who call an access number from abroad (default 0: the 2020 world)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_cmd_simulate)
@@ -68,7 +72,12 @@ def _cmd_simulate(args) -> int:
         if not Path(model_path).is_file():
             print(f"unknown profile {args.profile!r}", file=sys.stderr)
             return 2
-    caller_profile = CallerProfile(calls_per_year=int(args.rate))
+    for name in ("english_share", "abroad_share"):
+        if not 0.0 <= getattr(args, name) <= 1.0:
+            print(f"--{name.replace('_', '-')} must be between 0 and 1", file=sys.stderr)
+            return 2
+    caller_profile = CallerProfile(calls_per_year=int(args.rate), english_share=args.english_share,
+                                   abroad_share=args.abroad_share)
     cfg = SimConfig(calls=calls, days=days, seed=args.seed, profile=profile_name, model_path=model_path, db=db,
                     records=records, sample=args.sample, workers=args.workers, progress=not args.no_progress,
                     kpi_groups=args.kpi_groups, metrics=args.metrics,

@@ -103,24 +103,30 @@ class AccessNumber:
     language: str = "nl"  # the language the dialogue starts in
 
 
+def _international_digits(text: str) -> str:
+    digits = "".join(ch for ch in (text or "").strip() if ch not in " -.()")
+    if digits.startswith("+"):
+        return digits[1:]
+    if digits.startswith("00"):
+        return digits[2:]
+    if digits.startswith("0"):
+        return "31" + digits[1:]
+    return digits
+
+
 def access_number_key(text: str) -> str | None:
     """The international digits of a number ("+31 88 123 4567", "0031881234567" and the
     national "088 123 4567" all give "31881234567"); None when it is no phone number."""
-    digits = "".join(ch for ch in (text or "").strip() if ch not in " -.()")
-    if digits.startswith("+"):
-        digits = digits[1:]
-    elif digits.startswith("00"):
-        digits = digits[2:]
-    elif digits.startswith("0"):
-        digits = "31" + digits[1:]
+    digits = _international_digits(text)
     if not digits.isdigit() or not 8 <= len(digits) <= 15:
         return None
     return digits
 
 
-def collides_with_14(key: str) -> bool:
-    """Whether an access number's digits would be read as a 14-number (14 + area code)."""
-    return key.startswith("14") or key.startswith("3114")
+def collides_with_14(number: str) -> bool:
+    """Whether a number would be read as a 14-number (14 + area code), in any of its forms."""
+    digits = _international_digits(number)
+    return digits.startswith("14") or digits.startswith("3114")
 
 
 @dataclass(frozen=True)
@@ -234,7 +240,7 @@ def _access_number_problems(access_numbers: tuple[AccessNumber, ...]) -> list[st
     for a in access_numbers:
         if access_number_key(a.number) != a.key:
             problems.append(f"access number {a.number!r} is not a phone number")
-        elif collides_with_14(a.key):
+        elif collides_with_14(a.number):
             problems.append(f"access number {a.number!r} collides with the 14-numbers (14 + area code)")
         elif a.key in seen:
             problems.append(f"access number {a.number!r} is listed twice")

@@ -27,11 +27,14 @@ from ivr.core.flow import (
     TransferAnswered,
     TransferFailed,
 )
+from ivr.core.prompts import LANGUAGES
 from ivr.core.routing import MORE_DIGIT, OPERATOR_DIGIT
 
 from ivr.simulator.model import (
-    GARBAGE, NEITHER, NO, PHRASES, YES, World, prompt_s,
+    GARBAGE, NEITHER, NO, PHRASES, SIM_ACCESS_NUMBER, YES, World, prompt_s,
 )
+
+ENGLISH_OFFER = LANGUAGES["en"].offer
 
 # --- one simulated caller ---------------------------------------------------------------------
 
@@ -43,6 +46,9 @@ class Caller:
     condition: str  # clean / noisy / accent
     phrase: str = "{}"
     said_name: str = ""  # the words the caller uses for the municipality
+    english: bool = False  # chooses English when offered
+    abroad: bool = False  # calls an access number from outside the Netherlands
+    keyed: int = 0  # digits of the area code keyed in so far (from abroad)
 
 
 def _lognormal(rng: random.Random, median: float, sigma: float = 0.5) -> float:
@@ -74,6 +80,9 @@ class SimulatedCall:
         condition = "noisy" if u < p.noisy_share else "accent" if u < p.noisy_share + p.accent_share else "clean"
         caller = Caller(wanted, code, kind, condition)
         self._choose_words(caller, kind)
+        # drawn only when the profile has these callers: the 2020 world's random stream stays as it was
+        caller.english = bool(p.english_share) and rng.random() < p.english_share
+        caller.abroad = bool(p.abroad_share) and rng.random() < p.abroad_share
         return caller
 
     def _choose_words(self, caller: Caller, kind: str) -> None:
@@ -136,6 +145,9 @@ class SimulatedCall:
         if caller is None:
             dialled = "14" + rng.choice(("0999", "09", "06", "0800", "1"))
             flow = w.new_flow(None)
+        elif caller.abroad:
+            dialled = "+" + SIM_ACCESS_NUMBER.key
+            flow = w.new_flow(None)
         else:
             dialled = "14" + caller.area_code
             flow = w.new_flow(caller.area_code)
@@ -195,6 +207,15 @@ class SimulatedCall:
         hung_up, t = self._answering(question, p.hangup_repeat if self.asked_once else p.hangup_speech)
         if hung_up:
             return hung_up
+        if caller.english and ENGLISH_OFFER in question.prompts:  # heard "For English, press 9"
+            t -= sum(prompt_s(k) for k in question.prompts[question.prompts.index(ENGLISH_OFFER) + 1:])
+            if rng.random() < 0.7:
+                return Digit(t, LANGUAGES["en"].offer_digit)
+            return self._heard((("English", _q(0.8 + 0.2 * rng.random())),), 250.0, t, 0.6)
+        national = len(question.candidates) == len(self.w.plan.municipalities)
+        if caller.abroad and national and rng.random() < 0.3:  # key in the area code instead of the name
+            caller.keyed = 1
+            return Digit(t, caller.area_code[0])
         if rng.random() < p.dtmf_during_speech:
             return Digit(t, "0" if rng.random() < 0.3 else "1")
         if self.asked_once and caller.kind != "bare" and rng.random() < p.switch_to_name:
@@ -242,6 +263,16 @@ class SimulatedCall:
     def _menu(self, caller: Caller | None, action: MenuPage, t: float):
         rng, p = self.rng, self.w.profile
         prompts = action.prompts
+        if action.area_code and caller is not None:  # keying in the area code, digit by digit
+            if caller.keyed >= len(caller.area_code):
+                caller.keyed = 0  # asked again: start over
+            caller.keyed += 1
+            return Digit(t + sum(prompt_s(k) for k in prompts) + _lognormal(rng, 0.4, 0.3),
+                         caller.area_code[caller.keyed - 1])
+        if caller is not None and caller.english and ENGLISH_OFFER in prompts:
+            i = prompts.index(ENGLISH_OFFER)
+            return Digit(t + sum(prompt_s(k) for k in prompts[: i + 1]) + _lognormal(rng, 0.5, 0.3),
+                         LANGUAGES["en"].offer_digit)
         if rng.random() < (p.hangup_repeat if action.again else p.hangup_menu):
             return self._hang_up_in(t, sum(prompt_s(k) for k in prompts))
         wanted = caller.wanted if caller else ""

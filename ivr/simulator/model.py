@@ -15,7 +15,8 @@ from rapidfuzz import fuzz
 from ivr.simulator.confusion import ConfusionModel
 from ivr.core.flow import CallFlow
 from ivr.core.matcher import Matcher, normalise, phonetic, yes_no
-from ivr.core.plan import DATA_DIR, Municipality, NumberingPlan, RoutingMode, Status
+from ivr.core.plan import DATA_DIR, AccessNumber, Municipality, NumberingPlan, RoutingMode, Status
+from ivr.core.prompts import LANGUAGES
 
 
 CALLS_PER_YEAR_2020 = 12_000_000
@@ -68,6 +69,11 @@ class CallerProfile:
     transfer_fail: float = 0.01  # busy / no answer at the municipality
     ring_s_median: float = 6.0
     talk_s_median: float = 180.0
+    # new paths, off in the 2020 world (it had neither): callers who choose English at the
+    # greeting (70% press 9, the rest say "English"), and callers from abroad on an access
+    # number (70% say the name, the rest key in the area code)
+    english_share: float = 0.0
+    abroad_share: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -97,10 +103,17 @@ NEITHER = ("nee geen van beide", "nee", "allebei niet")
 # rough durations of prompts (s) for the simulated clock
 _PROMPT_S = {"welkom": 3.0, "zeg_gemeente": 2.5, "niet_verstaan": 2.0, "kies_menu": 1.5, "voor": 0.3,
              "toets": 0.3, "medewerker_keuze": 2.0, "meer_keuzes": 1.5, "bedoelt_u": 0.8, "ja_nee": 2.0,
-             "een_of_twee": 2.0, "of": 0.3, "doorverbinden": 1.2, "medewerker": 2.0}
+             "een_of_twee": 2.0, "of": 0.3, "doorverbinden": 1.2, "medewerker": 2.0, "kies_engels": 2.0,
+             "welke_gemeente": 4.5, "toets_netnummer": 3.5, "onbekend_netnummer": 1.5}
+
+#: the access number the simulated callers from abroad dial (added to the plan only when they exist)
+SIM_ACCESS_NUMBER = AccessNumber("+31 88 000 1414", "31880001414")
 
 
 def prompt_s(key: str) -> float:
+    lang, _, rest = key.partition("/")
+    if rest and lang in LANGUAGES:  # another language's prompt: as long as the Dutch one
+        key = rest
     if key.startswith("gemeente/"):
         return 0.8
     if key.startswith("cijfer/"):
@@ -155,6 +168,8 @@ class World:
     """Plan, traffic weights and per-area-code helpers, built once per process."""
 
     def __init__(self, plan: NumberingPlan, profile: CallerProfile, model: ConfusionModel, seed: int):
+        if profile.abroad_share and not plan.access_numbers:
+            plan = plan.with_changes(access_numbers=(SIM_ACCESS_NUMBER,))
         self.plan, self.profile, self.model = plan, profile, model
         self._matchers: dict[tuple[str, ...], CachedMatcher] = {}
         self.dtmf_codes = _dtmf_codes(plan, profile.dtmf_area_share, seed)

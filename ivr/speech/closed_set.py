@@ -60,10 +60,11 @@ def choices_for(vocabulary: Sequence, plan: "NumberingPlan | None", yes_no: str 
     "klopt" must not outscore "Oldebroek" there."""
     items = list(vocabulary)
     choices: list[Choice] = []
-    if items and all(isinstance(v, str) and CBS.match(v) for v in items):
+    if items and all(isinstance(v, str) and CBS.match(v) for v in items[:1]):
+        # CBS codes, perhaps followed by plain phrases (a language's name offered with the names)
         if plan is None:
             raise RecogniserError("a closed-set engine needs a plan to resolve CBS codes")
-        items = [plan.municipalities[c] for c in items]
+        items = [plan.municipalities[v] if isinstance(v, str) and CBS.match(v) else v for v in items]
     for v in items:
         choices.append(Choice(v, v, (v,)) if isinstance(v, str) else municipality_choice(v))
     if yes_no == "always" or not choices:

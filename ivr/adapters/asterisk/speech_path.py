@@ -64,10 +64,12 @@ class AudioSocketSpeech:
         closed_set = getattr(self.recogniser, "closed_set", False)  # scores the candidates themselves
         if not action.vocabulary_of:
             return () if closed_set else YES_NO_PHRASES
+        extra = getattr(action, "phrases", ())  # a language offered by its name ("English")
         if closed_set:
-            return action.vocabulary_of
+            return action.vocabulary_of + extra
         plan = self.plan()
-        return tuple(sorted(cached_matcher(tuple(plan.municipalities[c] for c in action.vocabulary_of)).vocabulary()))
+        names = cached_matcher(tuple(plan.municipalities[c] for c in action.vocabulary_of)).vocabulary()
+        return tuple(sorted(set(names) | set(extra)))
 
     async def listen(self, channel: AgiChannel, call_id: str, action: Question) -> Event:
         call_uuid = str(uuid.uuid4())
