@@ -288,6 +288,7 @@ class _Session:
             if self.feed_error is not None:
                 self.outcome, self.detail = "error", f"recogniser failed: {self.feed_error!r}"
             else:
+                hold = asyncio.create_task(self._hold_line())
                 try:
                     verdict = await asyncio.to_thread(self.listening.finish)
                     hyps = verdict.hypotheses
@@ -296,6 +297,10 @@ class _Session:
                 except Exception as exc:
                     log.exception("recogniser finish failed")
                     self.outcome, self.detail = "error", f"recogniser failed: {exc!r}"
+                finally:
+                    hold.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, Exception):
+                        await hold
         return ListenResult(
             outcome=self.outcome or "error", nbest=nbest, digits=self.digits, barge_in=self.barge_in,
             speech_started_at=self.speech_started_at, speech_ended_at=self.speech_ended_at,
@@ -360,6 +365,22 @@ class _Session:
             self._finish("speech", event.value)
         elif event is EndpointEvent.NO_INPUT:
             self._finish("no_input")
+
+    async def _hold_line(self) -> None:
+        """While the recogniser decides, the line stays fed: Asterisk hangs up an AudioSocket
+        that gets nothing for ~2 s, and a decision among every municipality (a call from
+        abroad) takes longer than that. Silence out; what comes in is past the answer."""
+        async def out() -> None:
+            while True:
+                self.writer.write(encode(Kind.AUDIO, SILENCE_FRAME))
+                await self.writer.drain()
+                await asyncio.sleep(FRAME_S)
+
+        async def drain() -> None:
+            while (await read_frame(self.reader))[0] != Kind.HANGUP:
+                pass
+
+        await asyncio.gather(out(), drain())
 
     # -- us -> caller ----------------------------------------------------------------
     async def _tx(self) -> None:
