@@ -152,3 +152,4 @@ def test_metrics_and_report_count_language_and_entry(calls):
     assert overall["languages"] == {"en": 2, "nl": 3}
     assert overall["entries"] == {"fourteen": 2, "access": 3}
     assert overall["routed_by_language"] == {"en": 2, "nl": 3}
+    assert overall["routed_by_entry"] == {"fourteen": 2, "access": 3}

@@ -261,3 +261,33 @@ def test_a_reload_with_a_bad_access_number_is_refused_and_the_good_plan_stays(tm
             assert service.plan is good
     finally:
         service.store.close()
+
+
+# --- the simulator and `ivr report` count the new paths ------------------------------------------
+
+
+def test_the_simulator_counts_english_and_abroad_callers_only_when_asked_to(tmp_path):
+    import subprocess
+    import sys
+
+    from ivr.simulator import SimConfig, simulate
+    from ivr.simulator.model import CallerProfile
+
+    def run(**shares):
+        db = tmp_path / f"sim-{len(shares)}.sqlite"
+        return simulate(SimConfig(calls=4000, seed=3, workers=1, progress=False, records="all", db=db,
+                                  caller_profile=CallerProfile(**shares))), db
+
+    base, _ = run()
+    assert base["kpis"]["languages"] == {"nl": 4000} and base["kpis"]["entries"]["access"] == 0
+    mixed, db = run(english_share=0.2, abroad_share=0.1)
+    k = mixed["kpis"]
+    assert 0.15 * 4000 < k["languages"]["en"] < 0.25 * 4000
+    assert 0.07 * 4000 < k["entries"]["access"] < 0.13 * 4000
+    # from abroad nearly every caller reaches a municipality (by name or keyed area code)
+    assert k["routed_by_entry"]["access"] / k["entries"]["access"] > 0.8
+    assert k["routed_by_language"]["en"] / k["languages"]["en"] > 0.8
+    table = subprocess.run([sys.executable, "-m", "ivr.cli", "report", "--db", str(db)],
+                           capture_output=True, text=True, check=True).stdout
+    assert f"en {k['languages']['en']} (routed {k['routed_by_language']['en']})" in table
+    assert f"access {k['entries']['access']} (routed {k['routed_by_entry']['access']})" in table

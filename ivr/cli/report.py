@@ -77,6 +77,7 @@ def render_table(kpis: Kpis, names: dict[str, str] | None = None) -> str:
         w(f"{HEADLINE_LABELS[key]:<34}{_fmt(key, kpis.baseline[key]):>8}{_fmt(key, o.headline[key]):>9}\n")
     w("\noutcomes: " + ", ".join(f"{k} {v}" for k, v in o.outcomes.items() if v) + "\n")
     w("hang-ups by phase: " + ", ".join(f"{k} {v}" for k, v in o.hangups_by_phase.items()) + "\n")
+    w(_languages_line(o) + "\n")
     r = o.routing["all"]
     w(f"routed {r.routed}, misrouted {r.misrouted} (" +
       ", ".join(f"{k} {v}" for k, v in r.misroutes.items()) + f"), ground truth known for {r.ground_truth}\n")
@@ -96,6 +97,13 @@ def render_table(kpis: Kpis, names: dict[str, str] | None = None) -> str:
             w(f"{key:<8}{names.get(key, '')[:21]:<22}{g.calls:>7}" +
               "".join(f"{_fmt(k, h[k]):>7}" for k in HEADLINE_KEYS) + "\n")
     return out.getvalue()
+
+
+def _languages_line(o) -> str:
+    """Language and entry of the calls (2020: English wished for; 14-numbers unreachable from abroad)."""
+    langs = ", ".join(f"{k} {v} (routed {o.routed_by_language.get(k, 0)})" for k, v in o.languages.items())
+    entries = ", ".join(f"{k} {v} (routed {o.routed_by_entry.get(k, 0)})" for k, v in o.entries.items())
+    return f"languages: {langs or '-'}; entry: {entries}"
 
 
 def _show_filter(key: str, value: Any) -> str:
@@ -273,7 +281,8 @@ text-align:right}} td:first-child,th:first-child,td:nth-child(2){{text-align:lef
 .muted{{color:#6b7280}}
 </style></head><body>
 <h1>14+ IVR report</h1>
-<p class="muted">{o.calls} calls ({e(filters)}); generated {generated}; outcomes: {e(outcomes)}.
+<p class="muted">{o.calls} calls ({e(filters)}); generated {generated}; outcomes: {e(outcomes)};
+{e(_languages_line(o))}.
 Baseline: I&amp;O Research 2020/110. Misroute window {kpis.misroute_window_s:g} s.</p>
 {headline_table()}
 <div class="plots">{attempts_svg}{hang_svg}{cdf_svg}{cdf2_svg}</div>

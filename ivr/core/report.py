@@ -137,6 +137,7 @@ class GroupKpis:
     languages: dict[str, int] = field(default_factory=dict)  # calls by the language they ended in
     entries: dict[str, int] = field(default_factory=dict)  # calls by entry: fourteen (14 + code) or access
     routed_by_language: dict[str, int] = field(default_factory=dict)
+    routed_by_entry: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -165,7 +166,8 @@ class Kpis:
 
 class _GroupAcc:
     __slots__ = ("calls", "outcomes", "modes", "asked", "attempts", "routed", "ground_truth", "misroutes",
-                 "transfers", "hangups", "errors", "hist", "languages", "entries", "routed_by_language")
+                 "transfers", "hangups", "errors", "hist", "languages", "entries", "routed_by_language",
+                 "routed_by_entry")
 
     def __init__(self) -> None:
         self.calls = 0
@@ -183,11 +185,12 @@ class _GroupAcc:
         self.languages: Counter[str] = Counter()
         self.entries: Counter[str] = Counter()
         self.routed_by_language: Counter[str] = Counter()
+        self.routed_by_entry: Counter[str] = Counter()
 
     def merge(self, other: "_GroupAcc") -> None:
         self.calls += other.calls
         for name in ("outcomes", "modes", "asked", "attempts", "routed", "ground_truth", "misroutes",
-                     "transfers", "hangups", "errors", "languages", "entries", "routed_by_language"):
+                     "transfers", "hangups", "errors", "languages", "entries", "routed_by_language", "routed_by_entry"):
             getattr(self, name).update(getattr(other, name))
         for name, hist in other.hist.items():
             self.hist[name].merge(hist)
@@ -206,6 +209,7 @@ class _GroupAcc:
         if is_routed(r):
             self.routed[mode] += 1
             self.routed_by_language[language_of(r)] += 1
+            self.routed_by_entry[entry_of(r)] += 1
             if expected_of(r) is not None:
                 self.ground_truth[mode] += 1
         if transfer_target(r) == "municipality":
@@ -249,6 +253,7 @@ class _GroupAcc:
         g.languages = dict(sorted(self.languages.items()))
         g.entries = {e: self.entries.get(e, 0) for e in ENTRIES}
         g.routed_by_language = dict(sorted(self.routed_by_language.items()))
+        g.routed_by_entry = {e: self.routed_by_entry.get(e, 0) for e in ENTRIES}
         rec = g.recognition.get(HEADLINE_MODE)
         asked = rec.asked if rec else 0
         att = rec.attempts if rec else {}

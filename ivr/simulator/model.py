@@ -218,7 +218,7 @@ class World:
             others = [c for c in self.plan.area_codes[area_code].municipalities if c != wanted]
             w = [(fuzz.ratio(me, phonetic(normalise(self.plan.municipalities[c].name))) / 100) ** 4 + 0.02
                  for c in others]
-            got = self.similar[key] = (others, _cumulative(w))
+            got = self.similar[key] = (others, _cumulative(w) if w else [])  # a unique code (asked from abroad)
         return got
 
     # -- calendar -----------------------------------------------------------------------
