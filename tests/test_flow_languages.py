@@ -291,3 +291,50 @@ def test_the_simulator_counts_english_and_abroad_callers_only_when_asked_to(tmp_
                            capture_output=True, text=True, check=True).stdout
     assert f"en {k['languages']['en']} (routed {k['routed_by_language']['en']})" in table
     assert f"access {k['entries']['access']} (routed {k['routed_by_entry']['access']})" in table
+
+
+def test_the_store_upgrades_files_written_before_languages(tmp_path):
+    import sqlite3
+
+    from ivr.adapters.store import CallStore
+    from ivr.core.callrecord import CallRecord
+
+    path = tmp_path / "old.sqlite"
+    store = CallStore(path)
+    store.save(CallRecord("old", "140113", outcome="routed"))
+    store.close()
+    con = sqlite3.connect(path)
+    con.execute("ALTER TABLE calls DROP COLUMN language")
+    con.execute("ALTER TABLE calls DROP COLUMN access_number")
+    con.commit()
+    con.close()
+    store = CallStore(path)
+    old = store.get("old")
+    assert (old.language, old.access_number) == ("nl", None)  # every call before was held in Dutch
+    store.save(CallRecord("new", "+31881234567", language="en", access_number="31881234567"))
+    assert (store.get("new").language, store.get("new").access_number) == ("en", "31881234567")
+    store.close()
+
+
+def test_prompts_are_rendered_with_their_languages_voice(tmp_path):
+    import json
+    import wave
+
+    from ivr_lab.prompts_build import FORMAT_VERSION, MANIFEST, _sha, build_prompts
+
+    texts = {"tot_ziens": "Tot ziens.", "en/tot_ziens": "Goodbye."}
+    built = build_prompts(texts, tmp_path / "out")
+    manifest = json.loads((tmp_path / "out" / MANIFEST).read_text())
+    assert manifest["en/tot_ziens"] == _sha(FORMAT_VERSION, "tts", "en-gb", "Goodbye.")
+    assert manifest["tot_ziens"] == _sha(FORMAT_VERSION, "tts", "nl", "Tot ziens.")
+    with wave.open(str(built["en/tot_ziens"])) as w:
+        assert (w.getframerate(), w.getnchannels(), w.getsampwidth()) == (8000, 1, 2) and w.getnframes() > 2000
+    # an operator's recording in <overrides>/en/ replaces the English rendering
+    rec = tmp_path / "rec" / "en"
+    rec.mkdir(parents=True)
+    with wave.open(str(rec / "tot_ziens.wav"), "wb") as w:
+        w.setnchannels(1), w.setsampwidth(2), w.setframerate(16000)
+        w.writeframes(b"\0\1" * 16000)
+    build_prompts(texts, tmp_path / "out", overrides_dir=tmp_path / "rec")
+    with wave.open(str(built["en/tot_ziens"])) as w:
+        assert (w.getframerate(), w.getnframes()) == (8000, 8000)  # the recording, converted
