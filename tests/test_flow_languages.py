@@ -154,6 +154,17 @@ def test_an_access_number_asks_for_any_municipality_by_name(plan):
     assert (rec.access_number, rec.area_code, rec.mode, rec.outcome) == ("31881234567", "030", "speech", "routed")
 
 
+def test_from_abroad_star_after_a_wrong_name_asks_again_among_every_municipality(plan):
+    flow = speech_flow(plan)
+    start(flow, "+31881234567")
+    flow.handle(heard(3.0, "Utrecht"))
+    [again] = flow.handle(Digit(4.0, "*"))  # "U wordt doorverbonden met de gemeente Utrecht" - not that one
+    assert again.prompts == ("niet_verstaan", "welke_gemeente") and len(again.candidates) == 342
+    [transfer] = flow.handle(heard(6.0, "Maastricht"))
+    assert transfer.municipality == "GM0935"
+    assert (flow.record.area_code, flow.record.rejected_confirmations) == ("043", 1)
+
+
 def test_from_abroad_a_keyed_area_code_enters_the_same_flow(plan):
     flow = speech_flow(plan)
     start(flow, "0031881234567")

@@ -453,6 +453,8 @@ class CallFlow:
         rec.attempts.append(Attempt(AttemptKind.TRANSFER, InputKind.DTMF, ev.digit, verdict=AttemptVerdict.BACK,
                                     chosen=rec.municipality or ""))
         rec.municipality = rec.destination = None
+        if self._state.national:  # the next name decides the area code again
+            rec.area_code = None
         self._state.transfer_started = None
         rec.ivr_seconds = None
         if rec.mode is RoutingMode.SPEECH and self._state.speech_attempts < self.settings.max_speech_attempts:
