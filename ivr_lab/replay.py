@@ -49,7 +49,8 @@ import numpy as np
 
 from ivr_lab.pcap import RATE, read_wav_8k
 from ivr.core.matcher import Matcher, MatchResult
-from ivr.core.plan import AreaCode, NumberingPlan, load_base_plan
+from ivr.core.plan import AreaCode, NumberingPlan
+from ivr.plan_files import load_base_plan
 from ivr.speech.base import FRAME_BYTES, Hypotheses, Recogniser
 from ivr.speech.endpoint import EndpointConfig, Endpointer
 from ivr.speech.engines import ENGINES

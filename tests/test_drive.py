@@ -19,7 +19,7 @@ from ivr.core.flow import (
     TransferFailed,
 )
 from ivr.core.matcher import Matcher, yes_no
-from ivr.core.plan import load_base_plan
+from ivr.plan_files import load_base_plan
 
 PLAN = load_base_plan()
 

@@ -7,7 +7,8 @@ import time
 import pytest
 
 from ivr.core.matcher import Matcher, MatchVerdict, matcher_for, normalise, phonetic, yes_no
-from ivr.core.plan import Municipality, Status, load_base_plan
+from ivr.core.plan import Municipality, Status
+from ivr.plan_files import load_base_plan
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,8 @@ from pathlib import Path
 import pytest
 
 from ivr.adapters.overrides import load_plan, read_overrides
-from ivr.core.plan import PlanError, RoutingMode, Status, load_base_plan
+from ivr.core.plan import PlanError, RoutingMode, Status
+from ivr.plan_files import load_base_plan
 from ivr.core.routing import Verdict, menu_has_more, menu_page, route
 
 
@@ -143,7 +144,7 @@ def test_missing_override_file_is_an_error(tmp_path: Path):
 def test_broken_data_file_is_rejected_with_file_and_line(tmp_path: Path):
     import shutil
 
-    from ivr.core.plan import DATA_DIR
+    from ivr.plan_files import DATA_DIR
 
     for f in DATA_DIR.glob("*.csv"):
         shutil.copy(f, tmp_path / f.name)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from ivr_lab.corpus import write_wav
-from ivr.core.plan import load_base_plan
+from ivr.plan_files import load_base_plan
 from ivr_lab.replay import ItemResult, compute_metrics, confusion, main, replay, report
 from ivr.speech.base import ScriptedRecogniser
 

@@ -25,7 +25,7 @@ import pytest
 
 from ivr.config import Settings
 from ivr_lab.corpus import write_wav
-from ivr.core.plan import load_base_plan
+from ivr.plan_files import load_base_plan
 from ivr_lab.replay import main, read_slin, replay, report
 from ivr.speech.base import ScriptedRecogniser
 

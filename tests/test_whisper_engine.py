@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from ivr.core.matcher import Matcher
-from ivr.core.plan import load_base_plan
+from ivr.plan_files import load_base_plan
 from ivr_lab.replay import decide, read_slin
 
 pytestmark = pytest.mark.speech

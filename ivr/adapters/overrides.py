@@ -43,8 +43,8 @@ from ivr.core.plan import (
     PlanError,
     RoutingMode,
     Status,
-    load_base_plan,
 )
+from ivr.plan_files import load_base_plan
 
 _DIAL_STRING = r"^[A-Za-z][A-Za-z0-9_-]*/[^\s,|&]+$"
 

@@ -210,7 +210,7 @@ class FusionEngine:
     def _projection_phrases() -> list[str]:
         """The shipped municipalities' names: the same projection whatever plan is served
         (an operator's aliases or the bench's phrase plan must not change it)."""
-        from ivr.core.plan import load_base_plan
+        from ivr.plan_files import load_base_plan
 
         return sorted(municipality_choice(m).phrases[0] for m in load_base_plan().municipalities.values())
 
