@@ -94,7 +94,8 @@ def test_two_candidates_with_yes_no_classes_still_confirm():
 
 
 def test_locate_places_the_name_and_shortlists_villages():
-    from ivr.speech.whisper_engine import EngineSettings, _locate
+    from ivr.speech.whisper_locate import locate_name as _locate
+    from ivr.speech.whisper_settings import EngineSettings
 
     plan = load_base_plan()
     m = Matcher(plan.candidates("0113"))
