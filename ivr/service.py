@@ -20,7 +20,7 @@ from ivr.adapters.metrics import MetricsObserver
 from ivr.adapters.store import CallStore, RecordWriter
 from ivr.config import Settings
 from ivr.core.flow import CallFlow
-from ivr.core.matcher import yes_no
+from ivr.core.yes_no import yes_no
 from ivr.core.plan import NumberingPlan, PlanError
 from ivr.plan_admin import PlanAdmin
 from ivr.speech.engines import load_recogniser  # loads the configured engine's modules only when called

@@ -34,7 +34,8 @@ from typing import Sequence
 from rapidfuzz import fuzz
 
 from ivr_lab.human_speech import Clip, convert_all, default_cache, ensure_unpacked, load_clips, speech_seconds
-from ivr.core.matcher import Matcher, normalise, phonetic
+from ivr.core.matcher import Matcher
+from ivr.core.words import normalise, phonetic
 from ivr.core.plan import AreaCode, Municipality, NumberingPlan, RoutingMode, Status
 from ivr.plan_files import load_base_plan
 from ivr.speech.listening import listen

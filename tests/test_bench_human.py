@@ -29,7 +29,7 @@ if shutil.which("sox") is None:
 from ivr_lab.bench_human import (HOMOPHONE_RATIO, BenchItem, BenchSettings, _names_a_candidate,  # noqa: E402
                                  build_tasks, calibration, fit_logistic, spoken_text, summarise)
 from ivr_lab.human_speech import CorpusError, ensure_unpacked, load_clips, split_of  # noqa: E402
-from ivr.core.matcher import normalise, phonetic  # noqa: E402
+from ivr.core.words import normalise, phonetic  # noqa: E402
 from ivr.plan_files import load_base_plan  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent

@@ -13,7 +13,9 @@ from rapidfuzz import fuzz
 
 from ivr.simulator.confusion import ConfusionModel
 from ivr.core.flow import CallFlow
-from ivr.core.matcher import Matcher, normalise, phonetic, yes_no
+from ivr.core.matcher import Matcher
+from ivr.core.words import normalise, phonetic
+from ivr.core.yes_no import yes_no
 from ivr.core.plan import TABLE_FILES, Municipality, NumberingPlan, RoutingMode, Status
 from ivr.plan_files import read_rows
 

@@ -27,7 +27,7 @@ def locate_name(transcript: str, matcher, s: EngineSettings):
     """
     from rapidfuzz import fuzz, process
 
-    from ivr.core.matcher import FILLER_WORDS, normalise, phonetic
+    from ivr.core.words import FILLER_WORDS, normalise, phonetic
 
     clause = _SENTENCE_END.split(transcript.strip(), maxsplit=1)[0]
     if not clause:
