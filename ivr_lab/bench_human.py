@@ -39,7 +39,9 @@ from ivr.core.words import normalise, phonetic
 from ivr.core.plan import AreaCode, Municipality, NumberingPlan, RoutingMode, Status
 from ivr.plan_files import load_base_plan
 from ivr.speech.listening import listen
-from ivr_lab.replay import ItemResult, compute_metrics, fill_from_verdict, read_slin
+from ivr_lab.replay import fill_from_verdict
+from ivr_lab.replay_items import ItemResult, read_manifest, read_slin
+from ivr_lab.replay_report import compute_metrics
 
 _WORD = re.compile(r"[\w'’-]+")
 HOMOPHONE_RATIO = 90  # phonetic keys this alike (0..100) are the same name said twice
@@ -275,8 +277,6 @@ def fit_logistic(x, y, l2: float = 1e-2, steps: int = 50):
 
 def manifest_tasks(manifest: Path, plan: NumberingPlan) -> list[Task]:
     """A synthetic corpus (``ivr corpus synth``) as bench tasks."""
-    from ivr_lab.replay import read_manifest
-
     tasks = []
     for row in read_manifest(manifest):
         clip = Clip(row["path"], "synthetic", row.get("kind", ""), row.get("text", ""), manifest.parent / row["path"])

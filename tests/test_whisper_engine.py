@@ -9,7 +9,8 @@ import pytest
 
 from ivr.core.matcher import Matcher
 from ivr.plan_files import load_base_plan
-from ivr_lab.replay import decide, read_slin
+from ivr_lab.replay import decide
+from ivr_lab.replay_items import read_slin
 
 pytestmark = pytest.mark.speech
 DEV = Path(__file__).parent / "data" / "dev"
