@@ -53,6 +53,7 @@ from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
+from ivr.core.matcher import Matcher
 from ivr.speech.base import Hypotheses
 from ivr.speech.closed_set import CBS as _CBS, BufferedSession, Choice, choices_for
 from ivr.speech.whisper_decision import decided_nbest, is_decisive
@@ -302,8 +303,6 @@ class WhisperEngine:
         return biased_transcripts(self._model, self._tokenizer, encoded, choices, n_mel, todo, self.settings)
 
     def _matcher(self, choices: Sequence[Choice]):
-        from ivr.core.matcher import Matcher
-
         key = tuple(c.key for c in choices if _CBS.match(c.key))
         m = self._matchers.get(key)
         if m is None:

@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import re
 
+from rapidfuzz import fuzz, process
+
+from ivr.core.words import FILLER_WORDS, normalise, phonetic
 from ivr.speech.closed_set import municipality_choice, spoken as _spoken
 from ivr.speech.whisper_settings import EngineSettings
 
@@ -25,10 +28,6 @@ def locate_name(transcript: str, matcher, s: EngineSettings):
     and per CBS code the villages worth scoring (the sound-alikes of the span among
     the villages of the matcher's best candidates). ``None`` when nothing usable.
     """
-    from rapidfuzz import fuzz, process
-
-    from ivr.core.words import FILLER_WORDS, normalise, phonetic
-
     clause = _SENTENCE_END.split(transcript.strip(), maxsplit=1)[0]
     if not clause:
         return None
