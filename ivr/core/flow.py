@@ -115,6 +115,7 @@ class _State:
     pending: tuple[Municipality, ...] = ()  # what a confirmation is about (1 or 2 municipalities)
     transfer_started: float | None = None
     transfer_to: Municipality | None = None  # whose destination is being dialled (its overflow is next)
+    to_municipality: bool = False  # the transfer is to the decided municipality (or its overflow)
     overflow_tried: tuple[str, ...] = ()  # overflow targets dialled so far (never one twice)
     callback_step: str = ""  # "consent" or "number" while the callback is offered
     callback_tries: int = 0
@@ -224,6 +225,7 @@ class CallFlow:
             cbs = m.cbs_code if m else None
             # a calamity sends the call elsewhere on purpose: the municipality's overflow is not for it
             self._state.transfer_to = m if m and not decision.calamity else None
+            self._state.to_municipality = self._state.transfer_to is not None
             timeout = m.ring_timeout_s if m and not decision.calamity else None
             return self._transfer(Transfer(decision.destination, prompts, cbs, back, timeout_s=timeout), at)
         if v is Verdict.OPERATOR:
@@ -244,7 +246,7 @@ class CallFlow:
         rec.calamity = False
         rec.destination = self.plan.operator_destination
         rec.municipality = None
-        self._state.transfer_to = None
+        self._state.transfer_to, self._state.to_municipality = None, False
         return self._transfer(Transfer(self.plan.operator_destination, ("medewerker",), None), at)
 
     def _transfer(self, action: Transfer, at: float) -> list[Action]:
@@ -473,7 +475,7 @@ class CallFlow:
         rec.error = f"transfer failed: {ev.status}"
         rec.error_kind = ErrorKind.TRANSFER_FAILED
         decided = self.plan.municipalities.get(rec.municipality or "")
-        if failing is None or decided is None or not self.settings.offer_callback:
+        if not self._state.to_municipality or decided is None or not self.settings.offer_callback:
             return self._finish(ev.at, Outcome.FAILED, Goodbye(("niet_bereikbaar", "tot_ziens")))
         return self._offer_callback(ev.at, decided)
 

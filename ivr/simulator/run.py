@@ -60,6 +60,7 @@ def headline_table(kpis: Kpis) -> list[str]:
     calls = g.calls or 1
     lines.append("modes: " + ", ".join(f"{m} {n / calls:.1%}" for m, n in g.modes.items()))
     lines.append("outcomes: " + ", ".join(f"{o} {n / calls:.1%}" for o, n in g.outcomes.items() if n))
+    lines.append("municipality not reachable, then: " + ", ".join(f"{k} {n:,}" for k, n in g.failover.items()))
     return lines
 
 
