@@ -240,8 +240,14 @@ class AgiPort:
         self.channel, self.call_id = channel, call_id
         self.speech, self.answered_by, self.now = speech, answered_by, clock
         self.callbacks = callbacks
+        self._dial_failed = False
 
     async def play(self, prompts: Sequence[str], stop_digits: str = "") -> str | None:
+        if prompts and self._dial_failed and not self.channel.answered:
+            # a straight-through call whose municipality failed: the caller must hear the overflow,
+            # the alternative number and the callback offer, and key in digits
+            await self.channel.command("ANSWER")
+            self.channel.answered = True
         for key in prompts:
             digit = await self.channel.stream(key, stop_digits)
             if digit:
@@ -280,6 +286,7 @@ class AgiPort:
             return [answered, CallerHungUp(now, "normal")]
         if status == "CANCEL" or channel.hung_up:
             return [CallerHungUp(now, await self.hangup_cause())]
+        self._dial_failed = True
         return [TransferFailed(now, status or "UNKNOWN")]
 
     async def collect_digits(self, ask: AskDigits) -> Event:
