@@ -27,7 +27,7 @@ import os
 import sys
 from pathlib import Path
 
-from ivr.core.plan import NumberingPlan, load_base_plan
+from ivr.core.plan import NumberingPlan, PlanError, load_base_plan
 
 CONTEXT = "from-municipality"
 LOOKUP = "municipality-cli"
@@ -96,7 +96,11 @@ def main(argv: list[str] | None = None) -> int:
     if not argv or argv[0] in ("-h", "--help") or len(argv) > 2:
         print("usage: python -m ivr.adapters.asterisk.outgoing_dialplan OUT.conf [PLAN.toml]", file=sys.stderr)
         return 2
-    plan = load(argv[1] if len(argv) > 1 else os.environ.get("IVR_PLAN_FILE"))
+    try:
+        plan = load(argv[1] if len(argv) > 1 else os.environ.get("IVR_PLAN_FILE"))
+    except PlanError as exc:  # refused with file, line and reason; the installed file stays as it was
+        print(f"outgoing dialplan not written: {exc}", file=sys.stderr)
+        return 1
     out = Path(argv[0])
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
