@@ -49,7 +49,10 @@ def received(asterisk, tmp_path_factory):
             uas.kill()
             uas.wait()
     text = messages.read_text(errors="replace") if messages.exists() else ""
-    invites = [m for m in re.split(r"-{5,}.*\n", text) if m.lstrip().startswith("INVITE sip:")]
+    # the trace: a dashed line, "UDP message received [n] bytes :", a blank line, the message
+    chunks = [c.split("\n", 1) for c in re.split(r"^-{5,}.*\n", text, flags=re.MULTILINE) if c.strip()]
+    invites = [body for head, body in (c for c in chunks if len(c) == 2)
+               if "received" in head and body.lstrip().startswith("INVITE sip:")]
     got = []
     for invite in invites:
         to, sender = _INVITE_TO.search(invite), _FROM.search(invite)
