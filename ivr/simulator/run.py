@@ -10,7 +10,7 @@ import random
 import sqlite3
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Callable, Iterable
 
@@ -82,6 +82,7 @@ class SimConfig:
     metrics: bool = False  # count every call into the project's Prometheus metrics (ivr.adapters.metrics) too
     progress: bool = True
     caller_profile: CallerProfile | None = None
+    overflow: str | None = None  # a destination every connected municipality overflows to
 
     def keep_every(self) -> int:
         if self.records == "all":
@@ -93,6 +94,10 @@ class SimConfig:
 
 def _make_world(cfg: SimConfig) -> World:
     plan = load_base_plan()
+    if cfg.overflow:
+        plan = plan.with_changes(municipalities={
+            cbs: replace(m, overflow=cfg.overflow) if m.status.connected else m
+            for cbs, m in plan.municipalities.items()})
     profile = cfg.caller_profile or PROFILES.get(cfg.profile, CallerProfile)()
     model = get_profile(cfg.model_path or (cfg.profile if cfg.profile in ("baseline-2020", "perfect") else cfg.profile))
     world = World(plan, profile, model, cfg.seed)
