@@ -302,3 +302,14 @@ def test_new_paths_are_counted_alike_in_report_and_metrics(tmp_path):
     snap = metrics_snapshot(observer.registry)
     assert total(snap, "ivr_failover_calls_total", path="callback_requested", area_code="0111") == 1
     assert reconcile(snap, kpis) == []
+
+
+def test_a_reload_with_an_overflow_loop_keeps_the_last_good_plan(service, tmp_path):
+    plan_file = tmp_path / "plan.toml"
+    plan_file.write_text('[municipalities.GM1676]\noverflow = "GM0664"\n')
+    good = service.reload_plan(plan_file)
+    plan_file.write_text('[municipalities.GM1676]\noverflow = "GM0664"\n\n[municipalities.GM0664]\n'
+                         'overflow = "GM1676"\n')
+    with pytest.raises(PlanError, match="overflow loop"):
+        service.reload_plan(plan_file)
+    assert service.plan is good and "plan.toml:5" in service.plan_error
