@@ -60,7 +60,8 @@ def calls(asterisk, ami, tmp_path_factory):
         report = httpx.get(f"{controller.api_url}/v1/report").json()
     finally:
         controller.stop()
-    answered = {e.get("Call"): e.get("CBS") for e in ami.find(mark, Event="UserEvent", UserEvent="MunicipalityAnswered")}
+    answered = {e.get("Call"): e.get("CBS")
+                for e in ami.find(mark, Event="UserEvent", UserEvent="MunicipalityAnswered")}
     return results, records, answered, callbacks, unauthorised, metrics, report
 
 

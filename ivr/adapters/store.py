@@ -193,7 +193,8 @@ class CallStore:
         with self._lock:
             self._purge_callbacks(request.requested_at)
             cur = self._db.execute(
-                "INSERT INTO callbacks (call_id, municipality, number, requested_at, expires_at) VALUES (?, ?, ?, ?, ?)",
+                "INSERT INTO callbacks (call_id, municipality, number, requested_at, expires_at)"
+                " VALUES (?, ?, ?, ?, ?)",
                 (request.call_id, request.municipality, request.number, request.requested_at, request.expires_at))
             return cur.lastrowid
 

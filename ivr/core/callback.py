@@ -3,7 +3,8 @@
 Pure: the flow validates the caller's digits here, the store keeps the request
 (:mod:`ivr.adapters.store`) and the admin API lists and clears it. A caller cannot key a
 plus sign, so an international number is keyed with ``00``; every accepted number is
-kept in E.164 form (for ``IVR_CALLBACK_RETENTION_DAYS``, default 14) (``+31612345678``), the one form the municipality's staff dial back.
+kept in E.164 form (``+31612345678``), the one form the municipality's staff dial back, for
+``IVR_CALLBACK_RETENTION_DAYS`` (default 14).
 """
 
 from __future__ import annotations

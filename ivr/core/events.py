@@ -89,5 +89,5 @@ class CallEnded:
     wall_time: float
 
 
-Event = (CallStarted | Digit | DigitsEntered | SpeechHeard | NoInput | Dialling | TransferAnswered | TransferFailed | CallerHungUp
-         | DriverLost | CallEnded)
+Event = (CallStarted | Digit | DigitsEntered | SpeechHeard | NoInput | Dialling | TransferAnswered | TransferFailed
+         | CallerHungUp | DriverLost | CallEnded)

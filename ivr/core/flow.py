@@ -75,10 +75,11 @@ from ivr.core.routing import (
 
 
 # the flow's interface: events in (ivr.core.events), actions out (ivr.core.actions)
-__all__ = ["Action", "AskDigits", "AskName", "BACK_DIGIT", "CallEnded", "CallFlow", "CallStarted", "CallerHungUp", "ChooseOfTwo",
-           "CollectDigit", "ConfirmOne", "Dialling", "Digit", "DigitsEntered", "DriverLost", "Event", "FlowError", "FlowSettings",
-           "Goodbye", "Listen", "MenuEntry", "MenuPage", "NoInput", "Play", "Prompt", "Question", "RequestCallback", "SpeechHeard",
-           "Transfer", "TransferAnswered", "TransferFailed", "digit_prompts", "municipality_prompt"]
+__all__ = ["Action", "AskDigits", "AskName", "BACK_DIGIT", "CallEnded", "CallFlow", "CallStarted", "CallerHungUp",
+           "ChooseOfTwo", "CollectDigit", "ConfirmOne", "Dialling", "Digit", "DigitsEntered", "DriverLost",
+           "Event", "FlowError", "FlowSettings", "Goodbye", "Listen", "MenuEntry", "MenuPage", "NoInput", "Play",
+           "Prompt", "Question", "RequestCallback", "SpeechHeard", "Transfer", "TransferAnswered",
+           "TransferFailed", "digit_prompts", "municipality_prompt"]
 
 
 class FlowError(RuntimeError):

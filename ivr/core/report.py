@@ -74,7 +74,8 @@ from ivr.core.signals import (
 )
 
 # the KPIs' vocabulary, for the metrics and the tests (one place: ivr.core.signals / ivr.core.histogram)
-__all__ = ["ATTEMPT_BUCKETS", "BASELINE_2020", "ERROR_KINDS", "FAILOVER_PATHS", "HANGUP_PHASES", "HEADLINE_KEYS", "HEADLINE_MODE",
+__all__ = ["ATTEMPT_BUCKETS", "BASELINE_2020", "ERROR_KINDS", "FAILOVER_PATHS", "HANGUP_PHASES", "HEADLINE_KEYS",
+           "HEADLINE_MODE",
            "LATENCIES", "MISROUTE_REASONS", "NONE_LABEL", "TRANSFER_RESULTS", "GroupKpis", "KpiAccumulator", "Kpis",
            "LatencySummary", "LogHistogram", "Misroute", "MisrouteTracker", "compute_kpis", "error_kind",
            "immediate_misroute"]
