@@ -41,6 +41,14 @@ from ivr_lab.replay import ItemResult, compute_metrics, fill_from_verdict, read_
 
 _WORD = re.compile(r"[\w'’-]+")
 HOMOPHONE_RATIO = 90  # phonetic keys this alike (0..100) are the same name said twice
+# "auw"/"ouw" at the end of a word sound as "au"/"ou": "Auw" and "Au" are one word said twice
+_FINAL_W = re.compile(r"Aw\b")
+
+
+def sound_key(text: str) -> str:
+    """The matcher's Dutch phonetic key, for telling homophones apart in the bench."""
+    return _FINAL_W.sub("A", phonetic(text)).replace(" ", "")
+
 
 
 @dataclass(frozen=True)
@@ -90,7 +98,7 @@ def build_tasks(settings: BenchSettings, cache: Path | None = None) -> tuple[Num
                                                   "Local/bench", ())
     area_codes = dict(base.area_codes)
     tasks: list[Task] = []
-    sound = {k: phonetic(k).replace(" ", "") for k in keys}
+    sound = {k: sound_key(k) for k in keys}
     for n, c in enumerate(short):
         own = normalise(spoken_text(c.text))
         # no homophones ("Au" / "Auw"): no two municipalities of an area code sound the same

@@ -332,10 +332,11 @@ def test_engine_with_a_private_cache_decides_the_same_from_its_cache(engine, f2,
 
 @pytest.mark.xfail(strict=True, reason=(
     "FusionSettings.filler_distance=0.25 is too tight for voices other than the references: "
-    "'ehm' spoken by the corpus voices nl+f2 / nl+m3 fits the closest filler reference at DTW distance "
-    "0.294 / 0.295 (coverage >= 0.9), so is_hesitation says False. The room is narrow: short names come "
-    "close too (village 'Ee' 0.33 with nl+f2, 'Oss' 0.41 with nl+m3, 'Emmen' 0.46; 'Gorinchem' 0.66)"))
-@pytest.mark.parametrize("voice", ["nl+f2", "nl+m3"])
+    "'ehm' spoken by the corpus voice nl+f2 fits the closest filler reference at DTW distance 0.309 "
+    "(coverage >= 0.9), so is_hesitation says False (nl+m3: 0.250, on the threshold itself, so it is "
+    "not a case either way). The room is narrow: short names come close too (village 'Ee' 0.33 with "
+    "nl+f2, 'Oss' 0.41 with nl+m3, 'Emmen' 0.46; 'Gorinchem' 0.66)"))
+@pytest.mark.parametrize("voice", ["nl+f2"])
 def test_a_spoken_ehm_is_a_hesitation(engine, voice):
     ehm = ReferenceBank(FeatureSettings(voice=voice)).speak("ehm")
     assert engine.is_hesitation(to_slin(padded(ehm, 0.2, 0.2)))

@@ -120,6 +120,46 @@ def test_dtw_batch_equals_one_reference_at_a_time():
         assert lens[k] == alone_len[0]
 
 
+def _dtw_by_hand(ref: np.ndarray, utterance: np.ndarray) -> tuple[float, int, int]:
+    """The recurrence written out cell by cell, in plain Python: the compiled one must agree."""
+    unit = lambda x: x / (np.linalg.norm(x, axis=1, keepdims=True) + 1e-9)  # noqa: E731
+    cost = 1.0 - unit(ref.astype(np.float64)) @ unit(utterance.astype(np.float64)).T  # (ref frame, utterance frame)
+    n = ref.shape[0]
+    cells = {j: (1e9, 1.0) for j in range(n)}  # reference frame -> (summed cost, path length)
+    mean = lambda c: c[0] / max(c[1], 1.0)  # noqa: E731
+    fresh = (0.0, 0.0)  # a path may start at any utterance frame, at reference frame 0 (or 1)
+    best = (np.inf, 1, 0)
+    for i in range(utterance.shape[0]):
+        new = {}
+        for j in range(n):
+            options = [cells[j - 1] if j >= 1 else fresh, cells[j], cells[j - 2] if j >= 2 else (fresh if j == 1 else (1e9, 1.0))]
+            diag, stay, skip = options
+            src = stay if mean(stay) < mean(diag) else diag
+            if mean(skip) < min(mean(diag), mean(stay)):
+                src = skip
+            new[j] = (min(src[0] + cost[j, i], 1e9), src[1] + 1.0)
+        cells = new
+        here = mean(cells[n - 1]) if cells[n - 1][1] else 0.0
+        if here < best[0]:
+            best = (here, int(cells[n - 1][1]), i)
+    return best
+
+
+def test_dtw_agrees_with_the_recurrence_written_out_by_hand():
+    rng = np.random.default_rng(7)
+    for _ in range(25):
+        refs = [rand_frames(rng, int(rng.integers(1, 9))) for _ in range(int(rng.integers(1, 4)))]
+        utterance = rand_frames(rng, int(rng.integers(1, 14)))
+        if rng.random() < 0.5:  # a reference hidden inside, a little distorted
+            utterance = np.concatenate([utterance, refs[0] + 0.05 * rand_frames(rng, refs[0].shape[0])])
+        dist, length, end = subsequence_dtw(refs, utterance, with_end=True)
+        for k, r in enumerate(refs):
+            want, want_len, want_end = _dtw_by_hand(r, utterance)
+            assert dist[k] == pytest.approx(want, abs=1e-4)
+            if dist[k] < 2.0:  # a real path (not "no path at all"): same length and end
+                assert (length[k], end[k]) == (want_len, want_end)
+
+
 def test_dtw_empty_inputs_and_references_that_cannot_fit():
     rng = np.random.default_rng(3)
     refs = [rand_frames(rng, 10), rand_frames(rng, 7), np.zeros((0, D), np.float32)]

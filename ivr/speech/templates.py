@@ -31,6 +31,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Iterable, Sequence
 
+import numba
 import numpy as np
 
 from ivr.speech.base import RecogniserError
@@ -166,7 +167,7 @@ def tone_share(audio_8k: np.ndarray, dominance: float = 0.6) -> float:
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
-    return x / (np.linalg.norm(x, axis=1, keepdims=True) + 1e-9)
+    return x / (np.linalg.norm(x, axis=-1, keepdims=True) + np.float32(1e-9))
 
 
 def subsequence_dtw(references: Sequence[np.ndarray], utterance: np.ndarray, *, with_end: bool = False):
@@ -176,57 +177,71 @@ def subsequence_dtw(references: Sequence[np.ndarray], utterance: np.ndarray, *, 
 
     Steps (reference frame j, utterance frame i): from (j-1, i-1), (j, i-1) (the caller is
     slower) or (j-2, i-1) (faster, up to 2x). The predecessor is the one with the lowest
-    mean cost so far, so long and short paths compare fairly. All references advance
-    together, one utterance frame at a time (vectorised over references and frames).
+    mean cost so far, so long and short paths compare fairly. The frame distances are one
+    matrix product; the recurrence is compiled (:func:`_dtw_paths`), because a NumPy loop
+    over frames held the interpreter lock for most of a decision and serialised
+    simultaneous calls.
     """
     t = len(references)
     if t == 0 or utterance.shape[0] == 0:
         empty = (np.ones(t, np.float32), np.zeros(t, np.float32), np.zeros(t, np.int64))
         return empty if with_end else empty[:2]
-    lens = np.array([max(1, r.shape[0]) for r in references])
+    lens = np.array([max(1, r.shape[0]) for r in references], np.int64)
     width = int(lens.max())
-    ref = np.zeros((t, width, utterance.shape[1]), np.float32)
+    dims = utterance.shape[1]
+    ref = np.zeros((t, width, dims), np.float32)
     for k, r in enumerate(references):
-        if r.shape[0]:
-            ref[k, : r.shape[0]] = _unit(r)
-    cost = 1.0 - np.einsum("tjd,id->ijt", ref, _unit(utterance))  # (utterance frames, width, refs)
-    cost = np.ascontiguousarray(cost.transpose(0, 2, 1))  # (i, t, j)
+        ref[k, : r.shape[0]] = r
+    frames = _unit(np.asarray(utterance, np.float32))
+    cost = 1.0 - (_unit(ref).reshape(t * width, dims) @ frames.T).reshape(t, width, -1)
+    best, best_len, best_end = _dtw_paths(np.ascontiguousarray(cost, np.float32), lens)
+    return (best, best_len, best_end) if with_end else (best, best_len)
+
+
+@numba.njit(nogil=True, cache=True)
+def _dtw_paths(cost: np.ndarray, lens: np.ndarray):  # pragma: no cover - compiled
+    """The recurrence of :func:`subsequence_dtw` over ``cost`` (reference, reference frame,
+    utterance frame). Per reference, cells hold the path's summed cost and its length;
+    column 0 is unreachable and column 1 a fresh start (mean 0), so a path may start at
+    any utterance frame."""
+    t, width, frames = cost.shape
     inf = np.float32(1e9)
-    # columns 0 and 1 are padding: 0 = unreachable, 1 = a fresh start (sum 0, count 0)
-    total = np.full((t, width + 2), inf, np.float32)
-    count = np.ones((t, width + 2), np.float32)
-    total[:, 1] = 0.0
-    count[:, 1] = 0.0
+    one = np.float32(1.0)
     best = np.full(t, np.inf, np.float32)
     best_len = np.ones(t, np.float32)
     best_end = np.zeros(t, np.int64)
-    rows = np.arange(t)
-    end = lens + 1
-    for i in range(utterance.shape[0]):
-        mean = total / np.maximum(count, 1.0)
-        mean[:, 1] = 0.0
-        diag, stay, skip = mean[:, 1:-1], mean[:, 2:], mean[:, :-2]
-        use_stay = stay < diag
-        src_t = np.where(use_stay, total[:, 2:], total[:, 1:-1])
-        src_n = np.where(use_stay, count[:, 2:], count[:, 1:-1])
-        low = np.minimum(diag, stay)
-        use_skip = skip < low
-        src_t = np.where(use_skip, total[:, :-2], src_t)
-        src_n = np.where(use_skip, count[:, :-2], src_n)
-        new_total = src_t + cost[i]
-        new_count = src_n + 1.0
-        total[:, 2:] = np.minimum(new_total, inf)
-        count[:, 2:] = new_count
-        total[:, 1] = 0.0
-        count[:, 1] = 0.0
-        here = total[rows, end] / count[rows, end]
-        better = here < best
-        best = np.where(better, here, best)
-        best_len = np.where(better, count[rows, end], best_len)
-        best_end = np.where(better, i, best_end)
-    # a fresh start is only allowed at the first frame of a reference: column 1 feeds j = 0
-    # via "diag" and j = 1 via "skip"; the latter skips one frame, which is harmless.
-    return (best, best_len, best_end) if with_end else (best, best_len)
+    total = np.empty(width + 2, np.float32)
+    count = np.empty(width + 2, np.float32)
+    new_total = np.empty(width + 2, np.float32)
+    new_count = np.empty(width + 2, np.float32)
+    for k in range(t):
+        n = lens[k]
+        total[:] = inf
+        count[:] = one
+        total[1] = 0.0
+        count[1] = 0.0
+        for i in range(frames):
+            for c in range(2, n + 2):  # column c holds reference frame c - 2
+                diag = np.float32(0.0) if c == 2 else total[c - 1] / max(count[c - 1], one)
+                stay = total[c] / max(count[c], one)
+                skip = np.float32(0.0) if c == 3 else total[c - 2] / max(count[c - 2], one)
+                if stay < diag:
+                    src_total, src_count, low = total[c], count[c], stay
+                else:
+                    src_total, src_count, low = total[c - 1], count[c - 1], diag
+                if skip < low:
+                    src_total, src_count = total[c - 2], count[c - 2]
+                new_total[c] = min(src_total + cost[k, c - 2, i], inf)
+                new_count[c] = src_count + one
+            for c in range(2, n + 2):
+                total[c] = new_total[c]
+                count[c] = new_count[c]
+            here = total[n + 1] / count[n + 1]
+            if here < best[k]:
+                best[k] = here
+                best_len[k] = count[n + 1]
+                best_end[k] = i
+    return best, best_len, best_end
 
 
 def save_cached(path: Path, array: np.ndarray) -> None:
