@@ -22,7 +22,7 @@ from ivr.adapters.store import CallStore, RecordWriter
 from ivr.config import Settings
 from ivr.core.callback import CallbackRequest
 from ivr.core.flow import CallFlow, RequestCallback
-from ivr.core.matcher import yes_no
+from ivr.core.yes_no import yes_no
 from ivr.core.plan import NumberingPlan, PlanError
 from ivr.plan_admin import PlanAdmin
 from ivr.speech.engines import load_recogniser  # loads the configured engine's modules only when called

@@ -20,8 +20,9 @@ from ivr.core.flow import (
     TransferAnswered,
     TransferFailed,
 )
-from ivr.core.matcher import Matcher, yes_no
-from ivr.core.plan import load_base_plan
+from ivr.core.matcher import Matcher
+from ivr.core.yes_no import yes_no
+from ivr.plan_files import load_base_plan
 
 
 @pytest.fixture(scope="module")

@@ -30,7 +30,8 @@ from ivr.core.flow import (
     TransferAnswered,
     TransferFailed,
 )
-from ivr.core.plan import PlanError, load_base_plan
+from ivr.core.plan import PlanError
+from ivr.plan_files import load_base_plan
 from ivr.core.report import compute_kpis
 from ivr.core.signals import failover_paths, immediate_misroute
 from ivr.service import Service

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 
 from ivr.adapters.asterisk.outgoing_dialplan import CONTEXT, LOOKUP, main, render_outgoing_dialplan
-from ivr.core.plan import load_base_plan
+from ivr.plan_files import load_base_plan
 
 PLAN = load_base_plan()
 

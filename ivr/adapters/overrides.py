@@ -47,8 +47,8 @@ from ivr.core.plan import (
     PlanError,
     RoutingMode,
     Status,
-    load_base_plan,
 )
+from ivr.plan_files import load_base_plan
 
 _DIAL_STRING = r"^[A-Za-z][A-Za-z0-9_-]*/[^\s,|&]+$"
 _OVERFLOW = r"^(GM\d{4}|[A-Za-z][A-Za-z0-9_-]*/[^\s,|&]+)$"  # another municipality, or a dial string

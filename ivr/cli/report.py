@@ -41,7 +41,7 @@ def _fmt(key: str, value: float | None) -> str:
 def plan_names() -> dict[str, str]:
     """CBS code -> name and area code -> main place, from the shipped plan; {} if unavailable."""
     try:
-        from ivr.core.plan import load_base_plan
+        from ivr.plan_files import load_base_plan
 
         plan = load_base_plan()
     except Exception:

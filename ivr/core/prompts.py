@@ -8,9 +8,7 @@ Calls compose sentences from pieces (``voor`` + ``gemeente/GM0664`` + ``toets`` 
 
 from __future__ import annotations
 
-from functools import lru_cache
-
-from ivr.core.plan import NumberingPlan, load_base_plan
+from ivr.core.plan import NumberingPlan
 
 PHRASES: dict[str, str] = {
     "welkom": "Welkom bij het veertien-plus-nummer van de gemeente.",
@@ -62,22 +60,15 @@ def spoken_name(name: str) -> str:
 DIGIT_WORDS = ["nul", "een", "twee", "drie", "vier", "vijf", "zes", "zeven", "acht", "negen"]
 
 
-def all_prompt_texts(plan: NumberingPlan | None = None) -> dict[str, str]:
+def all_prompt_texts(plan: NumberingPlan) -> dict[str, str]:
     """Every prompt key with its Dutch text: fixed phrases, digits, municipality names."""
-    if plan is None:
-        return dict(_default_texts())
     texts = dict(PHRASES)
     texts.update({f"cijfer/{d}": word for d, word in enumerate(DIGIT_WORDS)})
     texts.update({f"gemeente/{m.cbs_code}": spoken_name(m.name) for m in plan.municipalities.values()})
     return texts
 
 
-@lru_cache(maxsize=1)
-def _default_texts() -> dict[str, str]:
-    return all_prompt_texts(load_base_plan())
-
-
-def sentence(keys: tuple[str, ...], plan: NumberingPlan | None = None) -> str:
+def sentence(keys: tuple[str, ...], plan: NumberingPlan) -> str:
     """The text of a composed prompt, for logs, the simulator and tests."""
-    texts = all_prompt_texts(plan) if plan else _default_texts()
+    texts = all_prompt_texts(plan)
     return " ".join(texts.get(k, f"<{k}>") for k in keys)

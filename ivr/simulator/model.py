@@ -3,7 +3,6 @@ per-process world (plan, weights, memoised matchers) every worker builds once.""
 
 from __future__ import annotations
 
-import csv
 import random
 from bisect import bisect
 from dataclasses import asdict, dataclass, field
@@ -14,8 +13,11 @@ from rapidfuzz import fuzz
 
 from ivr.simulator.confusion import ConfusionModel
 from ivr.core.flow import CallFlow
-from ivr.core.matcher import Matcher, normalise, phonetic, yes_no
-from ivr.core.plan import DATA_DIR, Municipality, NumberingPlan, RoutingMode, Status
+from ivr.core.matcher import Matcher
+from ivr.core.words import normalise, phonetic
+from ivr.core.yes_no import yes_no
+from ivr.core.plan import TABLE_FILES, Municipality, NumberingPlan, RoutingMode, Status
+from ivr.plan_files import read_rows
 
 
 CALLS_PER_YEAR_2020 = 12_000_000
@@ -264,12 +266,11 @@ def _dtmf_codes(plan: NumberingPlan, share: float, seed: int) -> frozenset[str]:
 def _resident_pairs(plan: NumberingPlan) -> list[tuple[str, str, float]]:
     """(CBS code, area code, residents) for every significant pair the plan routes."""
     out = []
-    with open(DATA_DIR / "municipality_area_codes.csv", newline="", encoding="utf-8") as fh:
-        for row in csv.DictReader(fh):
-            code, cbs = row["area_code"], row["cbs_code"]
-            if row.get("significant") != "True" or code not in plan.area_codes:
-                continue
-            if cbs not in plan.area_codes[code].municipalities:
-                continue
-            out.append((cbs, code, float(row.get("residents_2021_est") or 0)))
+    for row in read_rows(TABLE_FILES["municipality_area_codes"]):
+        code, cbs = row["area_code"], row["cbs_code"]
+        if row.get("significant") != "True" or code not in plan.area_codes:
+            continue
+        if cbs not in plan.area_codes[code].municipalities:
+            continue
+        out.append((cbs, code, float(row.get("residents_2021_est") or 0)))
     return out

@@ -20,7 +20,7 @@ from ivr.adapters.metrics import MetricsObserver, metrics_snapshot, reconcile
 from ivr.adapters.store import CallStore
 from ivr.core.report import BASELINE_2020 as REPORT_BASELINE
 from ivr.core.report import KpiAccumulator, Kpis
-from ivr.core.plan import load_base_plan
+from ivr.plan_files import load_base_plan
 
 from ivr.simulator.caller import SimulatedCall
 from ivr.simulator.model import CHUNK, DAY_WEIGHTS, PROFILES, WEEKDAY_HOURS, CallerProfile, World

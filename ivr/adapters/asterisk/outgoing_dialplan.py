@@ -27,7 +27,8 @@ import os
 import sys
 from pathlib import Path
 
-from ivr.core.plan import NumberingPlan, PlanError, load_base_plan
+from ivr.core.plan import NumberingPlan, PlanError
+from ivr.plan_files import load_base_plan
 
 CONTEXT = "from-municipality"
 LOOKUP = "municipality-cli"
