@@ -33,7 +33,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ivr.core.plan import DATA_DIR, NumberingPlan, load_base_plan
+from ivr.core.plan import NumberingPlan
+from ivr.plan_files import DATA_DIR, load_base_plan
 
 KINDS = ("bare", "phrase", "village", "former", "noisy")
 RATE = 8000

@@ -23,7 +23,8 @@ import sys
 from collections.abc import Iterable
 from pathlib import Path
 
-from ivr.core.plan import CBS_CODE_PATTERN, DATA_DIR
+from ivr.core.plan import CBS_CODE_PATTERN
+from ivr.plan_files import DATA_DIR
 
 DEFAULT_CSV = DATA_DIR / "municipalities.csv"
 CONTEXT = "ivr14-lab"

@@ -11,7 +11,7 @@ renders what changed. Recorded prompts override the synthetic ones: put ``<key>.
 channels or sample format sox can read) in ``$IVR_PROMPTS_DIR`` and it is converted instead; the
 English ones go in its ``en/`` folder (``en/welkom.wav``, ``en/cijfer/1.wav``), as the keys say.
 
-Usage: ``python -m ivr_lab.prompts_build OUT_DIR`` (texts from ``ivr.core.prompts.all_prompt_texts()``).
+Usage: ``python -m ivr_lab.prompts_build OUT_DIR`` (texts from ``ivr.core.prompts.all_prompt_texts``).
 """
 
 from __future__ import annotations
@@ -150,14 +150,15 @@ def _voice_of(key: str) -> str:
 
 
 def project_prompt_texts() -> dict[str, str]:
-    """The project's prompts (``ivr.core.prompts.all_prompt_texts()``) plus the Asterisk-side defaults."""
+    """The project's prompts (``ivr.core.prompts.all_prompt_texts``, shipped plan) plus the Asterisk-side defaults."""
     texts = dict(REQUIRED_DEFAULTS)
     try:
         from ivr.core.prompts import all_prompt_texts
+        from ivr.plan_files import load_base_plan
     except ImportError as exc:  # the controller's prompt catalogue is not there (yet)
         print(f"prompts_build: ivr.core.prompts unavailable ({exc}); using the built-in defaults only", file=sys.stderr)
     else:
-        texts.update(all_prompt_texts())
+        texts.update(all_prompt_texts(load_base_plan()))
     return texts
 
 

@@ -14,7 +14,7 @@ import statistics
 import time
 
 from ivr.core.matcher import Matcher, MatchVerdict
-from ivr.core.plan import load_base_plan
+from ivr.plan_files import load_base_plan
 
 
 def pct(values, q):

@@ -38,8 +38,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from ivr.core.matcher import Matcher  # noqa: E402
-from ivr.core.plan import load_base_plan  # noqa: E402
-from ivr_lab.replay import read_slin  # noqa: E402
+from ivr.plan_files import load_base_plan  # noqa: E402
+from ivr_lab.replay_items import read_slin  # noqa: E402
 from ivr.speech.base import FRAME_MS  # noqa: E402
 from ivr.speech.closed_set import frames_of  # noqa: E402
 from ivr.speech.engines import ENGINES, load_recogniser  # noqa: E402

@@ -27,8 +27,9 @@ import statistics
 import time
 
 from ivr.core.flow import CallFlow, CallStarted, Digit, SpeechHeard, Transfer
-from ivr.core.matcher import matcher_for, yes_no
-from ivr.core.plan import load_base_plan
+from ivr.core.matcher import matcher_for
+from ivr.core.yes_no import yes_no
+from ivr.plan_files import load_base_plan
 from ivr.core.routing import route
 
 

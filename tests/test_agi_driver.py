@@ -13,7 +13,7 @@ import pytest
 
 from ivr.adapters.asterisk.agi import CallController, parse_result
 from ivr.core.flow import CallFlow
-from ivr.core.plan import load_base_plan
+from ivr.plan_files import load_base_plan
 from ivr.adapters.store import CallStore
 
 PLAN = load_base_plan()

@@ -13,9 +13,9 @@ import pytest
 
 from speech_audio import have_espeak, silence, speak
 
-from ivr.adapters.asterisk.audiosocket import (
-    AudioSocketClient, AudioSocketServer, Kind, ListenResult, encode, read_frame,
-)
+from ivr.adapters.asterisk.audiosocket import AudioSocketServer, ListenResult
+from ivr.adapters.asterisk.audiosocket_protocol import Kind, encode, read_frame
+from ivr_lab.audiosocket_client import AudioSocketClient
 from ivr.speech.base import FRAME_BYTES, ScriptedRecogniser
 
 needs_espeak = pytest.mark.skipif(not have_espeak(), reason="espeak-ng missing")

@@ -9,7 +9,7 @@ import wave
 import pytest
 
 from ivr_lab.corpus import KINDS, plan_items, synth
-from ivr.core.plan import load_base_plan
+from ivr.plan_files import load_base_plan
 
 pytestmark = pytest.mark.skipif(not (shutil.which("espeak-ng") and shutil.which("sox")),
                                 reason="needs espeak-ng and sox")

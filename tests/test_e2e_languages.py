@@ -12,7 +12,7 @@ import httpx
 import pytest
 from e2e import SALT, run_calls, start_controller
 
-from ivr.core.plan import load_base_plan
+from ivr.plan_files import load_base_plan
 from ivr_lab.sipp import CallScript, Dtmf, Pause
 
 pytestmark = pytest.mark.asterisk

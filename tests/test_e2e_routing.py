@@ -16,7 +16,7 @@ import pytest
 from e2e import REPO, SALT, run_calls, start_controller
 
 from ivr_lab.sipp import CallScript, Dtmf, HangUp, Pause
-from ivr.core.plan import load_base_plan
+from ivr.plan_files import load_base_plan
 
 pytestmark = pytest.mark.asterisk
 

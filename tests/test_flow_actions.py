@@ -23,8 +23,10 @@ from ivr.core.flow import (
     TransferAnswered,
     TransferFailed,
 )
-from ivr.core.matcher import Matcher, yes_no
-from ivr.core.plan import Calamity, RoutingMode, load_base_plan
+from ivr.core.matcher import Matcher
+from ivr.core.yes_no import yes_no
+from ivr.core.plan import Calamity, RoutingMode
+from ivr.plan_files import load_base_plan
 from ivr.core.report import compute_kpis, error_kind, immediate_misroute
 from ivr.core.routing import Verdict
 

@@ -23,8 +23,10 @@ from ivr.core.flow import (
     Transfer,
     TransferAnswered,
 )
-from ivr.core.matcher import Matcher, yes_no
-from ivr.core.plan import PlanError, access_number_key, load_base_plan
+from ivr.core.matcher import Matcher
+from ivr.core.yes_no import yes_no
+from ivr.core.plan import PlanError, access_number_key
+from ivr.plan_files import load_base_plan
 from ivr.core.prompts import all_prompt_texts, localised, voice_of
 
 ACCESS = '''

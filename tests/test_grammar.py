@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from ivr.speech.grammar import UNK, grammar_for, grammar_words, load_grammar, write_grammars
-from ivr.core.matcher import normalise
-from ivr.core.plan import load_base_plan
+from ivr.core.words import normalise
+from ivr.plan_files import load_base_plan
 
 REPO_GRAMMARS = Path(__file__).resolve().parent.parent / "grammars"
 

@@ -13,7 +13,8 @@ from typing import Sequence
 
 import numpy as np
 
-from ivr.adapters.asterisk.audiosocket import AudioSocketClient, AudioSocketServer
+from ivr.adapters.asterisk.audiosocket import AudioSocketServer
+from ivr_lab.audiosocket_client import AudioSocketClient
 from ivr.speech.base import FRAME_BYTES, FRAME_MS, Hypotheses
 from ivr.speech.endpoint import EndpointConfig
 from ivr.speech.listening import PREROLL_FRAMES, Heard, Listening, listen

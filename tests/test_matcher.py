@@ -6,8 +6,11 @@ import time
 
 import pytest
 
-from ivr.core.matcher import Matcher, MatchVerdict, matcher_for, normalise, phonetic, yes_no
-from ivr.core.plan import Municipality, Status, load_base_plan
+from ivr.core.matcher import Matcher, MatchVerdict, matcher_for
+from ivr.core.words import normalise, phonetic
+from ivr.core.yes_no import yes_no
+from ivr.core.plan import Municipality, Status
+from ivr.plan_files import load_base_plan
 
 
 @pytest.fixture(scope="module")

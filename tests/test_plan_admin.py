@@ -19,7 +19,8 @@ from fastapi.testclient import TestClient
 from ivr.adapters.api import create_app
 from ivr.config import Settings
 from ivr.adapters.metrics import MetricsObserver, parse_exposition
-from ivr.core.plan import RoutingMode, load_base_plan
+from ivr.core.plan import RoutingMode
+from ivr.plan_files import load_base_plan
 from ivr.core.plan_changes import ChangeRefused, UnknownTarget, change_area_code, change_municipality
 from ivr.plan_admin import PlanAdmin
 from ivr.service import Service

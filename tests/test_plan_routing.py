@@ -6,7 +6,8 @@ from pathlib import Path
 import pytest
 
 from ivr.adapters.overrides import load_plan, read_overrides
-from ivr.core.plan import PlanError, RoutingMode, Status, load_base_plan
+from ivr.core.plan import PlanError, RoutingMode, Status
+from ivr.plan_files import load_base_plan
 from ivr.core.routing import Verdict, menu_has_more, menu_page, route
 
 
@@ -143,7 +144,7 @@ def test_missing_override_file_is_an_error(tmp_path: Path):
 def test_broken_data_file_is_rejected_with_file_and_line(tmp_path: Path):
     import shutil
 
-    from ivr.core.plan import DATA_DIR
+    from ivr.plan_files import DATA_DIR
 
     for f in DATA_DIR.glob("*.csv"):
         shutil.copy(f, tmp_path / f.name)
@@ -188,3 +189,36 @@ def test_cli_route_and_the_api_show_the_same_decision(capsys):
     bad = json.loads(capsys.readouterr().out)
     assert bad["verdict"] == "invalid_number" and "other than digits" in bad["reason"]
     assert set(bad) == {"number"} | set(route(load_base_plan(), "14abc").to_dict())
+
+
+def _tables(municipality_rows):
+    from ivr.core.plan import PlanTables
+
+    return PlanTables(
+        municipalities=municipality_rows,
+        area_codes=[{"area_code": "0113", "main_place": "Goes", "residents_2021_est": "100"}],
+        municipality_area_codes=[
+            {"area_code": "0113", "cbs_code": "GM0678", "significant": "True", "share_of_area_code": "0.2"},
+            {"area_code": "0113", "cbs_code": "GM0664", "significant": "True", "share_of_area_code": "0.7"},
+            {"area_code": "0113", "cbs_code": "GM0654", "significant": "False", "share_of_area_code": "0.1"},
+        ],
+        name_lookup=[{"alias": "Kloetinge", "cbs_code": "GM0664", "kind": "woonplaats"}],
+        snapshot_2014=[{"cbs_code": "GM0664", "main_number_was_14plus_2014": "yes"}],
+    )
+
+
+def test_the_core_builds_the_plan_from_rows_without_files():
+    # the pure core gets rows (here: written inline), never a path; ivr.plan_files reads the CSVs
+    from ivr.core.plan import base_plan_from_tables
+
+    rows = [{"cbs_code": "GM0664", "name": "Goes", "primary_area_code": "0113", "area_codes": "0113"},
+            {"cbs_code": "GM0678", "name": "Kapelle", "primary_area_code": "0113", "area_codes": "0113"}]
+    plan = base_plan_from_tables(_tables(rows))
+    assert [m.cbs_code for m in plan.candidates("0113")] == ["GM0664", "GM0678"]  # largest share first
+    assert plan.area_codes["0113"].mode is RoutingMode.SPEECH
+    assert plan.municipalities["GM0664"].status is Status.ACTIVE
+    assert plan.municipalities["GM0678"].status is Status.TECHNICAL
+    assert plan.municipalities["GM0664"].places == ("Kloetinge",)
+    bad = [rows[0], {"cbs_code": "GM0678", "name": " ", "primary_area_code": "0113"}]
+    with pytest.raises(PlanError, match=r"municipalities.csv:3: missing value for column 'name'"):
+        base_plan_from_tables(_tables(bad))

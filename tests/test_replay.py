@@ -10,8 +10,10 @@ import numpy as np
 import pytest
 
 from ivr_lab.corpus import write_wav
-from ivr.core.plan import load_base_plan
-from ivr_lab.replay import ItemResult, compute_metrics, confusion, main, replay, report
+from ivr.plan_files import load_base_plan
+from ivr_lab.replay import main, replay
+from ivr_lab.replay_items import ItemResult
+from ivr_lab.replay_report import compute_metrics, confusion, report
 from ivr.speech.base import ScriptedRecogniser
 
 

@@ -25,8 +25,10 @@ import pytest
 
 from ivr.config import Settings
 from ivr_lab.corpus import write_wav
-from ivr.core.plan import load_base_plan
-from ivr_lab.replay import main, read_slin, replay, report
+from ivr.plan_files import load_base_plan
+from ivr_lab.replay import main, replay
+from ivr_lab.replay_items import read_slin
+from ivr_lab.replay_report import report
 from ivr.speech.base import ScriptedRecogniser
 
 DEV = Path(__file__).resolve().parent / "data" / "dev"

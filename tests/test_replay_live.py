@@ -24,7 +24,7 @@ from e2e import REPO, SALT, start_controller
 from ivr.config import Settings
 from ivr_lab.corpus import write_wav
 from ivr_lab.pcap import ulaw_encode
-from ivr_lab.replay import read_slin
+from ivr_lab.replay_items import read_slin
 
 pytestmark = [pytest.mark.asterisk, pytest.mark.speech]
 

@@ -104,8 +104,8 @@ def test_accumulator_equals_compute_kpis_and_json_keys_are_stable():
     assert list(a) == ["schema", "baseline", "overall", "by_area_code", "by_municipality", "filters",
                        "misroute_window_s", "unfinished"]
     assert list(a["overall"]) == ["calls", "headline", "outcomes", "modes", "recognition", "routing", "transfer",
-                                  "hangups_by_phase", "errors", "latency", "languages", "entries",
-                                      "routed_by_language", "routed_by_entry"]
+                                  "hangups_by_phase", "errors", "latency", "failover", "languages", "entries",
+                                  "routed_by_language", "routed_by_entry"]
     json.dumps(a)  # serialisable as is
 
 

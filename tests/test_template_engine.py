@@ -23,8 +23,9 @@ if shutil.which("espeak-ng") is None or shutil.which("sox") is None:
                 "apt-get install -y espeak-ng sox", allow_module_level=True)
 
 from ivr.core.matcher import Matcher, MatchVerdict  # noqa: E402
-from ivr.core.plan import load_base_plan  # noqa: E402
-from ivr_lab.replay import decide, read_slin  # noqa: E402
+from ivr.plan_files import load_base_plan  # noqa: E402
+from ivr_lab.replay import decide  # noqa: E402
+from ivr_lab.replay_items import read_slin  # noqa: E402
 from ivr.speech.closed_set import frames_of  # noqa: E402
 from ivr.speech.template_engine import TemplateEngine, TemplateSettings  # noqa: E402
 from ivr.speech.templates import FeatureSettings, ReferenceBank, log_mel, subsequence_dtw  # noqa: E402

@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 
 from ivr.core.matcher import Matcher
-from ivr.core.plan import load_base_plan
-from ivr_lab.replay import decide, read_slin
+from ivr.plan_files import load_base_plan
+from ivr_lab.replay import decide
+from ivr_lab.replay_items import read_slin
 
 pytestmark = pytest.mark.speech
 DEV = Path(__file__).parent / "data" / "dev"
@@ -94,7 +95,8 @@ def test_two_candidates_with_yes_no_classes_still_confirm():
 
 
 def test_locate_places_the_name_and_shortlists_villages():
-    from ivr.speech.whisper_engine import EngineSettings, _locate
+    from ivr.speech.whisper_locate import locate_name as _locate
+    from ivr.speech.whisper_settings import EngineSettings
 
     plan = load_base_plan()
     m = Matcher(plan.candidates("0113"))

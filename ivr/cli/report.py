@@ -41,7 +41,7 @@ def _fmt(key: str, value: float | None) -> str:
 def plan_names() -> dict[str, str]:
     """CBS code -> name and area code -> main place, from the shipped plan; {} if unavailable."""
     try:
-        from ivr.core.plan import load_base_plan
+        from ivr.plan_files import load_base_plan
 
         plan = load_base_plan()
     except Exception:
@@ -77,6 +77,7 @@ def render_table(kpis: Kpis, names: dict[str, str] | None = None) -> str:
         w(f"{HEADLINE_LABELS[key]:<34}{_fmt(key, kpis.baseline[key]):>8}{_fmt(key, o.headline[key]):>9}\n")
     w("\noutcomes: " + ", ".join(f"{k} {v}" for k, v in o.outcomes.items() if v) + "\n")
     w("hang-ups by phase: " + ", ".join(f"{k} {v}" for k, v in o.hangups_by_phase.items()) + "\n")
+    w("municipality not reachable, then: " + ", ".join(f"{k} {v}" for k, v in o.failover.items()) + "\n")
     w(_languages_line(o) + "\n")
     r = o.routing["all"]
     w(f"routed {r.routed}, misrouted {r.misrouted} (" +

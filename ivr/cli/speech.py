@@ -7,7 +7,7 @@ from pathlib import Path
 
 from ivr.cli.plan import plan_from_args
 from ivr.config import load_settings
-from ivr.core.plan import load_base_plan
+from ivr.plan_files import load_base_plan
 from ivr.speech.engines import ENGINES, cache_references
 from ivr.speech.grammar import DEFAULT_DIR, load_grammar, write_grammars
 

@@ -25,6 +25,14 @@ class Digit:
 
 
 @dataclass(frozen=True, slots=True)
+class DigitsEntered:
+    """The digits keyed in answer to :class:`~ivr.core.actions.AskDigits` (without the end digit)."""
+
+    at: float
+    digits: str
+
+
+@dataclass(frozen=True, slots=True)
 class SpeechHeard:
     at: float
     nbest: tuple[tuple[str, float], ...]
@@ -81,5 +89,5 @@ class CallEnded:
     wall_time: float
 
 
-Event = (CallStarted | Digit | SpeechHeard | NoInput | Dialling | TransferAnswered | TransferFailed | CallerHungUp
-         | DriverLost | CallEnded)
+Event = (CallStarted | Digit | DigitsEntered | SpeechHeard | NoInput | Dialling | TransferAnswered | TransferFailed
+         | CallerHungUp | DriverLost | CallEnded)

@@ -28,14 +28,14 @@ Scoring, in short:
 from __future__ import annotations
 
 import re
-import unicodedata
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import StrEnum
-from functools import lru_cache
 from typing import TYPE_CHECKING, Iterable, Sequence
 
 import numpy as np
 from rapidfuzz import fuzz, process
+
+from ivr.core.words import CARRIER_WORDS, FILLER_WORDS, normalise, phonetic
 
 if TYPE_CHECKING:  # pragma: no cover
     from ivr.core.plan import Municipality, NumberingPlan
@@ -47,13 +47,6 @@ __all__ = [
     "Matcher",
     "Thresholds",
     "matcher_for",
-    "normalise",
-    "phonetic",
-    "yes_no",
-    "CARRIER_WORDS",
-    "FILLER_WORDS",
-    "YES_WORDS",
-    "NO_WORDS",
 ]
 
 
@@ -101,152 +94,6 @@ class Thresholds:
     choose_margin: float = 6.0  # ... and closer than this: ask "A of B?"
     containment_penalty: float = 15.0  # "Bergen" inside "Bergen op Zoom"
     containment_floor: float = 80.0  # the longer match must be at least this good
-
-
-# --- text normalisation ----------------------------------------------------------------
-
-_APOSTROPHE_ARTICLE = re.compile(r"(?:(?<=\s)|^)['’`´]\s?([st])(?:[\s\-]+|(?=[a-z]))")
-_NON_ALNUM = re.compile(r"[^a-z0-9]+")
-
-
-def _strip_diacritics(text: str) -> str:
-    decomposed = unicodedata.normalize("NFKD", text)
-    return "".join(c for c in decomposed if not unicodedata.combining(c))
-
-
-def normalise(text: str) -> str:
-    """Lower case, no diacritics, ``'s-``/``'t`` as plain words, punctuation to spaces.
-
-    >>> normalise("'s-Hertogenbosch")
-    's hertogenbosch'
-    >>> normalise("Súdwest-Fryslân!")
-    'sudwest fryslan'
-    """
-    text = _strip_diacritics(text).lower()
-    text = _APOSTROPHE_ARTICLE.sub(lambda m: m.group(1) + " ", text)
-    text = text.replace("'", "").replace("’", "")
-    return " ".join(_NON_ALNUM.sub(" ", text).split())
-
-
-_PHONETIC_RULES: tuple[tuple[re.Pattern[str], str], ...] = tuple(
-    (re.compile(p), r)
-    for p, r in (
-        (r"sch$", "s"),  # Den Bosch, -bosch
-        (r"ij|y|ei|ey", "E"),  # ij/y/ei sound alike
-        (r"ae", "a"),  # Beekdaelen
-        (r"ue", "u"),
-        (r"ou|au|ouw|auw", "A"),
-        (r"ui|uy", "U"),
-        (r"oe", "O"),
-        (r"ie", "i"),
-        (r"eu", "Y"),
-        (r"ph", "f"),
-        (r"th", "t"),
-        (r"ch", "g"),
-        (r"ck", "k"),
-        (r"c(?=[eiE])", "s"),
-        (r"c", "k"),
-        (r"q", "k"),
-        (r"x", "ks"),
-        (r"dt\b", "t"),
-        (r"d\b", "t"),
-        (r"v", "f"),
-        (r"z", "s"),
-        (r"h(?=[^aeiouAEOUY]|\b)", ""),  # silent h after a vowel / before a consonant
-        (r"([a-zAEOUY])\1+", r"\1"),  # doubled letters
-        (r"(?<=\w)en\b", "e"),  # final -en is often said as -e
-    )
-)
-
-
-@lru_cache(maxsize=65536)
-def phonetic(text: str) -> str:
-    """A rough Dutch phonetic key of normalised ``text`` (words kept apart by spaces)."""
-    out = text
-    for pattern, repl in _PHONETIC_RULES:
-        out = pattern.sub(repl, out)
-    return out
-
-
-# --- caller words ------------------------------------------------------------------------
-
-FILLER_WORDS = frozenset(
-    "eh ehm eeh ehh euh uh uhm uhh um hm hmm hmmm mm mmm ah aah oh nou".split()
-)
-# Words that carry the request rather than the name. A window may not start or end on
-# one of them unless this candidate set has a name starting/ending on it ("De Rijp").
-CARRIER_WORDS = frozenset(
-    """
-    ik wil wilde zou graag willen de het een gemeente gemeentes gemeentehuis stadhuis
-    bellen bel belt spreken verbinden doorverbinden verbonden worden word met naar
-    alstublieft alsjeblieft alstublief aub astublieft svp please dank dankjewel dankuwel
-    bedankt u je mij me mijn even hallo goedemorgen goedemiddag goedenavond dag hoi
-    ja van voor in uit woon woonachtig wonen bij om te is dat die er heet plaats dorp
-    stad kunt kun kan mag hebben heb nodig contact opnemen telefoon nummer ben en op
-    aan the municipality of iemand iets weet niet hoe wat wie waar graag alleen even
-    """.split()
-)
-
-YES_WORDS = frozenset(
-    """
-    ja jawel jazeker jaja jah jaa yes yep jep jup ok oke okay okee correct klopt
-    inderdaad precies zeker juist prima goed akkoord graag doe prima absoluut
-    """.split()
-)
-NO_WORDS = frozenset(
-    """nee neen neh nope no niet fout verkeerd onjuist geen nooit neeje nein""".split()
-)
-_NEGATORS = frozenset({"niet", "geen"})
-
-
-def _collapse(word: str) -> str:
-    return re.sub(r"(.)\1+", r"\1", word)
-
-
-_YES_KEYS = frozenset(_collapse(w) for w in YES_WORDS)
-_NO_KEYS = frozenset(_collapse(w) for w in NO_WORDS)
-
-
-def _yes_no_one(text: str) -> bool | None:
-    words = [_collapse(w) for w in normalise(text).split() if w not in FILLER_WORDS]
-    if not words:
-        return None
-    yes = any(w in _YES_KEYS for w in words)
-    no = any(w in _NO_KEYS for w in words)
-    if yes and any(w in _NEGATORS for w in words):
-        # "klopt niet", "niet goed", "dat is het niet" -> no
-        return False
-    if yes and no:
-        # "nee ja", "ja nee": a caller changing their mind; trust the last word said
-        for w in reversed(words):
-            if w in _YES_KEYS:
-                return True
-            if w in _NO_KEYS:
-                return False
-    if yes:
-        return True
-    if no:
-        return False
-    return None
-
-
-def yes_no(nbest: Sequence[tuple[str, float]]) -> bool | None:
-    """Did the caller say yes (True), no (False), or is it unclear (None)?
-
-    The highest-ranked hypothesis with a clear answer decides, unless a hypothesis
-    nearly as confident says the opposite.
-    """
-    answer: bool | None = None
-    answer_conf = 0.0
-    for text, conf in nbest:
-        verdict = _yes_no_one(text)
-        if verdict is None:
-            continue
-        if answer is None:
-            answer, answer_conf = verdict, max(float(conf), 1e-6)
-        elif verdict != answer and float(conf) >= 0.8 * answer_conf:
-            return None
-    return answer
 
 
 # --- candidate keys ------------------------------------------------------------------------

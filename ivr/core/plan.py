@@ -1,24 +1,20 @@
 """The numbering plan: municipalities, area codes and how each area code routes.
 
-Loaded once from the shipped data (``ivr/data``) plus an optional operator override
-file, validated, and then immutable. An admin change builds a new plan and swaps it;
-nothing mutates a plan in place.
+Built once from the shipped tables (read by ``ivr.plan_files``; this module only gets
+their rows) plus an optional operator override file, validated, and then immutable. An
+admin change builds a new plan and swaps it; nothing mutates a plan in place.
 """
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import re
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from pathlib import Path
 from types import MappingProxyType
-from typing import Iterable, Mapping
-
-DATA_DIR = Path(__file__).resolve().parent.parent / "data"
+from typing import Iterable, Mapping, Sequence
 
 #: A CBS municipality code ("GM0664"): the one pattern for it (API paths, overrides, reports).
 CBS_CODE_PATTERN = r"^GM\d{4}$"
@@ -65,6 +61,9 @@ class Municipality:
     former_names: tuple[str, ...] = ()  # municipalities merged into this one
     places: tuple[str, ...] = ()  # woonplaatsen, kernen, hamlets (and their other spellings)
     alt_number: str | None = None  # announced when 14+ cannot reach it
+    # tried when the destination is busy, does not answer or is unreachable: a CBS code or a dial string
+    overflow: str | None = None
+    ring_timeout_s: int | None = None  # how long the destination rings before the overflow (None: the default)
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,6 +181,27 @@ class NumberingPlan:
 class PlanError(ValueError):
     """The plan's data is inconsistent; the message says where and why."""
 
+    #: the override-file key path at fault, when known (the file's reader turns it into a line)
+    key_path: tuple[str, ...] = ()
+
+
+#: The range an operator may set a ring timeout in (seconds): shorter cuts off a normal answer,
+#: longer keeps the caller waiting for a line nobody picks up.
+RING_TIMEOUT_RANGE = (5, 120)
+
+
+def overflow_chain(municipalities: Mapping[str, Municipality], cbs: str) -> list[str]:
+    """``cbs`` and the municipalities its overflow leads to, in order; stops at a dial string
+    or at the first municipality seen twice (a loop, which :func:`build_plan` refuses)."""
+    chain = [cbs]
+    nxt = municipalities[cbs].overflow
+    while nxt and is_cbs_code(nxt) and nxt in municipalities:
+        chain.append(nxt)
+        if chain.count(nxt) > 1:
+            break
+        nxt = municipalities[nxt].overflow
+    return chain
+
 
 def build_plan(
     municipalities: Mapping[str, Municipality],
@@ -198,6 +218,7 @@ def build_plan(
     problems += _access_number_problems(access_numbers)
     if problems:
         raise PlanError("; ".join(problems))
+    _check_overflow(municipalities)
     plan = NumberingPlan(
         municipalities=MappingProxyType(dict(municipalities)),
         area_codes=MappingProxyType(dict(area_codes)),
@@ -248,6 +269,36 @@ def _access_number_problems(access_numbers: tuple[AccessNumber, ...]) -> list[st
     return problems
 
 
+def _check_overflow(municipalities: Mapping[str, Municipality]) -> None:
+    """Overflow targets exist and lead nowhere twice; ring timeouts are in range. Raised one at a
+    time with the key at fault, so an override file's error names its line."""
+    lo, hi = RING_TIMEOUT_RANGE
+    for cbs in sorted(municipalities):
+        m = municipalities[cbs]
+        if m.ring_timeout_s is not None and not lo <= m.ring_timeout_s <= hi:
+            _raise(f"municipality {cbs}: ring timeout {m.ring_timeout_s} s is outside {lo}-{hi} s",
+                   cbs, "ring_timeout_s")
+        if not m.overflow:
+            continue
+        if is_cbs_code(m.overflow):
+            if m.overflow not in municipalities:
+                _raise(f"municipality {cbs}: overflow to unknown municipality {m.overflow}", cbs, "overflow")
+            if m.overflow == cbs:
+                _raise(f"municipality {cbs}: overflows to itself", cbs, "overflow")
+            chain = overflow_chain(municipalities, cbs)
+            if len(chain) != len(set(chain)):
+                _raise(f"municipality {cbs}: overflow loop {' -> '.join(chain)}", cbs, "overflow")
+        elif "/" not in m.overflow or any(ch.isspace() for ch in m.overflow):
+            _raise(f"municipality {cbs}: overflow {m.overflow!r} is neither a CBS code nor a dial string",
+                   cbs, "overflow")
+
+
+def _raise(message: str, cbs: str, key: str) -> None:
+    err = PlanError(message)
+    err.key_path = ("municipalities", cbs, key)
+    raise err
+
+
 def _fingerprint(plan: NumberingPlan) -> str:
     h = hashlib.sha256()
     for cbs in sorted(plan.municipalities):
@@ -260,34 +311,51 @@ def _fingerprint(plan: NumberingPlan) -> str:
     return h.hexdigest()[:12]
 
 
-# --- loading the shipped data -------------------------------------------------------
+# --- building the plan from the shipped tables ---------------------------------------
 
 _ALIAS_KINDS = {"alt_name", "municipality_cbs_name"}
 _FORMER_KINDS = {"former_municipality"}
 _PLACE_KINDS = {"woonplaats", "woonplaats_alt", "kern_or_hamlet", "kern_or_hamlet_alt"}
 
-
-def _rows(name: str, data_dir: Path) -> list[dict[str, str]]:
-    path = data_dir / name
-    try:
-        with path.open(newline="", encoding="utf-8") as fh:
-            return list(csv.DictReader(fh))
-    except OSError as exc:
-        raise PlanError(f"{path}: cannot read ({exc.strerror})") from exc
+Row = Mapping[str, str]
 
 
-def _require(row: dict[str, str], column: str, where: str) -> str:
+@dataclass(frozen=True, slots=True)
+class PlanTables:
+    """The shipped tables as read, one mapping per row (column name -> text), in file order.
+
+    Error messages name a row as ``<table file>:<line>`` (the header is line 1), so an
+    operator finds the bad line whoever read the file."""
+
+    municipalities: Sequence[Row]  # municipalities.csv
+    area_codes: Sequence[Row]  # area_codes.csv
+    municipality_area_codes: Sequence[Row]  # municipality_area_codes.csv
+    name_lookup: Sequence[Row]  # name_lookup.csv
+    snapshot_2014: Sequence[Row]  # fourteen_plus_2014_snapshot.csv
+
+
+#: The file each table of ``PlanTables`` is read from (the names its error messages use).
+TABLE_FILES = {
+    "snapshot_2014": "fourteen_plus_2014_snapshot.csv",
+    "name_lookup": "name_lookup.csv",
+    "municipality_area_codes": "municipality_area_codes.csv",
+    "municipalities": "municipalities.csv",
+    "area_codes": "area_codes.csv",
+}
+
+
+def _require(row: Row, column: str, where: str) -> str:
     value = row.get(column)
     if value is None or not value.strip():
         raise PlanError(f"{where}: missing value for column {column!r}")
     return value.strip()
 
 
-def load_base_plan(data_dir: Path = DATA_DIR) -> NumberingPlan:
-    """The plan as derived from the shipped data, before operator overrides."""
-    snapshot = {r["cbs_code"]: r for r in _rows("fourteen_plus_2014_snapshot.csv", data_dir)}
+def base_plan_from_tables(tables: PlanTables) -> NumberingPlan:
+    """The plan as derived from the shipped tables, before operator overrides."""
+    snapshot = {r["cbs_code"]: r for r in tables.snapshot_2014}
     names: dict[str, dict[str, list[str]]] = defaultdict(lambda: defaultdict(list))
-    for i, row in enumerate(_rows("name_lookup.csv", data_dir), start=2):
+    for i, row in enumerate(tables.name_lookup, start=2):
         kind = row.get("kind", "")
         bucket = (
             "aliases" if kind in _ALIAS_KINDS
@@ -300,7 +368,7 @@ def load_base_plan(data_dir: Path = DATA_DIR) -> NumberingPlan:
             names[_require(row, "cbs_code", f"name_lookup.csv:{i}")][bucket].append(alias)
 
     pairs: dict[str, list[tuple[float, str]]] = defaultdict(list)
-    for i, row in enumerate(_rows("municipality_area_codes.csv", data_dir), start=2):
+    for i, row in enumerate(tables.municipality_area_codes, start=2):
         if row.get("significant") != "True":
             continue
         where = f"municipality_area_codes.csv:{i}"
@@ -310,7 +378,7 @@ def load_base_plan(data_dir: Path = DATA_DIR) -> NumberingPlan:
         pairs[code].append((share, _require(row, "cbs_code", where)))
 
     municipalities: dict[str, Municipality] = {}
-    for i, row in enumerate(_rows("municipalities.csv", data_dir), start=2):
+    for i, row in enumerate(tables.municipalities, start=2):
         where = f"municipalities.csv:{i}"
         cbs = _require(row, "cbs_code", where)
         name = _require(row, "name", where)
@@ -338,7 +406,7 @@ def load_base_plan(data_dir: Path = DATA_DIR) -> NumberingPlan:
         )
 
     area_codes: dict[str, AreaCode] = {}
-    for i, row in enumerate(_rows("area_codes.csv", data_dir), start=2):
+    for i, row in enumerate(tables.area_codes, start=2):
         where = f"area_codes.csv:{i}"
         code = _require(row, "area_code", where)
         members = tuple(cbs for _, cbs in sorted(pairs.get(code, []), key=lambda p: (-p[0], p[1])))

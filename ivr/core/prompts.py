@@ -15,9 +15,8 @@ municipality names (``gemeente/…``) are proper names and keep their Dutch reco
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
 
-from ivr.core.plan import NumberingPlan, load_base_plan
+from ivr.core.plan import NumberingPlan
 
 PHRASES: dict[str, str] = {
     "welkom": "Welkom bij het veertien-plus-nummer van de gemeente.",
@@ -43,6 +42,13 @@ PHRASES: dict[str, str] = {
     "onbekend_nummer": "Dit veertien-plus-nummer bestaat niet. Controleer het netnummer en belt u opnieuw.",
     "medewerker": "U wordt doorverbonden met een medewerker.",
     "niet_bereikbaar": "De gemeente is op dit moment niet bereikbaar. Probeert u het later opnieuw.",
+    "overloop": "De gemeente is nu niet bereikbaar. U wordt doorverbonden met een ander nummer.",
+    "niet_bereikbaar_nu": "De gemeente is op dit moment niet bereikbaar.",
+    "terugbellen_vraag": "Druk 1 als wij u mogen terugbellen. Uw nummer wordt alleen daarvoor bewaard.",
+    "terugbellen_nummer": "Toets het nummer waarop wij u kunnen terugbellen, gevolgd door een hekje.",
+    "ongeldig_nummer": "Dat is geen geldig Nederlands of internationaal nummer.",
+    "terugbellen_bevestigd": "Dank u. De gemeente belt u terug op nummer",
+    "later_opnieuw": "Probeert u het later opnieuw.",
     "calamiteit": "Door bijzondere omstandigheden wordt uw gesprek omgeleid.",
     "storing": "Er is een storing. U wordt doorverbonden met een medewerker.",
     "lab/verbonden": "U bent verbonden met de gemeente.",
@@ -80,6 +86,13 @@ PHRASES_EN: dict[str, str] = {
     "onbekend_nummer": "This fourteen plus number does not exist. Please check the area code and call again.",
     "medewerker": "You are being put through to a member of staff.",
     "niet_bereikbaar": "The municipality cannot be reached at the moment. Please try again later.",
+    "overloop": "The municipality cannot be reached now. You are being put through to another number.",
+    "niet_bereikbaar_nu": "The municipality cannot be reached at the moment.",
+    "terugbellen_vraag": "Press 1 if we may call you back. Your number is kept for that purpose only.",
+    "terugbellen_nummer": "Please key in the number on which we can call you back, followed by the hash key.",
+    "ongeldig_nummer": "That is not a valid Dutch or international number.",
+    "terugbellen_bevestigd": "Thank you. The municipality will call you back on",
+    "later_opnieuw": "Please try again later.",
     "calamiteit": "Due to special circumstances, your call is being redirected.",
     "storing": "There is a fault. You are being put through to a member of staff.",
     "welke_gemeente": "Which municipality would you like to call? Please say its name. Or key in its area code.",
@@ -144,11 +157,9 @@ def language_said(text: str) -> str | None:
     return None
 
 
-def all_prompt_texts(plan: NumberingPlan | None = None) -> dict[str, str]:
+def all_prompt_texts(plan: NumberingPlan) -> dict[str, str]:
     """Every prompt key with its text: fixed phrases, digits, municipality names (Dutch at
     the top, every other language's phrases and digits under its folder)."""
-    if plan is None:
-        return dict(_default_texts())
     texts = dict(PHRASES)
     texts.update({f"cijfer/{d}": word for d, word in enumerate(DIGIT_WORDS)})
     texts.update({f"gemeente/{m.cbs_code}": spoken_name(m.name) for m in plan.municipalities.values()})
@@ -165,12 +176,7 @@ def voice_of(key: str) -> str:
     return (lang or LANGUAGES[DEFAULT_LANGUAGE]).voice
 
 
-@lru_cache(maxsize=1)
-def _default_texts() -> dict[str, str]:
-    return all_prompt_texts(load_base_plan())
-
-
-def sentence(keys: tuple[str, ...], plan: NumberingPlan | None = None) -> str:
+def sentence(keys: tuple[str, ...], plan: NumberingPlan) -> str:
     """The text of a composed prompt, for logs, the simulator and tests."""
-    texts = all_prompt_texts(plan) if plan else _default_texts()
+    texts = all_prompt_texts(plan)
     return " ".join(texts.get(k, f"<{k}>") for k in keys)

@@ -53,6 +53,7 @@ from ivr.core.signals import (
     ATTEMPT_BUCKETS,
     ENTRIES,
     ERROR_KINDS,
+    FAILOVER_PATHS,
     HANGUP_PHASES,
     LATENCIES,
     MISROUTE_REASONS,
@@ -64,6 +65,7 @@ from ivr.core.signals import (
     entry_of,
     error_kind,
     expected_of,
+    failover_paths,
     hangup_phase,
     immediate_misroute,
     is_routed,
@@ -75,7 +77,8 @@ from ivr.core.signals import (
 )
 
 # the KPIs' vocabulary, for the metrics and the tests (one place: ivr.core.signals / ivr.core.histogram)
-__all__ = ["ATTEMPT_BUCKETS", "BASELINE_2020", "ERROR_KINDS", "HANGUP_PHASES", "HEADLINE_KEYS", "HEADLINE_MODE",
+__all__ = ["ATTEMPT_BUCKETS", "BASELINE_2020", "ERROR_KINDS", "FAILOVER_PATHS", "HANGUP_PHASES", "HEADLINE_KEYS",
+           "HEADLINE_MODE",
            "LATENCIES", "MISROUTE_REASONS", "NONE_LABEL", "TRANSFER_RESULTS", "GroupKpis", "KpiAccumulator", "Kpis",
            "LatencySummary", "LogHistogram", "Misroute", "MisrouteTracker", "compute_kpis", "error_kind",
            "immediate_misroute"]
@@ -134,6 +137,7 @@ class GroupKpis:
     hangups_by_phase: dict[str, int] = field(default_factory=dict)
     errors: dict[str, int] = field(default_factory=dict)
     latency: dict[str, LatencySummary] = field(default_factory=dict)
+    failover: dict[str, int] = field(default_factory=dict)  # FAILOVER_PATHS: overflow, alternative number, callback
     languages: dict[str, int] = field(default_factory=dict)  # calls by the language they ended in
     entries: dict[str, int] = field(default_factory=dict)  # calls by entry: fourteen (14 + code) or access
     routed_by_language: dict[str, int] = field(default_factory=dict)
@@ -166,8 +170,8 @@ class Kpis:
 
 class _GroupAcc:
     __slots__ = ("calls", "outcomes", "modes", "asked", "attempts", "routed", "ground_truth", "misroutes",
-                 "transfers", "hangups", "errors", "hist", "languages", "entries", "routed_by_language",
-                 "routed_by_entry")
+                 "transfers", "hangups", "errors", "hist", "failover", "languages", "entries",
+                 "routed_by_language", "routed_by_entry")
 
     def __init__(self) -> None:
         self.calls = 0
@@ -186,11 +190,13 @@ class _GroupAcc:
         self.entries: Counter[str] = Counter()
         self.routed_by_language: Counter[str] = Counter()
         self.routed_by_entry: Counter[str] = Counter()
+        self.failover: Counter[str] = Counter()
 
     def merge(self, other: "_GroupAcc") -> None:
         self.calls += other.calls
         for name in ("outcomes", "modes", "asked", "attempts", "routed", "ground_truth", "misroutes",
-                     "transfers", "hangups", "errors", "languages", "entries", "routed_by_language", "routed_by_entry"):
+                     "transfers", "hangups", "errors", "failover", "languages", "entries", "routed_by_language",
+                     "routed_by_entry"):
             getattr(self, name).update(getattr(other, name))
         for name, hist in other.hist.items():
             self.hist[name].merge(hist)
@@ -222,6 +228,7 @@ class _GroupAcc:
             self.errors[kind] += 1
         for name, seconds in samples:
             self.hist[name].add(seconds)
+        self.failover.update(failover_paths(r))
 
     def result(self) -> GroupKpis:
         g = GroupKpis(calls=self.calls)
@@ -249,6 +256,7 @@ class _GroupAcc:
                                                 hangup_during_transfer=_rate(results["caller_hangup"], reached))
         g.hangups_by_phase = {p: self.hangups.get(p, 0) for p in HANGUP_PHASES}
         g.errors = {k: self.errors.get(k, 0) for k in ERROR_KINDS}
+        g.failover = {k: self.failover.get(k, 0) for k in FAILOVER_PATHS}
         g.latency = {name: h.summary() for name, h in self.hist.items()}
         g.languages = dict(sorted(self.languages.items()))
         g.entries = {e: self.entries.get(e, 0) for e in ENTRIES}

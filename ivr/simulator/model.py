@@ -3,7 +3,6 @@ per-process world (plan, weights, memoised matchers) every worker builds once.""
 
 from __future__ import annotations
 
-import csv
 import random
 from bisect import bisect
 from dataclasses import asdict, dataclass, field
@@ -14,8 +13,11 @@ from rapidfuzz import fuzz
 
 from ivr.simulator.confusion import ConfusionModel
 from ivr.core.flow import CallFlow
-from ivr.core.matcher import Matcher, normalise, phonetic, yes_no
-from ivr.core.plan import DATA_DIR, AccessNumber, Municipality, NumberingPlan, RoutingMode, Status
+from ivr.core.matcher import Matcher
+from ivr.core.words import normalise, phonetic
+from ivr.core.yes_no import yes_no
+from ivr.core.plan import TABLE_FILES, AccessNumber, Municipality, NumberingPlan, RoutingMode, Status
+from ivr.plan_files import read_rows
 from ivr.core.prompts import LANGUAGES
 
 
@@ -68,6 +70,10 @@ class CallerProfile:
     # the transfer
     transfer_fail: float = 0.01  # busy / no answer at the municipality
     ring_s_median: float = 6.0
+    # after a failed transfer: the alternative number and the offer to call back (no 2020 figure: assumed)
+    callback_consent: float = 0.6  # press 1 to be called back
+    hangup_callback: float = 0.1  # hang up at the offer
+    callback_mistyped: float = 0.05  # a digit short: not a Dutch number, asked again
     talk_s_median: float = 180.0
     # new paths, off in the 2020 world (it had neither): callers who choose English at the
     # greeting (70% press 9, the rest say "English"), and callers from abroad on an access
@@ -275,12 +281,11 @@ def _dtmf_codes(plan: NumberingPlan, share: float, seed: int) -> frozenset[str]:
 def _resident_pairs(plan: NumberingPlan) -> list[tuple[str, str, float]]:
     """(CBS code, area code, residents) for every significant pair the plan routes."""
     out = []
-    with open(DATA_DIR / "municipality_area_codes.csv", newline="", encoding="utf-8") as fh:
-        for row in csv.DictReader(fh):
-            code, cbs = row["area_code"], row["cbs_code"]
-            if row.get("significant") != "True" or code not in plan.area_codes:
-                continue
-            if cbs not in plan.area_codes[code].municipalities:
-                continue
-            out.append((cbs, code, float(row.get("residents_2021_est") or 0)))
+    for row in read_rows(TABLE_FILES["municipality_area_codes"]):
+        code, cbs = row["area_code"], row["cbs_code"]
+        if row.get("significant") != "True" or code not in plan.area_codes:
+            continue
+        if cbs not in plan.area_codes[code].municipalities:
+            continue
+        out.append((cbs, code, float(row.get("residents_2021_est") or 0)))
     return out

