@@ -6,6 +6,7 @@ import asyncio
 
 import pytest
 
+from ivr.core.recognition import Recognition
 from ivr.core.drive import answer_first, drive, run_sync
 from ivr.core.flow import (
     CallerHungUp,
@@ -52,7 +53,7 @@ class ScriptedPort:
     async def listen(self, question):
         self.log.append(("listen", type(question).__name__, question.vocabulary_of))
         self.t += 1.0
-        return SpeechHeard(self.t, ((self.heard.pop(0), 0.9),)) if self.heard else NoInput(self.t)
+        return SpeechHeard(self.t, Recognition.of_transcripts(((self.heard.pop(0), 0.9),))) if self.heard else NoInput(self.t)
 
     async def dial(self, transfer, started_at):
         self.log.append(("dial", transfer.destination, started_at))
