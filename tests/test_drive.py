@@ -6,7 +6,6 @@ import asyncio
 
 import pytest
 
-from ivr.core.recognition import Recognition
 from ivr.core.drive import answer_first, drive, run_sync
 from ivr.core.flow import (
     CallerHungUp,
@@ -20,6 +19,7 @@ from ivr.core.flow import (
     TransferFailed,
 )
 from ivr.core.matcher import Matcher
+from ivr.core.recognition import Recognition
 from ivr.core.yes_no import yes_no
 from ivr.plan_files import load_base_plan
 

@@ -2,7 +2,6 @@
 
 import pytest
 
-from ivr.core.recognition import Recognition
 from ivr.core.flow import (
     CallerHungUp,
     CallFlow,
@@ -21,6 +20,7 @@ from ivr.core.flow import (
     TransferFailed,
 )
 from ivr.core.matcher import Matcher
+from ivr.core.recognition import Recognition
 from ivr.core.yes_no import yes_no
 from ivr.plan_files import load_base_plan
 

@@ -4,7 +4,6 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from ivr.core.recognition import Recognition
 from ivr.core.callrecord import AttemptKind, AttemptVerdict, CallRecord, ErrorKind, InputKind, Outcome, Phase
 from ivr.core.flow import (
     AskName,
@@ -25,6 +24,7 @@ from ivr.core.flow import (
     TransferFailed,
 )
 from ivr.core.matcher import Matcher
+from ivr.core.recognition import Recognition
 from ivr.core.yes_no import yes_no
 from ivr.core.plan import Calamity, RoutingMode
 from ivr.plan_files import load_base_plan
