@@ -26,7 +26,7 @@ import re
 import sys
 import time
 from collections import defaultdict
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from types import MappingProxyType
 from typing import Sequence
@@ -233,11 +233,28 @@ def format_text(summary: dict, settings: BenchSettings, engine: str) -> str:
     return "\n".join(lines)
 
 
+def fresh_oov_tasks(settings: BenchSettings, seeds: Sequence[int], cache: Path | None = None
+                    ) -> tuple[NumberingPlan, list[Task]]:
+    """Out-of-vocabulary tasks of the split that the run with ``settings.seed`` never played:
+    sampled with each of ``seeds``, each clip once. For measuring a change prompted by a
+    run of that split on clips nothing was chosen by."""
+    plan, used = build_tasks(settings, cache)
+    seen = {t.clip.source for t in used if t.kind == "oov"}
+    fresh: list[Task] = []
+    for seed in seeds:
+        for t in build_tasks(replace(settings, seed=seed), cache)[1]:
+            if t.kind == "oov" and t.clip.source not in seen:
+                seen.add(t.clip.source)
+                fresh.append(t)
+    return plan, fresh  # out-of-vocabulary tasks ask only real area codes, which every bench plan holds
+
+
 def run_bench(settings: BenchSettings, engine: str, cache: Path | None = None, progress: bool = False,
-              recogniser=None) -> tuple[dict, list[BenchItem]]:
+              recogniser=None, fresh_oov_seeds: Sequence[int] = ()) -> tuple[dict, list[BenchItem]]:
     from ivr_lab.replay import make_recogniser
 
-    plan, tasks = build_tasks(settings, cache)
+    plan, tasks = (fresh_oov_tasks(settings, fresh_oov_seeds, cache) if fresh_oov_seeds
+                   else build_tasks(settings, cache))
     recogniser = recogniser or make_recogniser(engine, plan)
     matchers: dict[str, Matcher] = {}
     items = []
@@ -305,6 +322,9 @@ def register(sub) -> None:
     p.add_argument("--limit", type=int, default=0, help="closed-set items at most")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--json", type=Path, help="write the summary and every item here")
+    p.add_argument("--fresh-oov", metavar="SEEDS", default="",
+                   help="out of vocabulary only: the split's clips that the run with --seed never played, "
+                        "sampled with these comma-separated seeds (e.g. 2,3,4,5)")
     p.set_defaults(func=_cmd_human)
     p = bench.add_parser("calibrate", help="fit the fusion engine's calibration on the dev splits (prints settings)")
     p.add_argument("--synthetic", type=Path, action="append", default=[],
@@ -322,7 +342,8 @@ def _cmd_human(args) -> int:
     settings = BenchSettings(split=args.split, candidates=args.candidates, sound_alike=args.sound_alike,
                              oov_items=args.oov, seed=args.seed, limit=args.limit)
     t0 = time.perf_counter()
-    summary, items = run_bench(settings, engine, progress=True)
+    seeds = [int(x) for x in args.fresh_oov.split(",") if x.strip()]
+    summary, items = run_bench(settings, engine, progress=True, fresh_oov_seeds=seeds)
     print(format_text(summary, settings, engine))
     print(f"({len(items)} items in {time.perf_counter() - t0:.0f} s)")
     if args.json:

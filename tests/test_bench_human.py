@@ -27,7 +27,7 @@ from rapidfuzz import fuzz
 if shutil.which("sox") is None:
     pytest.skip("the human bench converts clips with sox: apt-get install -y sox", allow_module_level=True)
 
-from ivr_lab.bench_human import (HOMOPHONE_RATIO, sound_key, BenchItem, BenchSettings, _names_a_candidate,  # noqa: E402
+from ivr_lab.bench_human import (HOMOPHONE_RATIO, sound_key, BenchItem, BenchSettings, _names_a_candidate, fresh_oov_tasks,  # noqa: E402
                                  build_tasks, calibration, fit_logistic, spoken_text, summarise)
 from ivr_lab.human_speech import CorpusError, ensure_unpacked, load_clips, split_of  # noqa: E402
 from ivr.core.words import normalise, phonetic  # noqa: E402
@@ -118,6 +118,16 @@ def test_closed_tasks_hold_their_answer_among_candidates(dev):
         assert len(set(area.municipalities)) == len(area.municipalities)
         assert normalise(plan.municipalities[t.expected].name) == normalise(spoken_text(t.clip.text))
         assert 1 <= len(spoken_text(t.clip.text).split()) <= settings.max_words
+
+
+def test_fresh_oov_tasks_never_replay_a_clip_the_seed_run_played(dev):
+    _, played = dev  # BenchSettings(split="dev"), seed 1
+    _, fresh = fresh_oov_tasks(BenchSettings(split="dev"), (2, 3))
+    sources = [t.clip.source for t in fresh]
+    assert len(sources) > 50 and all(t.kind == "oov" and not t.expected for t in fresh)
+    assert len(sources) == len(set(sources)), "a clip twice"
+    assert not {t.clip.source for t in played if t.kind == "oov"} & set(sources)
+    assert {t.clip.split for t in fresh} == {"dev"}
 
 
 @pytest.mark.parametrize("which", ["dev", "test_split"])
