@@ -38,6 +38,8 @@ class Settings(BaseSettings):
 
     speech_engine: str = Field(default="fusion", pattern="^(fusion|templates|whisper|vosk|none)$")
     prompts_dir: Path = STATE_DIR / "prompts"  # the WAVs the speech path plays itself
+    # callback requests (a caller's consented number) are purged this many days after the request
+    callback_retention_days: int = Field(default=14, ge=1, le=365)
     misroute_window_s: float = 300.0  # a second call to the same area code within this window counts as a retry
 
 

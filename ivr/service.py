@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import time
 from pathlib import Path
 
 from ivr.adapters.api import run_api
@@ -19,7 +20,8 @@ from ivr.adapters.asterisk.speech_path import AudioSocketSpeech, PromptAudio, ca
 from ivr.adapters.metrics import MetricsObserver
 from ivr.adapters.store import CallStore, RecordWriter
 from ivr.config import Settings
-from ivr.core.flow import CallFlow
+from ivr.core.callback import CallbackRequest
+from ivr.core.flow import CallFlow, RequestCallback
 from ivr.core.yes_no import yes_no
 from ivr.core.plan import NumberingPlan, PlanError
 from ivr.plan_admin import PlanAdmin
@@ -43,11 +45,12 @@ class Service:
         self.writer = RecordWriter(self.store)
         self.controller = CallController(
             flow_factory=self.new_flow, save=self.writer.save,
-            caller_salt=settings.caller_salt.get_secret_value(), observer=observer,
+            caller_salt=settings.caller_salt.get_secret_value(), observer=observer, callbacks=self.add_callback,
         )
         self._servers: list[asyncio.AbstractServer] = []
         self._audiosocket = None
         self._speech_task: asyncio.Task | None = None
+        self._purge_task: asyncio.Task | None = None
 
     # -- plan (administered by ivr.plan_admin) --------------------------------------
 
@@ -75,6 +78,29 @@ class Service:
         self.controller.speech = speech_path
         self.speech_error = ""
 
+    # -- callback requests --------------------------------------------------------
+
+    def add_callback(self, call_id: str, request: RequestCallback) -> int:
+        """Keep a caller's consented callback request for the configured retention."""
+        now = time.time()
+        expires = now + self.settings.callback_retention_days * 86400
+        callback_id = self.store.add_callback(CallbackRequest(call_id, request.municipality, request.number, now,
+                                                              expires))
+        log.info("call %s: callback request %s for %s kept until %s", call_id, callback_id, request.municipality,
+                 time.strftime("%Y-%m-%d", time.gmtime(expires)))
+        return callback_id
+
+    async def _purge_callbacks(self, every_s: float = 3600.0) -> None:
+        """Expired callback requests go even when nobody lists or adds one."""
+        while True:
+            try:
+                gone = await asyncio.to_thread(self.store.purge_callbacks)
+                if gone:
+                    log.info("purged %d expired callback request(s)", gone)
+            except Exception:  # a locked or broken file: try again at the next round
+                log.exception("purging callback requests failed")
+            await asyncio.sleep(every_s)
+
     # -- running ------------------------------------------------------------------
 
     async def start(self) -> None:
@@ -83,6 +109,7 @@ class Service:
         server = await asyncio.start_server(self.controller.handle, s.agi_host, s.agi_port, backlog=1024)
         self._servers.append(server)
         log.info("FastAGI listening on %s:%s", s.agi_host, s.agi_port)
+        self._purge_task = asyncio.create_task(self._purge_callbacks())
         if s.speech_engine != "none":
             self._speech_task = asyncio.create_task(self._start_speech())
         if s.ami_secret is not None:
@@ -110,6 +137,9 @@ class Service:
         log.info("speech recognition ready (%s), AudioSocket on %s:%s", s.speech_engine, server.host, server.port)
 
     async def stop(self) -> None:
+        if self._purge_task is not None:
+            self._purge_task.cancel()
+            await asyncio.gather(self._purge_task, return_exceptions=True)
         if self._audiosocket is not None:
             await self._audiosocket.close()
         for server in self._servers:

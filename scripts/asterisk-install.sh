@@ -123,6 +123,9 @@ for f in sorted(src.glob("*.conf")):
     os.chmod(out, 0o640)
 PYEOF
 (cd "$REPO" && "$PY" -m ivr_lab.lab_dialplan "$ETC/municipalities.conf") || die "lab dialplan generation failed"
+# outgoing calls from municipalities' lines present their 14+ number: from the plan (+ IVR_PLAN_FILE if set)
+(cd "$REPO" && "$PY" -m ivr.adapters.asterisk.outgoing_dialplan "$ETC/outgoing.conf") \
+  || die "outgoing dialplan generation failed"
 
 # ---- prompts: espeak-ng -> 8 kHz mono WAV, cached in $STATE/prompts, copied into the chroot ----
 (cd "$REPO" && "$PY" -m ivr_lab.prompts_build "$STATE/prompts") || die "prompt generation failed"

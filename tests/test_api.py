@@ -176,7 +176,8 @@ def test_municipality_change_takes_effect_on_the_next_route(client, service):
                      json={"status": "not_connected", "alt_number": "0115 455 000", "aliases": [" Terneuze ", ""]})
     assert r.status_code == 200, r.text
     assert r.json()["after"] == {"status": "not_connected", "destination": "Local/GM0715@ivr14-lab",
-                                 "alt_number": "0115 455 000", "aliases": ["Terneuze"]}
+                                 "alt_number": "0115 455 000", "aliases": ["Terneuze"], "overflow": None,
+                                 "ring_timeout_s": None}
     route = client.get("/v1/route", params={"number": "140115"}).json()
     assert route["verdict"] == "not_connected" and "0115 455 000" in route["reason"]
     r = client.patch("/v1/municipalities/GM0715", headers=AUTH,

@@ -23,16 +23,18 @@ SEGMENTS = st.one_of(
 )
 PATHS = ["/v1/calls", "/v1/calls/{}", "/v1/report", "/v1/plan", "/v1/area-codes/{}", "/v1/municipalities/{}",
          "/v1/route", "/v1/calamities", "/v1/calamities/{}", "/v1/audit", "/readyz", "/healthz", "/metrics",
-         "/{}"]
+         "/v1/callbacks", "/v1/callbacks/{}", "/{}"]
 QUERY_KEYS = ["since", "until", "area_code", "municipality", "outcome", "limit", "offset", "number"]
 VALUES = st.one_of(
     st.sampled_from(["0113", "GM0664", "routed", "140113", "2023-11-14T22:13:20Z", "1700000000", "-1", "0",
                      "1e309", "nan", "9" * 40, "speech", "direct", "dtmf", "operator", "not_connected", "active",
-                     "Local/operator@ivr14-lab", "PJSIP/x@trunk", "2099-01-01T00:00:00Z", "2001-01-01T00:00:00"]),
+                     "Local/operator@ivr14-lab", "PJSIP/x@trunk", "2099-01-01T00:00:00Z", "2001-01-01T00:00:00",
+                     "GM0664", "GM1676", "0612345678", "+31612345678"]),
     st.text(max_size=40), st.integers(min_value=-(2**70), max_value=2**70), st.floats(allow_nan=False, allow_infinity=False),  # JSON has no NaN/inf: those go raw
     st.booleans(), st.none(),
 )
-BODY_KEYS = ["status", "destination", "alt_number", "aliases", "mode", "target", "message", "expires", "extra"]
+BODY_KEYS = ["status", "destination", "alt_number", "aliases", "mode", "target", "message", "expires", "extra",
+             "overflow", "ring_timeout_s"]
 BODIES = st.one_of(
     st.dictionaries(st.sampled_from(BODY_KEYS), st.one_of(VALUES, st.lists(VALUES, max_size=4)), max_size=5),
     st.recursive(VALUES, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner,

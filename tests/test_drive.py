@@ -12,6 +12,7 @@ from ivr.core.flow import (
     CallFlow,
     CallStarted,
     Digit,
+    DigitsEntered,
     Dialling,
     NoInput,
     SpeechHeard,
@@ -29,10 +30,11 @@ PLAN = load_base_plan()
 class ScriptedPort:
     """Answers each request with the next scripted reply; records what was asked."""
 
-    def __init__(self, *, digits=(), heard=(), dial=None, back=None):
+    def __init__(self, *, digits=(), heard=(), dial=None, back=None, keyed=()):
         self.t = 0.0
         self.log: list[tuple] = []
         self.digits, self.heard, self.dial_result, self.back = list(digits), list(heard), dial, back
+        self.keyed = list(keyed)
 
     def now(self) -> float:
         return self.t
@@ -60,6 +62,14 @@ class ScriptedPort:
         self.t += 2.0
         return self.dial_result(self.t) if self.dial_result else [TransferAnswered(self.t, transfer.municipality or ""),
                                                                   CallerHungUp(self.t + 60)]
+
+    async def collect_digits(self, ask):
+        self.log.append(("keys", ask.prompts, ask.max_digits))
+        self.t += 3.0
+        return DigitsEntered(self.t, self.keyed.pop(0)) if self.keyed else NoInput(self.t)
+
+    async def request_callback(self, request):
+        self.log.append(("callback", request.municipality, request.number))
 
     async def hang_up(self):
         self.log.append(("hang_up",))
@@ -90,9 +100,20 @@ def test_star_during_the_announcement_is_a_digit_not_a_dial():
 
 def test_goodbye_is_said_then_hung_up():
     flow, port = CallFlow(PLAN, speech_available=False), ScriptedPort(dial=lambda t: [TransferFailed(t, "BUSY")])
-    run(flow, port, "140111")
-    assert port.log[-2][0] == "play" and port.log[-2][1][0] == "niet_bereikbaar" and port.log[-1] == ("hang_up",)
+    run(flow, port, "140111")  # the callback offer goes unanswered
+    assert port.log[-3][0] == "keys" and port.log[-3][1][-1] == "terugbellen_vraag"
+    assert port.log[-2][0] == "play" and port.log[-2][1][0] == "later_opnieuw" and port.log[-1] == ("hang_up",)
     assert flow.record.outcome == "failed" and flow.record.error_kind == "transfer_failed"
+
+
+def test_a_consented_callback_is_handed_to_the_port_before_the_goodbye():
+    flow = CallFlow(PLAN, speech_available=False)
+    port = ScriptedPort(dial=lambda t: [TransferFailed(t, "NOANSWER")], keyed=["1", "0612345678"])
+    run(flow, port, "140111")
+    assert [e[0] for e in port.log] == ["play", "dial", "keys", "keys", "callback", "play", "hang_up"]
+    assert port.log[4] == ("callback", "GM1676", "+31612345678")
+    assert port.log[5][1][0] == "terugbellen_bevestigd"
+    assert flow.record.callback == "requested" and "0612345678" not in flow.record.digits
 
 
 def test_unique_code_decision_is_timed_at_the_dial():

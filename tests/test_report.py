@@ -104,7 +104,7 @@ def test_accumulator_equals_compute_kpis_and_json_keys_are_stable():
     assert list(a) == ["schema", "baseline", "overall", "by_area_code", "by_municipality", "filters",
                        "misroute_window_s", "unfinished"]
     assert list(a["overall"]) == ["calls", "headline", "outcomes", "modes", "recognition", "routing", "transfer",
-                                  "hangups_by_phase", "errors", "latency"]
+                                  "hangups_by_phase", "errors", "latency", "failover"]
     json.dumps(a)  # serialisable as is
 
 

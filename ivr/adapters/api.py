@@ -29,6 +29,7 @@ from ivr.adapters.api_models import (
     AreaCodeOut,
     AreaCodeSummary,
     AuditEntry,
+    CallbackOut,
     CallOut,
     CallPage,
     CalamityOut,
@@ -82,7 +83,8 @@ def _municipality_out(plan: NumberingPlan, m: Municipality) -> MunicipalityOut:
     return MunicipalityOut(
         cbs_code=m.cbs_code, name=m.name, province=m.province, population=m.population, status=m.status.value,
         destination=m.destination, area_codes=list(m.area_codes), aliases=list(m.aliases),
-        former_names=list(m.former_names), alt_number=m.alt_number,
+        former_names=list(m.former_names), alt_number=m.alt_number, overflow=m.overflow,
+        ring_timeout_s=m.ring_timeout_s,
         calamity=_calamity_out(plan.calamity_for(m.cbs_code, datetime.now(timezone.utc))))
 
 
@@ -301,7 +303,8 @@ def _admin_routes(app: FastAPI, service: Any, metrics: MetricsObserver) -> None:
         """Change a municipality's 14+ status, destination, alternative number or aliases."""
         fields = body.model_dump(exclude_none=True)
         if not fields:
-            raise HTTPException(422, "nothing to change: give status, destination, alt_number or aliases")
+            raise HTTPException(422, "nothing to change: give status, destination, alt_number, aliases, "
+                                     "overflow or ring_timeout_s")
         if "aliases" in fields:
             aliases = tuple(dict.fromkeys(a.strip() for a in fields["aliases"] if a.strip()))
             if any(len(a) > 100 for a in aliases) or len(aliases) > 50:
@@ -352,6 +355,22 @@ def _admin_routes(app: FastAPI, service: Any, metrics: MetricsObserver) -> None:
         metrics.admin_change("reload", "applied")
         log.info("admin %s: plan reloaded (%s -> %s)", user.who, before, plan.version)
         return ReloadOut(plan_version=plan.version, previous_version=before)
+
+    @app.get("/v1/callbacks", response_model=list[CallbackOut], tags=["admin"], responses=denied)
+    def list_callbacks(municipality: MunQ = None,
+                       user: AdminUser = Depends(admin("callbacks_read"))) -> list[CallbackOut]:
+        """Callers who asked to be called back (numbers in E.164), oldest first; expired ones are purged."""
+        return [CallbackOut(**row) for row in service.store.callbacks(municipality=municipality)]
+
+    @app.delete("/v1/callbacks/{callback_id}", status_code=204, tags=["admin"], responses=denied)
+    def clear_callback(callback_id: Annotated[int, Path(ge=1)],
+                       user: AdminUser = Depends(admin("callback_clear"))) -> Response:
+        """Clear a callback request (called back, or no longer wanted)."""
+        if not service.store.delete_callback(callback_id):
+            raise HTTPException(404, f"no callback request {callback_id}")
+        metrics.admin_change("callback_clear", "applied")
+        log.info("admin %s: callback request %s cleared", user.who, callback_id)
+        return Response(status_code=204)
 
     @app.get("/v1/audit", response_model=list[AuditEntry], tags=["admin"], responses=denied)
     def audit_log(limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100,

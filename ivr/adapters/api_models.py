@@ -58,6 +58,9 @@ class CallOut(BaseModel):
     plan_version: str = ""
     error_kind: str | None = None
     calamity: bool = False
+    overflow_to: str | None = None
+    alt_number_given: bool = False
+    callback: str | None = None
 
 
 class CallPage(BaseModel):
@@ -78,6 +81,8 @@ class MunicipalityOut(BaseModel):
     aliases: list[str]
     former_names: list[str]
     alt_number: str | None = None
+    overflow: str | None = None
+    ring_timeout_s: int | None = None
     calamity: "CalamityOut | None" = None
 
 
@@ -148,6 +153,17 @@ class AuditEntry(BaseModel):
     target: str
     before: Any = None
     after: Any = None
+
+
+class CallbackOut(BaseModel):
+    """A caller's consented request to be called back (kept until ``expires_at``, epoch seconds)."""
+
+    id: int
+    call_id: str
+    municipality: str
+    number: str  # E.164
+    requested_at: float
+    expires_at: float
 
 
 class ErrorOut(BaseModel):

@@ -35,6 +35,7 @@ from ivr.core.report import Kpis
 from ivr.core.signals import (
     ERROR_KINDS,
     MisrouteTracker,
+    failover_paths,
     attempts_bucket,
     error_kind,
     hangup_phase,
@@ -103,6 +104,11 @@ class Metrics:
                               "controller: observer, api).", ["kind"], namespace=ns, registry=r)
         for kind in (*ERROR_KINDS, *OTHER_ERROR_KINDS):
             self.errors.labels(kind)
+        self.failover = Counter(
+            "failover_calls", "Calls whose decided municipality was busy, did not answer or was unreachable, by "
+            "what followed: overflow_taken/answered, alternative_number, callback_offered/requested/declined/"
+            "invalid_number (2020: the caller heard 'niet bereikbaar, tot ziens').",
+            ["area_code", "path"], namespace=ns, registry=r)
         self.admin_changes = Counter("admin_changes", "Admin write requests by action and result "
                                      "(applied, rejected, unauthorized, disabled).", ["action", "result"],
                                      namespace=ns, registry=r)
@@ -262,6 +268,8 @@ class MetricsObserver:
         kind = error_kind(record)
         if kind:
             m.errors.labels(kind).inc()
+        for path in failover_paths(record):
+            m.failover.labels(area, path).inc()
         for name, seconds in latencies(record):
             if name == "ivr_seconds":
                 m.ivr_time.labels(mode).observe(seconds)
@@ -381,6 +389,8 @@ def reconcile(snapshot: Snapshot, kpis: Kpis) -> list[str]:
         check(f"hangups phase={phase}", total(snapshot, f"{p}_hangups_total", phase=phase), n)
     for kind, n in o.errors.items():
         check(f"errors kind={kind}", total(snapshot, f"{p}_errors_total", kind=kind), n)
+    for path, n in o.failover.items():
+        check(f"failover path={path}", total(snapshot, f"{p}_failover_calls_total", path=path), n)
     for name, metric in HISTOGRAM_NAMES.items():
         lat = o.latency[name]
         check(f"{name} count", total(snapshot, f"{p}_{metric}_count"), lat.count)

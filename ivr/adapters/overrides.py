@@ -11,6 +11,8 @@ Example::
     [municipalities.GM0664]          # Goes
     destination = "PJSIP/+31113249249@trunk"
     aliases = ["Goes stad"]
+    ring_timeout_s = 20              # then the overflow (5-120 s; default 30)
+    overflow = "GM0703"              # Reimerswaal answers when Goes is busy (a CBS code or a dial string)
 
     [area_codes."0113"]
     mode = "dtmf"
@@ -36,10 +38,12 @@ from typing import Any, Iterable
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from ivr.core.callback import is_public_number
 from ivr.core.plan import (
     CALAMITY_TARGET_PATTERN,
     Calamity,
     NumberingPlan,
+    RING_TIMEOUT_RANGE,
     PlanError,
     RoutingMode,
     Status,
@@ -47,6 +51,7 @@ from ivr.core.plan import (
 from ivr.plan_files import load_base_plan
 
 _DIAL_STRING = r"^[A-Za-z][A-Za-z0-9_-]*/[^\s,|&]+$"
+_OVERFLOW = r"^(GM\d{4}|[A-Za-z][A-Za-z0-9_-]*/[^\s,|&]+)$"  # another municipality, or a dial string
 
 
 class MunicipalityOverride(BaseModel):
@@ -55,6 +60,16 @@ class MunicipalityOverride(BaseModel):
     destination: str | None = Field(default=None, pattern=_DIAL_STRING)
     alt_number: str | None = Field(default=None, pattern=r"^\+?[0-9 -]{3,20}$")
     aliases: list[str] | None = None
+    overflow: str | None = Field(default=None, pattern=_OVERFLOW)
+    ring_timeout_s: int | None = Field(default=None, ge=RING_TIMEOUT_RANGE[0], le=RING_TIMEOUT_RANGE[1])
+
+    @field_validator("alt_number")
+    @classmethod
+    def _dialable(cls, value: str | None) -> str | None:
+        # callers are told this number and may be called back on the same terms: Dutch or E.164 only
+        if value is not None and not is_public_number(value):
+            raise ValueError("not a Dutch (0xx xxxxxxx, 0800/090x) or E.164 (+31 ...) number")
+        return value
 
 
 class AreaCodeOverride(BaseModel):
@@ -137,7 +152,16 @@ def load_plan(overrides_path: Path | None = None, base: NumberingPlan | None = N
     except PlanError as exc:
         if str(exc).startswith(str(overrides_path)):
             raise
-        raise PlanError(f"{overrides_path}: {exc}") from exc
+        raise PlanError(f"{_where(overrides_path, exc.key_path)}: {exc}") from exc
+
+
+def _where(path: Path, key_path: tuple[str, ...]) -> str:
+    """``path:line`` of the key a plan error names, when the file has it; else the path."""
+    try:
+        line = _line_of(path.read_text(encoding="utf-8"), key_path) if key_path else None
+    except OSError:
+        line = None
+    return f"{path}:{line}" if line else str(path)
 
 
 def _line_of(text: str, loc: tuple[str, ...]) -> int | None:

@@ -18,6 +18,7 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
+from ivr.core.callback import CallbackRequest
 from ivr.core.callrecord import CallRecord
 
 log = logging.getLogger(__name__)
@@ -58,6 +59,15 @@ CREATE TABLE IF NOT EXISTS audit (
     after TEXT
 );
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
+CREATE TABLE IF NOT EXISTS callbacks (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    call_id TEXT NOT NULL,
+    municipality TEXT NOT NULL,
+    number TEXT NOT NULL,
+    requested_at REAL NOT NULL,
+    expires_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS callbacks_expiry ON callbacks(expires_at);
 """
 
 
@@ -175,6 +185,39 @@ class CallStore:
         with self._lock:
             rows = self._db.execute("SELECT * FROM audit ORDER BY id DESC LIMIT ?", (limit,)).fetchall()
         return [{**dict(r), "before": json.loads(r["before"]), "after": json.loads(r["after"])} for r in rows]
+
+
+    # -- callback requests (personal data: kept until they expire or are cleared) ----
+
+    def add_callback(self, request: CallbackRequest) -> int:
+        with self._lock:
+            self._purge_callbacks(request.requested_at)
+            cur = self._db.execute(
+                "INSERT INTO callbacks (call_id, municipality, number, requested_at, expires_at)"
+                " VALUES (?, ?, ?, ?, ?)",
+                (request.call_id, request.municipality, request.number, request.requested_at, request.expires_at))
+            return cur.lastrowid
+
+    def callbacks(self, *, municipality: str | None = None, now: float | None = None) -> list[dict[str, Any]]:
+        """Requests not yet expired (expired ones are purged first), oldest first."""
+        with self._lock:
+            self._purge_callbacks(time.time() if now is None else now)
+            sql, args = "SELECT * FROM callbacks", []
+            if municipality:
+                sql, args = sql + " WHERE municipality = ?", [municipality]
+            return [dict(r) for r in self._db.execute(sql + " ORDER BY id", args).fetchall()]
+
+    def delete_callback(self, callback_id: int) -> bool:
+        with self._lock:
+            return self._db.execute("DELETE FROM callbacks WHERE id = ?", (callback_id,)).rowcount > 0
+
+    def purge_callbacks(self, now: float | None = None) -> int:
+        """Delete every request past its retention; how many went."""
+        with self._lock:
+            return self._purge_callbacks(time.time() if now is None else now)
+
+    def _purge_callbacks(self, now: float) -> int:
+        return self._db.execute("DELETE FROM callbacks WHERE expires_at <= ?", (now,)).rowcount
 
 
 def _filters(since, until, area_code, municipality, outcome) -> tuple[str, list[Any]]:

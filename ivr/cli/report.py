@@ -77,6 +77,7 @@ def render_table(kpis: Kpis, names: dict[str, str] | None = None) -> str:
         w(f"{HEADLINE_LABELS[key]:<34}{_fmt(key, kpis.baseline[key]):>8}{_fmt(key, o.headline[key]):>9}\n")
     w("\noutcomes: " + ", ".join(f"{k} {v}" for k, v in o.outcomes.items() if v) + "\n")
     w("hang-ups by phase: " + ", ".join(f"{k} {v}" for k, v in o.hangups_by_phase.items()) + "\n")
+    w("municipality not reachable, then: " + ", ".join(f"{k} {v}" for k, v in o.failover.items()) + "\n")
     r = o.routing["all"]
     w(f"routed {r.routed}, misrouted {r.misrouted} (" +
       ", ".join(f"{k} {v}" for k, v in r.misroutes.items()) + f"), ground truth known for {r.ground_truth}\n")

@@ -31,6 +31,9 @@ def register(subparsers) -> None:
                         "(default: all up to 2 million calls, else sample). KPIs always count every call.")
     p.add_argument("--sample", type=int, default=200_000, help="records kept with --records sample")
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--overflow", metavar="DIAL_STRING",
+                   help="every connected municipality overflows to this destination (e.g. a central switchboard) "
+                        "when busy or not answering; default: the shipped plan, no overflow")
     p.add_argument("--kpi-groups", action="store_true",
                    help="also accumulate KPIs per area code and municipality over every call (about half as fast)")
     p.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1))
@@ -72,7 +75,7 @@ def _cmd_simulate(args) -> int:
     cfg = SimConfig(calls=calls, days=days, seed=args.seed, profile=profile_name, model_path=model_path, db=db,
                     records=records, sample=args.sample, workers=args.workers, progress=not args.no_progress,
                     kpi_groups=args.kpi_groups, metrics=args.metrics,
-                    caller_profile=caller_profile)
+                    caller_profile=caller_profile, overflow=args.overflow)
     summary = simulate(cfg)
     kpis: Kpis = summary.pop("_kpis")
     summary.pop("_metrics", None)

@@ -95,6 +95,25 @@ class Transfer:
     prompts: Prompt = ()  # said before dialling
     municipality: str | None = None
     back_digit: str = ""  # pressed during the prompts: "not that one", back to the question
+    timeout_s: float | None = None  # how long the destination may ring (None: the driver's default)
+
+
+@dataclass(frozen=True, slots=True)
+class AskDigits:
+    """Key in up to ``max_digits`` digits, ended by ``end_digit`` (or the last one): answered by DigitsEntered."""
+
+    prompts: Prompt  # played with barge-in: the first digit stops them and counts
+    max_digits: int
+    timeout_s: float  # for the whole answer, from the end of the prompts
+    end_digit: str = "#"
+
+
+@dataclass(frozen=True, slots=True)
+class RequestCallback:
+    """Keep the caller's consented request to be called back (nothing is said)."""
+
+    municipality: str  # CBS code
+    number: str  # E.164
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,7 +128,7 @@ class Goodbye:
 Question = AskName | ConfirmOne | ChooseOfTwo
 Listen = Question  # the name drivers and tests knew
 CollectDigit = MenuPage
-Action = Play | AskName | ConfirmOne | ChooseOfTwo | MenuPage | Transfer | Goodbye
+Action = Play | AskName | ConfirmOne | ChooseOfTwo | MenuPage | Transfer | Goodbye | AskDigits | RequestCallback
 
 
 # --- prompt keys (texts in ivr/core/prompts.py) -----------------------------------

@@ -31,6 +31,7 @@ class Phase(StrEnum):
     CONFIRM = "confirm"
     TRANSFER = "transfer"
     CONNECTED = "connected"
+    CALLBACK = "callback"  # the transfer failed: alternative number and the offer to call back
 
 
 class AttemptKind(StrEnum):
@@ -74,6 +75,14 @@ class ErrorKind(StrEnum):
     ASTERISK_LOST = "asterisk_lost"
     SHUTDOWN = "shutdown"
     OTHER = "other"
+
+
+class CallbackResult(StrEnum):
+    """How the offer to be called back ended (the number itself is never in the record)."""
+
+    REQUESTED = "requested"
+    DECLINED = "declined"  # no consent: another key, or none
+    INVALID_NUMBER = "invalid_number"  # consent given, but no Dutch or E.164 number keyed
 
 
 class MisrouteSignal(StrEnum):
@@ -138,6 +147,10 @@ class CallRecord:
     expected_municipality: str | None = None
     error_kind: ErrorKind | None = None
     calamity: bool = False  # the decision is a calamity override's
+    # the decided destination failed (busy, no answer, unreachable): where the call overflowed to
+    overflow_to: str | None = None  # CBS code or dial string
+    alt_number_given: bool = False  # the caller was told the municipality's alternative number
+    callback: CallbackResult | None = None  # the offer to call back, when it was made and answered
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -149,11 +162,12 @@ class CallRecord:
         d["attempts"] = [a if isinstance(a, Attempt) else Attempt.from_dict(a) for a in d.get("attempts") or []]
         d["phase_seconds"] = {Phase(k): v for k, v in (d.get("phase_seconds") or {}).items()}
         for key, enum in (("mode", RoutingMode), ("outcome", Outcome), ("hangup_phase", Phase),
-                          ("error_kind", ErrorKind)):
+                          ("error_kind", ErrorKind), ("callback", CallbackResult)):
             d[key] = enum(d[key]) if d.get(key) else None
         d["phase"] = Phase(d.get("phase") or Phase.GREETING)
         d["decision"] = Verdict(d["decision"]) if d.get("decision") else ""
         d["calamity"] = bool(d.get("calamity"))
+        d["alt_number_given"] = bool(d.get("alt_number_given"))
         return cls(**d)
 
 

@@ -16,6 +16,7 @@ from typing import Any, Callable, Coroutine, Protocol, Sequence, TypeVar
 
 from ivr.core.flow import (
     Action,
+    AskDigits,
     AskName,
     CallFlow,
     ChooseOfTwo,
@@ -28,6 +29,7 @@ from ivr.core.flow import (
     Play,
     Prompt,
     Question,
+    RequestCallback,
     Transfer,
 )
 
@@ -52,6 +54,12 @@ class CallPort(Protocol):
 
     async def dial(self, transfer: Transfer, started_at: float) -> list[Event]:
         """Dial the destination (the announcement is over) and report how the transfer went."""
+
+    async def collect_digits(self, ask: AskDigits) -> Event:
+        """Say the prompts (a digit stops them) and collect keyed digits: DigitsEntered, NoInput or CallerHungUp."""
+
+    async def request_callback(self, request: RequestCallback) -> None:
+        """Keep the caller's request to be called back (the driver's store)."""
 
     async def hang_up(self) -> None:
         """End the call on our side."""
@@ -90,6 +98,10 @@ async def carry_out(flow: CallFlow, port: CallPort, actions: Sequence[Action],
             return [await port.collect_digit(action)]
         elif isinstance(action, (AskName, ConfirmOne, ChooseOfTwo)):
             return [await port.listen(action)]
+        elif isinstance(action, AskDigits):
+            return [await port.collect_digits(action)]
+        elif isinstance(action, RequestCallback):
+            await port.request_callback(action)
         elif isinstance(action, Transfer):
             digit = await port.play(action.prompts, action.back_digit)
             if digit:

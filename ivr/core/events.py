@@ -26,6 +26,14 @@ class Digit:
 
 
 @dataclass(frozen=True, slots=True)
+class DigitsEntered:
+    """The digits keyed in answer to :class:`~ivr.core.actions.AskDigits` (without the end digit)."""
+
+    at: float
+    digits: str
+
+
+@dataclass(frozen=True, slots=True)
 class SpeechHeard:
     at: float
     recognition: Recognition
@@ -82,5 +90,5 @@ class CallEnded:
     wall_time: float
 
 
-Event = (CallStarted | Digit | SpeechHeard | NoInput | Dialling | TransferAnswered | TransferFailed | CallerHungUp
-         | DriverLost | CallEnded)
+Event = (CallStarted | Digit | DigitsEntered | SpeechHeard | NoInput | Dialling | TransferAnswered | TransferFailed
+         | CallerHungUp | DriverLost | CallEnded)

@@ -27,6 +27,7 @@ from typing import Callable, Sequence
 from ivr.core.actions import (
     BACK_DIGIT,
     Action,
+    AskDigits,
     AskName,
     ChooseOfTwo,
     CollectDigit,
@@ -38,16 +39,20 @@ from ivr.core.actions import (
     Play,
     Prompt,
     Question,
+    RequestCallback,
     Transfer,
     digit_prompts,
     municipality_prompt,
 )
-from ivr.core.callrecord import Attempt, AttemptKind, AttemptVerdict, CallRecord, ErrorKind, InputKind, Outcome, Phase
+from ivr.core.callback import CONSENT_DIGIT, MAX_KEYED_DIGITS, callback_number
+from ivr.core.callrecord import (Attempt, AttemptKind, AttemptVerdict, CallbackResult, CallRecord, ErrorKind,
+                                 InputKind, Outcome, Phase)
 from ivr.core.events import (
     CallEnded,
     CallerHungUp,
     CallStarted,
     Digit,
+    DigitsEntered,
     Dialling,
     DriverLost,
     Event,
@@ -56,7 +61,7 @@ from ivr.core.events import (
     TransferAnswered,
     TransferFailed,
 )
-from ivr.core.plan import Municipality, NumberingPlan, RoutingMode
+from ivr.core.plan import Municipality, NumberingPlan, RoutingMode, is_cbs_code
 from ivr.core.routing import (
     MORE_DIGIT,
     OPERATOR_DIGIT,
@@ -70,10 +75,11 @@ from ivr.core.routing import (
 
 
 # the flow's interface: events in (ivr.core.events), actions out (ivr.core.actions)
-__all__ = ["Action", "AskName", "BACK_DIGIT", "CallEnded", "CallFlow", "CallStarted", "CallerHungUp", "ChooseOfTwo",
-           "CollectDigit", "ConfirmOne", "Dialling", "Digit", "DriverLost", "Event", "FlowError", "FlowSettings",
-           "Goodbye", "Listen", "MenuEntry", "MenuPage", "NoInput", "Play", "Prompt", "Question", "SpeechHeard",
-           "Transfer", "TransferAnswered", "TransferFailed", "digit_prompts", "municipality_prompt"]
+__all__ = ["Action", "AskDigits", "AskName", "BACK_DIGIT", "CallEnded", "CallFlow", "CallStarted", "CallerHungUp",
+           "ChooseOfTwo", "CollectDigit", "ConfirmOne", "Dialling", "Digit", "DigitsEntered", "DriverLost",
+           "Event", "FlowError", "FlowSettings", "Goodbye", "Listen", "MenuEntry", "MenuPage", "NoInput", "Play",
+           "Prompt", "Question", "RequestCallback", "SpeechHeard", "Transfer", "TransferAnswered",
+           "TransferFailed", "digit_prompts", "municipality_prompt"]
 
 
 class FlowError(RuntimeError):
@@ -92,6 +98,11 @@ class FlowSettings:
     confirm_timeout_s: float = 4.0
     max_speech_attempts: int = 2  # then the DTMF menu: three attempts in all
     max_menu_failures: int = 2  # invalid/no digit twice -> operator
+    # a failed transfer without (another) overflow: the alternative number and the offer to call back;
+    # False: "niet bereikbaar, tot ziens" as before
+    offer_callback: bool = True
+    callback_number_timeout_s: float = 15.0
+    max_callback_number_tries: int = 2
 
 
 @dataclass
@@ -104,6 +115,11 @@ class _State:
     menu_page: int = 0
     pending: tuple[Municipality, ...] = ()  # what a confirmation is about (1 or 2 municipalities)
     transfer_started: float | None = None
+    transfer_to: Municipality | None = None  # whose destination is being dialled (its overflow is next)
+    to_municipality: bool = False  # the transfer is to the decided municipality (or its overflow)
+    overflow_tried: tuple[str, ...] = ()  # overflow targets dialled so far (never one twice)
+    callback_step: str = ""  # "consent" or "number" while the callback is offered
+    callback_tries: int = 0
     ended: bool = False
     started: float = 0.0
 
@@ -154,6 +170,8 @@ class CallFlow:
             return self._transfer_failed(event)
         if isinstance(event, Digit):
             return self._digit(event)
+        if isinstance(event, DigitsEntered):
+            return self._digits_entered(event)
         if isinstance(event, SpeechHeard):
             return self._speech(event)
         if isinstance(event, NoInput):
@@ -204,8 +222,13 @@ class CallFlow:
             if announce and decision.municipality:
                 prompts += ("doorverbinden", municipality_prompt(decision.municipality.cbs_code), "terug_keuze")
                 back = BACK_DIGIT
-            cbs = decision.municipality.cbs_code if decision.municipality else None
-            return self._transfer(Transfer(decision.destination, prompts, cbs, back), at)
+            m = decision.municipality
+            cbs = m.cbs_code if m else None
+            # a calamity sends the call elsewhere on purpose: the municipality's overflow is not for it
+            self._state.transfer_to = m if m and not decision.calamity else None
+            self._state.to_municipality = self._state.transfer_to is not None
+            timeout = m.ring_timeout_s if m and not decision.calamity else None
+            return self._transfer(Transfer(decision.destination, prompts, cbs, back, timeout_s=timeout), at)
         if v is Verdict.OPERATOR:
             return self._to_operator(at, reason=decision.reason)
         if v is Verdict.NOT_CONNECTED:
@@ -224,6 +247,7 @@ class CallFlow:
         rec.calamity = False
         rec.destination = self.plan.operator_destination
         rec.municipality = None
+        self._state.transfer_to, self._state.to_municipality = None, False
         return self._transfer(Transfer(self.plan.operator_destination, ("medewerker",), None), at)
 
     def _transfer(self, action: Transfer, at: float) -> list[Action]:
@@ -397,6 +421,8 @@ class CallFlow:
             return self._ask_menu(ev.at)
         if phase is Phase.TRANSFER and ev.digit == BACK_DIGIT and self.record.attempts:
             return self._went_back(ev)
+        if phase is Phase.CALLBACK:  # a driver that reports single keys
+            return self._digits_entered(DigitsEntered(ev.at, ev.digit))
         return []  # other digits during a transfer or announcement mean nothing
 
     def _went_back(self, ev: Digit) -> list[Action]:
@@ -421,6 +447,8 @@ class CallFlow:
         if phase in (Phase.SPEECH, Phase.CONFIRM):
             self.record.attempts.append(Attempt(AttemptKind(phase.value), InputKind.NO_INPUT))
             return self._speech_failed(ev.at)
+        if phase is Phase.CALLBACK:
+            return self._digits_entered(DigitsEntered(ev.at, ""))
         return []
 
     def _answered(self, ev: TransferAnswered) -> list[Action]:
@@ -437,10 +465,78 @@ class CallFlow:
         return []
 
     def _transfer_failed(self, ev: TransferFailed) -> list[Action]:
-        self.record.hangup_cause = ev.status
-        self.record.error = f"transfer failed: {ev.status}"
-        self.record.error_kind = ErrorKind.TRANSFER_FAILED
-        return self._finish(ev.at, Outcome.FAILED, Goodbye(("niet_bereikbaar", "tot_ziens")))
+        rec = self.record
+        rec.hangup_cause = ev.status
+        failing = self._state.transfer_to
+        if failing is not None:
+            overflow = self._overflow_after(failing, ev.at)
+            if overflow:
+                return overflow
+        rec.error = f"transfer failed: {ev.status}"
+        rec.error_kind = ErrorKind.TRANSFER_FAILED
+        decided = self.plan.municipalities.get(rec.municipality or "")
+        if not self._state.to_municipality or decided is None or not self.settings.offer_callback:
+            return self._finish(ev.at, Outcome.FAILED, Goodbye(("niet_bereikbaar", "tot_ziens")))
+        return self._offer_callback(ev.at, decided)
+
+    # -- overflow and callback (a municipality that did not answer) ---------------------
+
+    def _overflow_after(self, failing: Municipality, at: float) -> list[Action]:
+        """Dial ``failing``'s overflow, once each along the chain; [] when there is none left."""
+        st, rec = self._state, self.record
+        target = failing.overflow
+        if not target or target in st.overflow_tried or target == rec.municipality:
+            return []
+        if is_cbs_code(target):
+            nxt = self.plan.municipalities.get(target)
+            if nxt is None or not nxt.status.connected:
+                return []
+            destination, timeout = nxt.destination, nxt.ring_timeout_s
+        else:  # a dial string: the end of the chain
+            nxt, destination, timeout = None, target, failing.ring_timeout_s
+        st.overflow_tried += (target,)
+        st.transfer_to = nxt
+        st.transfer_started = at  # the setup time is the overflow's
+        rec.overflow_to = target
+        rec.destination = destination
+        rec.hangup_cause = None
+        return [Transfer(destination, ("overloop",), nxt.cbs_code if nxt else None, timeout_s=timeout)]
+
+    def _offer_callback(self, at: float, decided: Municipality) -> list[Action]:
+        """Say the alternative number (if any) and ask for consent to call back."""
+        rec = self.record
+        self._enter(Phase.CALLBACK, at)
+        rec.outcome = Outcome.FAILED  # not connected, whatever the caller answers now
+        prompts: tuple[str, ...] = ("niet_bereikbaar_nu",)
+        if decided.alt_number:
+            prompts += ("belt_u", *digit_prompts(decided.alt_number))
+            rec.alt_number_given = True
+        self._state.callback_step = "consent"
+        return [AskDigits(prompts + ("terugbellen_vraag",), 1, self.settings.menu_timeout_s)]
+
+    def _digits_entered(self, ev: DigitsEntered) -> list[Action]:
+        st, rec = self._state, self.record
+        if st.phase is not Phase.CALLBACK:
+            raise FlowError(f"keyed digits in phase {st.phase}")
+        if st.callback_step == "consent":
+            rec.digits += ev.digits
+            if ev.digits != CONSENT_DIGIT:
+                rec.callback = CallbackResult.DECLINED
+                return self._finish(ev.at, Outcome.FAILED, Goodbye(("later_opnieuw", "tot_ziens")))
+            st.callback_step = "number"
+            return [AskDigits(("terugbellen_nummer",), MAX_KEYED_DIGITS, self.settings.callback_number_timeout_s)]
+        # the number is personal data: it goes to the callback request only, never into the record
+        number = callback_number(ev.digits)
+        if number is None:
+            st.callback_tries += 1
+            if st.callback_tries < self.settings.max_callback_number_tries:
+                return [AskDigits(("ongeldig_nummer", "terugbellen_nummer"), MAX_KEYED_DIGITS,
+                                  self.settings.callback_number_timeout_s)]
+            rec.callback = CallbackResult.INVALID_NUMBER
+            return self._finish(ev.at, Outcome.FAILED, Goodbye(("ongeldig_nummer", "later_opnieuw", "tot_ziens")))
+        rec.callback = CallbackResult.REQUESTED
+        goodbye = Goodbye(("terugbellen_bevestigd", *digit_prompts(ev.digits), "tot_ziens"))
+        return [RequestCallback(rec.municipality, number), *self._finish(ev.at, Outcome.FAILED, goodbye)]
 
     def _hung_up(self, ev: CallerHungUp) -> list[Action]:
         rec = self.record
@@ -448,7 +544,7 @@ class CallFlow:
         if self._state.phase is Phase.CONNECTED:
             return self._finish(ev.at, rec.outcome)
         rec.hangup_phase = self._state.phase
-        if rec.outcome in (Outcome.NOT_CONNECTED, Outcome.UNKNOWN_AREA_CODE):
+        if rec.outcome in (Outcome.NOT_CONNECTED, Outcome.UNKNOWN_AREA_CODE) or self._state.phase is Phase.CALLBACK:
             return self._finish(ev.at, rec.outcome)
         return self._finish(ev.at, Outcome.CALLER_HANGUP)
 
@@ -461,7 +557,7 @@ class CallFlow:
 
     def _dialling(self, ev: Dialling) -> list[Action]:
         rec = self.record
-        if rec.decision_ms is not None and not rec.attempts:  # decided on arrival: up to the Dial
+        if rec.decision_ms is not None and not rec.attempts and not rec.overflow_to:  # decided on arrival
             rec.decision_ms = (ev.at - self._state.started) * 1000
         return []
 

@@ -61,6 +61,9 @@ class Municipality:
     former_names: tuple[str, ...] = ()  # municipalities merged into this one
     places: tuple[str, ...] = ()  # woonplaatsen, kernen, hamlets (and their other spellings)
     alt_number: str | None = None  # announced when 14+ cannot reach it
+    # tried when the destination is busy, does not answer or is unreachable: a CBS code or a dial string
+    overflow: str | None = None
+    ring_timeout_s: int | None = None  # how long the destination rings before the overflow (None: the default)
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,6 +128,27 @@ class NumberingPlan:
 class PlanError(ValueError):
     """The plan's data is inconsistent; the message says where and why."""
 
+    #: the override-file key path at fault, when known (the file's reader turns it into a line)
+    key_path: tuple[str, ...] = ()
+
+
+#: The range an operator may set a ring timeout in (seconds): shorter cuts off a normal answer,
+#: longer keeps the caller waiting for a line nobody picks up.
+RING_TIMEOUT_RANGE = (5, 120)
+
+
+def overflow_chain(municipalities: Mapping[str, Municipality], cbs: str) -> list[str]:
+    """``cbs`` and the municipalities its overflow leads to, in order; stops at a dial string
+    or at the first municipality seen twice (a loop, which :func:`build_plan` refuses)."""
+    chain = [cbs]
+    nxt = municipalities[cbs].overflow
+    while nxt and is_cbs_code(nxt) and nxt in municipalities:
+        chain.append(nxt)
+        if chain.count(nxt) > 1:
+            break
+        nxt = municipalities[nxt].overflow
+    return chain
+
 
 def build_plan(
     municipalities: Mapping[str, Municipality],
@@ -137,6 +161,7 @@ def build_plan(
     problems = list(_consistency_problems(municipalities, area_codes, calamities))
     if problems:
         raise PlanError("; ".join(problems))
+    _check_overflow(municipalities)
     plan = NumberingPlan(
         municipalities=MappingProxyType(dict(municipalities)),
         area_codes=MappingProxyType(dict(area_codes)),
@@ -170,6 +195,36 @@ def _consistency_problems(municipalities, area_codes, calamities) -> Iterable[st
     for c in calamities:
         if c.target not in area_codes and c.target not in municipalities:
             yield f"calamity target {c.target!r} is neither an area code nor a municipality"
+
+
+def _check_overflow(municipalities: Mapping[str, Municipality]) -> None:
+    """Overflow targets exist and lead nowhere twice; ring timeouts are in range. Raised one at a
+    time with the key at fault, so an override file's error names its line."""
+    lo, hi = RING_TIMEOUT_RANGE
+    for cbs in sorted(municipalities):
+        m = municipalities[cbs]
+        if m.ring_timeout_s is not None and not lo <= m.ring_timeout_s <= hi:
+            _raise(f"municipality {cbs}: ring timeout {m.ring_timeout_s} s is outside {lo}-{hi} s",
+                   cbs, "ring_timeout_s")
+        if not m.overflow:
+            continue
+        if is_cbs_code(m.overflow):
+            if m.overflow not in municipalities:
+                _raise(f"municipality {cbs}: overflow to unknown municipality {m.overflow}", cbs, "overflow")
+            if m.overflow == cbs:
+                _raise(f"municipality {cbs}: overflows to itself", cbs, "overflow")
+            chain = overflow_chain(municipalities, cbs)
+            if len(chain) != len(set(chain)):
+                _raise(f"municipality {cbs}: overflow loop {' -> '.join(chain)}", cbs, "overflow")
+        elif "/" not in m.overflow or any(ch.isspace() for ch in m.overflow):
+            _raise(f"municipality {cbs}: overflow {m.overflow!r} is neither a CBS code nor a dial string",
+                   cbs, "overflow")
+
+
+def _raise(message: str, cbs: str, key: str) -> None:
+    err = PlanError(message)
+    err.key_path = ("municipalities", cbs, key)
+    raise err
 
 
 def _fingerprint(plan: NumberingPlan) -> str:

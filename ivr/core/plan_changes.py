@@ -37,7 +37,7 @@ class Change:
 
 def municipality_state(m: Municipality) -> dict[str, Any]:
     return {"status": m.status.value, "destination": m.destination, "alt_number": m.alt_number,
-            "aliases": list(m.aliases)}
+            "aliases": list(m.aliases), "overflow": m.overflow, "ring_timeout_s": m.ring_timeout_s}
 
 
 def calamity_state(c: Calamity | None) -> dict[str, Any] | None:
@@ -48,7 +48,7 @@ def calamity_state(c: Calamity | None) -> dict[str, Any] | None:
 
 
 #: The fields of a target's state that an override can set (what the audit replays).
-MUNICIPALITY_FIELDS = ("status", "destination", "alt_number", "aliases")
+MUNICIPALITY_FIELDS = ("status", "destination", "alt_number", "aliases", "overflow", "ring_timeout_s")
 AREA_CODE_FIELDS = ("mode",)
 CALAMITY_FIELDS = ("target", "destination", "message", "expires")
 

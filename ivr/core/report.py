@@ -52,6 +52,7 @@ from ivr.core.histogram import LatencySummary, LogHistogram
 from ivr.core.signals import (
     ATTEMPT_BUCKETS,
     ERROR_KINDS,
+    FAILOVER_PATHS,
     HANGUP_PHASES,
     LATENCIES,
     MISROUTE_REASONS,
@@ -62,6 +63,7 @@ from ivr.core.signals import (
     attempts_bucket,
     error_kind,
     expected_of,
+    failover_paths,
     hangup_phase,
     immediate_misroute,
     is_routed,
@@ -72,7 +74,8 @@ from ivr.core.signals import (
 )
 
 # the KPIs' vocabulary, for the metrics and the tests (one place: ivr.core.signals / ivr.core.histogram)
-__all__ = ["ATTEMPT_BUCKETS", "BASELINE_2020", "ERROR_KINDS", "HANGUP_PHASES", "HEADLINE_KEYS", "HEADLINE_MODE",
+__all__ = ["ATTEMPT_BUCKETS", "BASELINE_2020", "ERROR_KINDS", "FAILOVER_PATHS", "HANGUP_PHASES", "HEADLINE_KEYS",
+           "HEADLINE_MODE",
            "LATENCIES", "MISROUTE_REASONS", "NONE_LABEL", "TRANSFER_RESULTS", "GroupKpis", "KpiAccumulator", "Kpis",
            "LatencySummary", "LogHistogram", "Misroute", "MisrouteTracker", "compute_kpis", "error_kind",
            "immediate_misroute"]
@@ -131,6 +134,7 @@ class GroupKpis:
     hangups_by_phase: dict[str, int] = field(default_factory=dict)
     errors: dict[str, int] = field(default_factory=dict)
     latency: dict[str, LatencySummary] = field(default_factory=dict)
+    failover: dict[str, int] = field(default_factory=dict)  # FAILOVER_PATHS: overflow, alternative number, callback
 
 
 @dataclass
@@ -159,7 +163,7 @@ class Kpis:
 
 class _GroupAcc:
     __slots__ = ("calls", "outcomes", "modes", "asked", "attempts", "routed", "ground_truth", "misroutes",
-                 "transfers", "hangups", "errors", "hist")
+                 "transfers", "hangups", "errors", "hist", "failover")
 
     def __init__(self) -> None:
         self.calls = 0
@@ -174,11 +178,12 @@ class _GroupAcc:
         self.hangups: Counter[str] = Counter()
         self.errors: Counter[str] = Counter()
         self.hist = {name: LogHistogram() for name in LATENCIES}
+        self.failover: Counter[str] = Counter()
 
     def merge(self, other: "_GroupAcc") -> None:
         self.calls += other.calls
         for name in ("outcomes", "modes", "asked", "attempts", "routed", "ground_truth", "misroutes",
-                     "transfers", "hangups", "errors"):
+                     "transfers", "hangups", "errors", "failover"):
             getattr(self, name).update(getattr(other, name))
         for name, hist in other.hist.items():
             self.hist[name].merge(hist)
@@ -206,6 +211,7 @@ class _GroupAcc:
             self.errors[kind] += 1
         for name, seconds in samples:
             self.hist[name].add(seconds)
+        self.failover.update(failover_paths(r))
 
     def result(self) -> GroupKpis:
         g = GroupKpis(calls=self.calls)
@@ -233,6 +239,7 @@ class _GroupAcc:
                                                 hangup_during_transfer=_rate(results["caller_hangup"], reached))
         g.hangups_by_phase = {p: self.hangups.get(p, 0) for p in HANGUP_PHASES}
         g.errors = {k: self.errors.get(k, 0) for k in ERROR_KINDS}
+        g.failover = {k: self.failover.get(k, 0) for k in FAILOVER_PATHS}
         g.latency = {name: h.summary() for name, h in self.hist.items()}
         rec = g.recognition.get(HEADLINE_MODE)
         asked = rec.asked if rec else 0

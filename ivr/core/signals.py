@@ -10,17 +10,22 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterable
 
-from ivr.core.callrecord import CallRecord, ErrorKind, MisrouteSignal, Outcome, Phase
+from ivr.core.callrecord import CallbackResult, CallRecord, ErrorKind, MisrouteSignal, Outcome, Phase
 from ivr.core.plan import RoutingMode, is_cbs_code
 from ivr.core.routing import Verdict
 
 ATTEMPT_BUCKETS = ("1", "2", "3+", "undecided")
 MISROUTE_REASONS = tuple(MisrouteSignal)
 TRANSFER_RESULTS = ("answered", "caller_hangup", "failed")
-HANGUP_PHASES = tuple(p.value for p in Phase if p is not Phase.CONNECTED)
+# after a failed transfer the call stays "failed" whenever the caller hangs up (the callback offer)
+HANGUP_PHASES = tuple(p.value for p in Phase if p not in (Phase.CONNECTED, Phase.CALLBACK))
 LATENCIES = ("ivr_seconds", "unique_decision_seconds", "speech_decision_seconds", "recogniser_seconds",
              "transfer_setup_seconds")
 ERROR_KINDS = tuple(ErrorKind)
+#: What happened after the decided municipality was busy, did not answer or was unreachable
+#: (2020: "niet bereikbaar, tot ziens", the caller lost). A call can take several.
+FAILOVER_PATHS = ("overflow_taken", "overflow_answered", "alternative_number", "callback_offered",
+                  "callback_requested", "callback_declined", "callback_invalid_number")
 NONE_LABEL = "none"  # label value for a missing area code or mode
 
 
@@ -83,6 +88,22 @@ def error_kind(record: CallRecord) -> ErrorKind | None:
     return ErrorKind.OTHER if record.error else None
 
 
+def failover_paths(record: CallRecord) -> list[str]:
+    """The :data:`FAILOVER_PATHS` a call took (none for most calls)."""
+    paths = []
+    if record.overflow_to:
+        paths.append("overflow_taken")
+        if record.outcome == Outcome.ROUTED:
+            paths.append("overflow_answered")
+    if record.alt_number_given:
+        paths.append("alternative_number")
+    if record.phase == Phase.CALLBACK or Phase.CALLBACK in record.phase_seconds:
+        paths.append("callback_offered")
+    if record.callback:
+        paths.append(f"callback_{CallbackResult(record.callback).value}")
+    return paths
+
+
 def immediate_misroute(record: CallRecord) -> MisrouteSignal | None:
     """The misroute signal visible in the record itself (routed calls only)."""
     if not is_routed(record):
@@ -91,7 +112,8 @@ def immediate_misroute(record: CallRecord) -> MisrouteSignal | None:
     if expected is not None:
         return MisrouteSignal.EXPECTED_MISMATCH if expected != record.municipality else None
     answered = record.answered_by or ""
-    if is_cbs_code(answered) and answered != record.municipality and not record.calamity:
+    # an overflow is answered by another municipality on purpose
+    if is_cbs_code(answered) and answered not in (record.municipality, record.overflow_to) and not record.calamity:
         return MisrouteSignal.ANSWERED_BY_MISMATCH
     if record.rejected_confirmations > 0:
         return MisrouteSignal.REJECTED_CONFIRMATION

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from ivr.core.callrecord import CallRecord
 from ivr.core.drive import answer, drive, run_sync
 from ivr.core.flow import (
+    AskDigits,
     AskName,
     CallEnded,
     CallerHungUp,
@@ -19,9 +20,11 @@ from ivr.core.flow import (
     ChooseOfTwo,
     ConfirmOne,
     Digit,
+    DigitsEntered,
     MenuPage,
     NoInput,
     Question,
+    RequestCallback,
     SpeechHeard,
     Transfer,
     TransferAnswered,
@@ -141,7 +144,7 @@ class SimulatedCall:
             dialled = "14" + caller.area_code
             flow = w.new_flow(caller.area_code)
         wall = w.wall_time(rng)
-        self.caller, self.t, self.last_at = caller, 0.0, 0.0
+        self.caller, self.t, self.last_at, self.call_id = caller, 0.0, 0.0, call_id
         self.asked_once = False  # the name question was asked before
         self.asked = False  # any question was asked
         actions = flow.handle(CallStarted(0.0, call_id, dialled, caller=f"{rng.getrandbits(48):012x}", wall_time=wall,
@@ -175,6 +178,26 @@ class SimulatedCall:
 
     async def dial(self, transfer: Transfer, started_at: float) -> list:
         return self._transfer(transfer, self.t)
+
+    async def collect_digits(self, ask: AskDigits):
+        """The callback offer: consent (1 key) or a number (06 + 8 digits, some mistyped).
+
+        Drawn from a generator of the call's own, so the callers after it draw what they drew
+        before callbacks were offered: the other figures of a seed stay as they were."""
+        p, rng = self.w.profile, random.Random(f"callback/{self.call_id}/{len(ask.prompts)}/{ask.max_digits}")
+        t = self.t + sum(prompt_s(k) for k in ask.prompts)
+        u = rng.random()
+        if u < p.hangup_callback:
+            return CallerHungUp(self.t + rng.random() * (t - self.t + 1.0), "16")
+        if ask.max_digits == 1:
+            return DigitsEntered(t + _lognormal(rng, 1.0, 0.4), "1") if u < p.hangup_callback + p.callback_consent \
+                else NoInput(t + ask.timeout_s)
+        n = 7 if rng.random() < p.callback_mistyped else 8
+        number = "06" + "".join(str(rng.randrange(10)) for _ in range(n))
+        return DigitsEntered(t + 0.5 * len(number) + _lognormal(rng, 1.5, 0.4), number)
+
+    async def request_callback(self, request: RequestCallback) -> None:
+        return None  # counted from the call record (callback = requested)
 
     async def hang_up(self) -> None:
         return None

@@ -70,6 +70,10 @@ class CallerProfile:
     # the transfer
     transfer_fail: float = 0.01  # busy / no answer at the municipality
     ring_s_median: float = 6.0
+    # after a failed transfer: the alternative number and the offer to call back (no 2020 figure: assumed)
+    callback_consent: float = 0.6  # press 1 to be called back
+    hangup_callback: float = 0.1  # hang up at the offer
+    callback_mistyped: float = 0.05  # a digit short: not a Dutch number, asked again
     talk_s_median: float = 180.0
 
     def to_dict(self) -> dict[str, Any]:

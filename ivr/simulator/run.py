@@ -10,7 +10,7 @@ import random
 import sqlite3
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Callable, Iterable
 
@@ -60,6 +60,7 @@ def headline_table(kpis: Kpis) -> list[str]:
     calls = g.calls or 1
     lines.append("modes: " + ", ".join(f"{m} {n / calls:.1%}" for m, n in g.modes.items()))
     lines.append("outcomes: " + ", ".join(f"{o} {n / calls:.1%}" for o, n in g.outcomes.items() if n))
+    lines.append("municipality not reachable, then: " + ", ".join(f"{k} {n:,}" for k, n in g.failover.items()))
     return lines
 
 
@@ -81,6 +82,7 @@ class SimConfig:
     metrics: bool = False  # count every call into the project's Prometheus metrics (ivr.adapters.metrics) too
     progress: bool = True
     caller_profile: CallerProfile | None = None
+    overflow: str | None = None  # a destination every connected municipality overflows to
 
     def keep_every(self) -> int:
         if self.records == "all":
@@ -92,6 +94,10 @@ class SimConfig:
 
 def _make_world(cfg: SimConfig) -> World:
     plan = load_base_plan()
+    if cfg.overflow:
+        plan = plan.with_changes(municipalities={
+            cbs: replace(m, overflow=cfg.overflow) if m.status.connected else m
+            for cbs, m in plan.municipalities.items()})
     profile = cfg.caller_profile or PROFILES.get(cfg.profile, CallerProfile)()
     model = get_profile(cfg.model_path or (cfg.profile if cfg.profile in ("baseline-2020", "perfect") else cfg.profile))
     world = World(plan, profile, model, cfg.seed)

@@ -20,16 +20,19 @@ from ivr.core.callrecord import CallRecord, ErrorKind, hash_caller
 from ivr.core.drive import answer_first, drive
 from ivr.core.flow import (
     Action,
+    AskDigits,
     CallEnded,
     CallerHungUp,
     CallFlow,
     CallStarted,
     Digit,
+    DigitsEntered,
     DriverLost,
     Event,
     MenuPage,
     NoInput,
     Question,
+    RequestCallback,
     Transfer,
     TransferAnswered,
     TransferFailed,
@@ -40,6 +43,7 @@ log = logging.getLogger(__name__)
 PROMPT_DIR = "ivr14"
 ALL_DIGITS = "0123456789*#"
 DIAL_TIMEOUT_S = 30
+INTER_DIGIT_TIMEOUT_S = 5.0  # a keyed number is complete when the caller stops keying this long
 
 
 class ChannelHungUp(Exception):
@@ -147,8 +151,10 @@ class CallController:
     def __init__(self, *, flow_factory: Callable[[], CallFlow], save: Callable[[CallRecord], None],
                  caller_salt: str = "", speech: SpeechPath | None = None,
                  answered_by: Callable[[str], Awaitable[tuple[str, float] | None]] | None = None,
-                 observer: CallObserver | None = None, clock: Callable[[], float] = time.monotonic):
+                 observer: CallObserver | None = None, clock: Callable[[], float] = time.monotonic,
+                 callbacks: Callable[[str, RequestCallback], None] | None = None):
         self.flow_factory = flow_factory
+        self.callbacks = callbacks
         self.save = save
         self.caller_salt = caller_salt
         self.speech = speech
@@ -184,7 +190,8 @@ class CallController:
         if self.observer:
             self.observer.call_started(record)
             self.observer.call_event(record, started, actions)
-        port = AgiPort(channel, call_id, speech=self.speech, answered_by=self.answered_by, clock=self.clock)
+        port = AgiPort(channel, call_id, speech=self.speech, answered_by=self.answered_by, clock=self.clock,
+                       callbacks=self.callbacks)
         try:
             if call_id != h.get("agi_uniqueid"):  # the dialplan sets it to UNIQUEID itself
                 await channel.set_variable("__IVR_CALL_ID", call_id)
@@ -228,11 +235,19 @@ class AgiPort:
 
     def __init__(self, channel: AgiChannel, call_id: str, *, speech: SpeechPath | None = None,
                  answered_by: Callable[[str], Awaitable[tuple[str, float] | None]] | None = None,
-                 clock: Callable[[], float] = time.monotonic):
+                 clock: Callable[[], float] = time.monotonic,
+                 callbacks: Callable[[str, RequestCallback], None] | None = None):
         self.channel, self.call_id = channel, call_id
         self.speech, self.answered_by, self.now = speech, answered_by, clock
+        self.callbacks = callbacks
+        self._dial_failed = False
 
     async def play(self, prompts: Sequence[str], stop_digits: str = "") -> str | None:
+        if prompts and self._dial_failed and not self.channel.answered:
+            # a straight-through call whose municipality failed: the caller must hear the overflow,
+            # the alternative number and the callback offer, and key in digits
+            await self.channel.command("ANSWER")
+            self.channel.answered = True
         for key in prompts:
             digit = await self.channel.stream(key, stop_digits)
             if digit:
@@ -255,7 +270,8 @@ class AgiPort:
         channel = self.channel
         answered_before = channel.answered
         # 'r': the caller hears ringback while the destination is set up
-        await channel.command(f"EXEC Dial {transfer.destination},{DIAL_TIMEOUT_S},r", dead_ok=True)
+        timeout = int(transfer.timeout_s or DIAL_TIMEOUT_S)
+        await channel.command(f"EXEC Dial {transfer.destination},{timeout},r", dead_ok=True)
         status = await channel.get_variable("DIALSTATUS")
         now = self.now()
         if status == "ANSWER":
@@ -270,7 +286,33 @@ class AgiPort:
             return [answered, CallerHungUp(now, "normal")]
         if status == "CANCEL" or channel.hung_up:
             return [CallerHungUp(now, await self.hangup_cause())]
+        self._dial_failed = True
         return [TransferFailed(now, status or "UNKNOWN")]
+
+    async def collect_digits(self, ask: AskDigits) -> Event:
+        keyed = await self.play(ask.prompts, ALL_DIGITS) or ""
+        deadline = self.now() + ask.timeout_s
+        while ask.end_digit not in keyed and len(keyed) < ask.max_digits:
+            left = deadline - self.now()
+            if left <= 0:
+                break
+            digit = await self.channel.wait_for_digit(min(left, INTER_DIGIT_TIMEOUT_S) if keyed else left)
+            if not digit:
+                break
+            keyed += digit
+        keyed = keyed.split(ask.end_digit)[0] if ask.end_digit else keyed
+        return DigitsEntered(self.now(), keyed) if keyed else NoInput(self.now())
+
+    async def request_callback(self, request: RequestCallback) -> None:
+        if self.callbacks is None:
+            log.error("call %s: callback request for %s dropped: no callback store", self.call_id,
+                      request.municipality)
+            return
+        try:
+            self.callbacks(self.call_id, request)
+        except Exception:  # the caller is told it is noted; an operator must see that it was not
+            log.exception("call %s: could not store the callback request for %s", self.call_id,
+                          request.municipality)
 
     async def hang_up(self) -> None:
         await self.channel.command("HANGUP")
