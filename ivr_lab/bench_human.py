@@ -164,7 +164,7 @@ def run_task(task: Task, plan: NumberingPlan, recogniser, matchers: dict[str, Ma
             matchers[task.area_code] = Matcher(plan.candidates(task.area_code))
         verdict = listen(recogniser, plan.area_codes[task.area_code].municipalities, slin)
         fill_from_verdict(item, verdict, matchers[task.area_code])
-        p = getattr(verdict.hypotheses, "p_right", None)
+        p = verdict.recognition.p_right if verdict.recognition is not None else None
         item.p_right = round(float(p), 4) if p is not None else -1.0
     except Exception as exc:  # noqa: BLE001 - one bad clip must not end the run
         item.verdict = item.action = "error"

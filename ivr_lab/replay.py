@@ -45,7 +45,8 @@ from typing import Callable, Sequence
 from ivr.core.matcher import Matcher, MatchResult
 from ivr.core.plan import NumberingPlan
 from ivr.plan_files import load_base_plan
-from ivr.speech.base import Hypotheses, Recogniser
+from ivr.core.recognition import Recognition
+from ivr.speech.base import Recogniser
 from ivr.speech.endpoint import EndpointConfig, Endpointer
 from ivr.speech.engines import ENGINES
 from ivr.speech.listening import Verdict, listen
@@ -59,17 +60,17 @@ from ivr_lab.replay_sip import drive_sip
 
 def decide(recogniser: Recogniser, matcher: Matcher, vocabulary: Sequence[str], slin: bytes,
            endpointer: Endpointer | None = None, config: EndpointConfig | None = None,
-           ) -> tuple[MatchResult | None, Hypotheses, float, str]:
-    """Listen to ``slin`` as a live call does (:func:`ivr.speech.listening.listen`) and match
-    what was heard; return (match, hypotheses, latency_ms, how the listen ended: heard,
-    too_long or no_input). No input gives no match and an empty n-best."""
+           ) -> tuple[MatchResult | None, Recognition, float, str]:
+    """Listen to ``slin`` as a live call does (:func:`ivr.speech.listening.listen`) and let
+    the matcher decide on what was heard; return (match, recognition, latency_ms, how the
+    listen ended: heard, too_long or no_input). No input gives no match and an empty recognition."""
     verdict = listen(recogniser, vocabulary, slin, config, endpointer=endpointer)
-    if verdict.hypotheses is None:
-        return None, Hypotheses((), final=True, engine_ms=0.0), verdict.decision_ms, str(verdict.kind)
+    if verdict.recognition is None:
+        return None, Recognition(), verdict.decision_ms, str(verdict.kind)
     t0 = time.perf_counter()
-    result = matcher.match(verdict.hypotheses.nbest)
+    result = matcher.decide(verdict.recognition)
     latency = verdict.decision_ms + (time.perf_counter() - t0) * 1000
-    return result, verdict.hypotheses, latency, str(verdict.kind)
+    return result, verdict.recognition, latency, str(verdict.kind)
 
 
 def run_item(row: dict[str, str], base: Path, plan: NumberingPlan, recogniser: Recogniser,
@@ -92,16 +93,17 @@ def fill_from_verdict(item: ItemResult, verdict: Verdict, matcher: Matcher) -> N
     """The row's outcome: how the listen ended and, when speech was heard, the matcher's verdict."""
     item.listen = str(verdict.kind)
     item.speech_start_ms, item.speech_end_ms = verdict.speech_start_ms, verdict.speech_end_ms
-    hyps = verdict.hypotheses
-    if hyps is None:
+    recognition = verdict.recognition
+    if recognition is None:
         item.verdict = item.action = "no_input"
         return
     t0 = time.perf_counter()
-    result = matcher.match(hyps.nbest)
+    result = matcher.decide(recognition)
     item.latency_ms = round(verdict.decision_ms + (time.perf_counter() - t0) * 1000, 1)
-    item.engine_ms = round(float(hyps.engine_ms), 1)
-    item.heard = hyps.nbest[0][0] if hyps.nbest else ""
-    item.confidence = round(float(hyps.nbest[0][1]), 4) if hyps.nbest else 0.0
+    item.engine_ms = round(float(recognition.engine_ms), 1)
+    nbest = recognition.nbest
+    item.heard = nbest[0][0] if nbest else ""
+    item.confidence = round(float(nbest[0][1]), 4) if nbest else 0.0
     item.verdict = str(result.verdict)
     item.action = ACTIONS[item.verdict]
     if result.best is not None:

@@ -24,7 +24,7 @@ class ItemResult:
     decided_cbs_code: str = ""  # the matcher's best (what accept routes to / confirm asks about)
     verdict: str = ""  # accept | confirm | choose | reject | no_input | error
     action: str = ""  # transfer | confirm | choose | retry | no_input | error
-    confidence: float = 0.0  # the recogniser's confidence of its best hypothesis
+    confidence: float = 0.0  # the recogniser's confidence of its best hypothesis (closed-set engines: its share)
     score: float = 0.0  # the matcher's score of its best
     heard: str = ""  # the recogniser's best hypothesis
     latency_ms: float = 0.0

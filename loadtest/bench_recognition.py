@@ -164,7 +164,7 @@ def main() -> int:
             due = time.perf_counter()
         lag = max(0.0, time.perf_counter() - due) * 1000
         verdict = listening.finish()
-        result = matchers[code].match(verdict.hypotheses.nbest) if verdict.hypotheses else None
+        result = matchers[code].decide(verdict.recognition) if verdict.recognition is not None else None
         t = time.perf_counter()
         with lock:
             latencies.append((t - due) * 1000)

@@ -28,6 +28,7 @@ import time
 
 from ivr.core.flow import CallFlow, CallStarted, Digit, SpeechHeard, Transfer
 from ivr.core.matcher import matcher_for
+from ivr.core.recognition import Recognition
 from ivr.core.yes_no import yes_no
 from ivr.plan_files import load_base_plan
 from ivr.core.routing import route
@@ -101,7 +102,7 @@ def bench(n: int, seed: int = 1) -> list[dict]:
             flow = CallFlow(plan, matcher_factory=factory, yes_no=yes_no)
             flow.handle(CallStarted(0.0, "b", "14" + code))
             t = perf()
-            flow.handle(SpeechHeard(2.0, ((text, 0.9),), speech_ended_at=1.9))
+            flow.handle(SpeechHeard(2.0, Recognition.of_transcripts(((text, 0.9),)), speech_ended_at=1.9))
             samples.append(perf() - t)
         out.append(stats("flow speech: n-best -> matcher -> decision", samples))
     finally:

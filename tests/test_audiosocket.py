@@ -68,7 +68,7 @@ def test_speech_is_endpointed_and_recognised():
     result, client, sent_at = run(scenario)
     assert isinstance(result, ListenResult)
     assert result.outcome == "speech", result
-    assert result.nbest == (("goes", 0.9), ("kloes", 0.2))
+    assert result.recognition.nbest == (("goes", 0.9), ("kloes", 0.2))
     assert not result.barge_in and result.digits == ""
     assert 0.2 <= result.speech_started_at - sent_at <= 0.5
     assert result.speech_started_at < result.speech_ended_at < result.decided_at
@@ -93,7 +93,7 @@ def test_prompt_is_played_paced_and_then_no_input():
         return r, time.monotonic() - t
 
     (result, client, _), took = run(scenario)
-    assert result.outcome == "no_input" and result.nbest == ()
+    assert result.outcome == "no_input" and result.recognition.nbest == ()
     assert bytes(client.received_audio[: len(prompt)]) == prompt  # the whole prompt, in order
     assert 1.3 <= took <= 2.2  # 0.6 s prompt, then the 0.8 s no-input clock
     assert not rec.sessions[0].finished
@@ -169,7 +169,7 @@ def test_connection_before_listen_is_parked_and_fed_silence():
         return await _call(server, rec, speak("Borsele", "nl") + silence(800), connect_first=True)
 
     result, client, _ = run(scenario)
-    assert result.outcome == "speech" and result.nbest == (("borsele", 0.7),)
+    assert result.outcome == "speech" and result.recognition.nbest == (("borsele", 0.7),)
 
 
 @needs_espeak
@@ -213,7 +213,7 @@ def test_two_calls_at_once():
         return await asyncio.gather(_call(server, rec_a, audio), _call(server, rec_b, audio))
 
     (ra, *_), (rb, *_) = run(scenario)
-    assert ra.nbest == (("a", 0.9),) and rb.nbest == (("b", 0.9),)
+    assert ra.recognition.nbest == (("a", 0.9),) and rb.recognition.nbest == (("b", 0.9),)
 
 
 def test_protocol_encoding():
@@ -245,7 +245,7 @@ def test_real_vosk_engine_over_audiosocket():
 
     result, _, _ = run(scenario)
     assert result.outcome == "speech"
-    assert result.nbest and result.nbest[0][0] == "아니요"
+    assert result.recognition.nbest and result.recognition.nbest[0][0] == "아니요"
     assert result.recogniser_ms > 0
     assert result.decided_at - result.speech_ended_at < 0.8
 

@@ -20,6 +20,7 @@ from ivr.core.flow import (
     TransferFailed,
 )
 from ivr.core.matcher import Matcher
+from ivr.core.recognition import Recognition
 from ivr.core.yes_no import yes_no
 from ivr.plan_files import load_base_plan
 
@@ -54,7 +55,7 @@ class ScriptedPort:
     async def listen(self, question):
         self.log.append(("listen", type(question).__name__, question.vocabulary_of))
         self.t += 1.0
-        return SpeechHeard(self.t, ((self.heard.pop(0), 0.9),)) if self.heard else NoInput(self.t)
+        return SpeechHeard(self.t, Recognition.of_transcripts(((self.heard.pop(0), 0.9),))) if self.heard else NoInput(self.t)
 
     async def dial(self, transfer, started_at):
         self.log.append(("dial", transfer.destination, started_at))

@@ -21,6 +21,7 @@ from ivr.core.flow import (
     TransferFailed,
 )
 from ivr.core.matcher import Matcher
+from ivr.core.recognition import Recognition
 from ivr.core.yes_no import yes_no
 from ivr.plan_files import load_base_plan
 
@@ -167,7 +168,7 @@ def test_speech_accept_announces_and_transfers(plan):
     flow = speech_flow(plan)
     [listen] = start(flow, "140113")
     assert isinstance(listen, Listen) and set(listen.vocabulary_of) == {m.cbs_code for m in plan.candidates("0113")}
-    [transfer] = flow.handle(SpeechHeard(3.0, (("ik wil graag de gemeente kapelle", 0.9),), 2.8, 120.0))
+    [transfer] = flow.handle(SpeechHeard(3.0, Recognition.of_transcripts((("ik wil graag de gemeente kapelle", 0.9),)), 2.8, 120.0))
     assert transfer.municipality == "GM0678"
     assert transfer.prompts == ("doorverbinden", "gemeente/GM0678", "terug_keuze")
     rec = flow.record
@@ -178,14 +179,14 @@ def test_speech_accept_announces_and_transfers(plan):
 def test_village_name_routes_to_its_municipality(plan):
     flow = speech_flow(plan)
     start(flow, "140113")
-    [transfer] = flow.handle(SpeechHeard(3.0, (("yerseke", 0.9),)))
+    [transfer] = flow.handle(SpeechHeard(3.0, Recognition.of_transcripts((("yerseke", 0.9),))))
     assert transfer.municipality == "GM0703"  # Reimerswaal
 
 
 def test_speech_reject_reprompts_then_menu_then_operator(plan):
     flow = speech_flow(plan)
     start(flow, "140113")
-    [again] = flow.handle(SpeechHeard(3.0, (("zwembad openingstijden", 0.9),)))
+    [again] = flow.handle(SpeechHeard(3.0, Recognition.of_transcripts((("zwembad openingstijden", 0.9),))))
     assert isinstance(again, Listen) and again.prompts[0] == "niet_verstaan"
     [menu] = flow.handle(NoInput(8.0))
     assert isinstance(menu, CollectDigit)
@@ -208,7 +209,7 @@ def test_digit_while_listening_switches_to_the_menu(plan):
 def test_haarlemmermeer_is_never_sent_to_haarlem(plan):
     flow = speech_flow(plan)
     start(flow, "14023")
-    actions = flow.handle(SpeechHeard(3.0, (("haarlemmermeer", 0.9),)))
+    actions = flow.handle(SpeechHeard(3.0, Recognition.of_transcripts((("haarlemmermeer", 0.9),))))
     assert not any(isinstance(a, Transfer) and a.municipality == "GM0392" for a in actions)
     if isinstance(actions[0], Listen):  # a confirmation is fine, a transfer to Haarlem is not
         actions = flow.handle(Digit(4.0, "1"))
@@ -219,7 +220,7 @@ def test_confirmation_no_counts_as_a_rejected_municipality(plan):
     flow = speech_flow(plan)
     start(flow, "140113")
     flow._ask_confirm(1.0, (plan.municipalities["GM0664"],))
-    [again] = flow.handle(SpeechHeard(2.0, (("nee", 0.9),)))
+    [again] = flow.handle(SpeechHeard(2.0, Recognition.of_transcripts((("nee", 0.9),))))
     assert isinstance(again, Listen) and again.prompts[0] == "niet_verstaan"
     assert flow.record.rejected_confirmations == 1
 
@@ -227,13 +228,13 @@ def test_confirmation_no_counts_as_a_rejected_municipality(plan):
 def test_star_during_the_announcement_goes_back_and_counts_as_a_misroute(plan):
     flow = speech_flow(plan)
     start(flow, "140113")
-    [transfer] = flow.handle(SpeechHeard(3.0, (("goes", 0.9),)))
+    [transfer] = flow.handle(SpeechHeard(3.0, Recognition.of_transcripts((("goes", 0.9),))))
     assert transfer.municipality == "GM0664" and transfer.back_digit == "*"
     [again] = flow.handle(Digit(4.0, "*"))
     assert isinstance(again, Listen)
     rec = flow.record
     assert rec.rejected_confirmations == 1 and rec.municipality is None and rec.phase == "speech"
-    [transfer] = flow.handle(SpeechHeard(6.0, (("kapelle", 0.9),)))
+    [transfer] = flow.handle(SpeechHeard(6.0, Recognition.of_transcripts((("kapelle", 0.9),))))
     assert transfer.municipality == "GM0678"
     flow.handle(TransferAnswered(7.0, "GM0678"))
     flow.handle(CallerHungUp(9.0))

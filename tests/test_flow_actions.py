@@ -24,6 +24,7 @@ from ivr.core.flow import (
     TransferFailed,
 )
 from ivr.core.matcher import Matcher
+from ivr.core.recognition import Recognition
 from ivr.core.yes_no import yes_no
 from ivr.core.plan import Calamity, RoutingMode
 from ivr.plan_files import load_base_plan
@@ -69,7 +70,7 @@ def test_questions_say_what_they_ask(plan):
     assert isinstance(ask, AskName) and not ask.again
     assert ask.candidates == tuple(m.cbs_code for m in plan.candidates("0113"))
     flow._ask_confirm(1.0, (plan.municipalities["GM0664"],))
-    [again] = flow.handle(SpeechHeard(2.0, (("nee", 0.9),)))
+    [again] = flow.handle(SpeechHeard(2.0, Recognition.of_transcripts((("nee", 0.9),))))
     assert isinstance(again, AskName) and again.again
     [confirm] = flow._ask_confirm(3.0, (plan.municipalities["GM0664"],))
     assert confirm == ConfirmOne(("bedoelt_u", "gemeente/GM0664", "ja_nee"), "GM0664", 4.0)

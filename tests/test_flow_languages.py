@@ -28,6 +28,7 @@ from ivr.core.yes_no import yes_no
 from ivr.core.plan import PlanError, access_number_key
 from ivr.plan_files import load_base_plan
 from ivr.core.prompts import all_prompt_texts, localised, voice_of
+from ivr.core.recognition import Recognition
 
 ACCESS = '''
 languages = ["en"]
@@ -62,7 +63,7 @@ def start(flow, number):
 
 
 def heard(at, text, conf=0.95):
-    return SpeechHeard(at, ((text, conf),), speech_ended_at=at - 0.3, recogniser_ms=50.0)
+    return SpeechHeard(at, Recognition.of_transcripts(((text, conf),)), speech_ended_at=at - 0.3, recogniser_ms=50.0)
 
 
 # --- item 4: English -------------------------------------------------------------------------
@@ -77,7 +78,7 @@ def test_the_greeting_offers_english_and_9_switches_the_whole_dialogue(plan):
     assert isinstance(again, AskName)
     assert again.prompts == ("en/welkom", "en/zeg_gemeente") and again.candidates == ask.candidates
     assert not again.again and again.phrases == ()  # asked anew in English, not "not understood"
-    [confirm] = flow.handle(SpeechHeard(3.0, (("Reimerswaal", 0.5), ("Kapelle", 0.3)), 2.7, 50.0))
+    [confirm] = flow.handle(SpeechHeard(3.0, Recognition.of_transcripts((("Reimerswaal", 0.5), ("Kapelle", 0.3))), 2.7, 50.0))
     assert confirm.prompts == ("en/bedoelt_u", "gemeente/GM0703", "en/ja_nee")  # names keep their Dutch recording
     [transfer] = flow.handle(heard(5.0, "yes"))
     assert isinstance(transfer, Transfer) and transfer.municipality == "GM0703"

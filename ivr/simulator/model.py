@@ -14,6 +14,7 @@ from rapidfuzz import fuzz
 from ivr.simulator.confusion import ConfusionModel
 from ivr.core.flow import CallFlow
 from ivr.core.matcher import Matcher
+from ivr.core.recognition import Recognition
 from ivr.core.words import normalise, phonetic
 from ivr.core.yes_no import yes_no
 from ivr.core.plan import TABLE_FILES, AccessNumber, Municipality, NumberingPlan, RoutingMode, Status
@@ -156,6 +157,12 @@ class CachedMatcher:
         self.matcher = _MemoMatcher(candidates)
         self._memo: dict = {}
         self.hits = self.misses = 0
+
+    def decide(self, recognition: Recognition):
+        # the simulated caller's recogniser transcribes: only a transcript n-best is memoised
+        if recognition.verdict is None:
+            return self.match(recognition.nbest)
+        return self.matcher.decide(recognition)
 
     def match(self, nbest):
         key = tuple(nbest)

@@ -1,6 +1,7 @@
 """The engine-agnostic streaming recogniser interface.
 
-The call flow and the drivers only ever see these types; concrete engines (Vosk,
+The call flow and the drivers only ever see these types and the
+:class:`~ivr.core.recognition.Recognition` a session gives; concrete engines (Vosk,
 Whisper, ...) live in their own modules and are chosen by configuration.
 
 Audio is always *slin*: 16-bit signed little-endian mono PCM at 8 kHz, fed in 20 ms
@@ -12,36 +13,24 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Protocol, Sequence, runtime_checkable
 
+from ivr.core.recognition import Recognition
+
 SAMPLE_RATE = 8000
 SAMPLE_WIDTH = 2  # bytes, signed 16-bit little endian
 FRAME_MS = 20
 FRAME_BYTES = SAMPLE_RATE * SAMPLE_WIDTH * FRAME_MS // 1000  # 320
 
 
-@dataclass(frozen=True)
-class Hypotheses:
-    """An n-best list: (transcript, confidence 0..1), best first."""
-
-    nbest: tuple[tuple[str, float], ...]
-    final: bool
-    engine_ms: float  # CPU/wall time spent in the engine so far for this utterance
-    p_right: float | None = None  # calibrated probability that the best is right (engines that know it)
-
-    @property
-    def best(self) -> str:
-        return self.nbest[0][0] if self.nbest else ""
-
-
 @runtime_checkable
 class RecogniserSession(Protocol):
     """One utterance. Not thread-safe; one session per listen."""
 
-    def feed(self, pcm: bytes) -> Hypotheses | None:
-        """Feed 20 ms slin frames (any multiple of 320 bytes); may return a partial."""
+    def feed(self, pcm: bytes) -> Recognition | None:
+        """Feed 20 ms slin frames (any multiple of 320 bytes); may return a partial (``final=False``)."""
         ...
 
-    def finish(self) -> Hypotheses:
-        """End of speech: the final n-best (``final=True``). Call once."""
+    def finish(self) -> Recognition:
+        """End of speech: the final result. Call once."""
         ...
 
 
@@ -60,7 +49,7 @@ class RecogniserError(RuntimeError):
 
 @dataclass
 class ScriptedRecogniser:
-    """A fake engine for tests and the simulator: returns a fixed n-best at finish.
+    """A fake transcript engine for tests: returns a fixed n-best of transcripts at finish.
 
     ``partial_every`` > 0 makes ``feed`` return a non-final partial every that many
     frames (the first entry of ``nbest``)."""
@@ -83,14 +72,14 @@ class _ScriptedSession:
     fed_bytes: int = 0
     finished: bool = False
 
-    def feed(self, pcm: bytes) -> Hypotheses | None:
+    def feed(self, pcm: bytes) -> Recognition | None:
         frames_before = self.fed_bytes // FRAME_BYTES
         self.fed_bytes += len(pcm)
         every = self.owner.partial_every
         if every and self.owner.nbest and (self.fed_bytes // FRAME_BYTES) // every > frames_before // every:
-            return Hypotheses(self.owner.nbest[:1], final=False, engine_ms=0.0)
+            return Recognition.of_transcripts(self.owner.nbest[:1], final=False)
         return None
 
-    def finish(self) -> Hypotheses:
+    def finish(self) -> Recognition:
         self.finished = True
-        return Hypotheses(tuple(self.owner.nbest), final=True, engine_ms=0.0)
+        return Recognition.of_transcripts(self.owner.nbest)

@@ -1,8 +1,9 @@
-"""What every closed-set engine shares: the choices, the buffered session, the n-best.
+"""What every closed-set engine shares: the choices, the buffered session, the result.
 
 A closed-set engine does not transcribe: it decides which of an area code's
-municipalities (or "ja"/"nee") the caller said, and hands the call flow an n-best whose
-confidences make the project's :class:`~ivr.core.matcher.Matcher` carry out that decision.
+municipalities (or "ja"/"nee") the caller said, and hands the call flow a
+:class:`~ivr.core.recognition.Recognition` with its ranked candidates and its verdict,
+which :meth:`ivr.core.matcher.Matcher.decide` carries out as given.
 """
 
 from __future__ import annotations
@@ -13,12 +14,13 @@ from typing import TYPE_CHECKING, Iterable, Protocol, Sequence
 
 import numpy as np
 
-from ivr.speech.base import FRAME_BYTES, Hypotheses, RecogniserError
+from ivr.core.recognition import Candidate, EngineVerdict, Recognition
+from ivr.speech.base import FRAME_BYTES, RecogniserError
 
 if TYPE_CHECKING:  # pragma: no cover
     from ivr.core.plan import Municipality, NumberingPlan
 
-__all__ = ["Choice", "municipality_choice", "choices_for", "shaped_nbest", "BufferedSession", "frames_of",
+__all__ = ["Choice", "municipality_choice", "choices_for", "decided", "nothing", "BufferedSession", "frames_of",
            "YES_PHRASES", "NO_PHRASES", "FILLERS", "spoken"]
 
 YES_PHRASES = ("ja", "ja graag", "ja, dat klopt", "jazeker", "klopt")
@@ -32,7 +34,7 @@ class Choice:
     """One class of the closed set: a municipality (or "ja"/"nee") and how to say it."""
 
     key: str  # CBS code, "ja", "nee", or the phrase itself
-    label: str  # what goes into the n-best text
+    label: str  # what the record shows as heard (the candidate's phrase)
     phrases: tuple[str, ...]
     places: tuple[str, ...] = ()  # villages
 
@@ -73,43 +75,33 @@ def choices_for(vocabulary: Sequence, plan: "NumberingPlan | None", yes_no: str 
     return tuple(choices)
 
 
-def shaped_nbest(scores: np.ndarray, choices: Sequence[Choice], decision: str | None,
-                 temperature: float) -> tuple[tuple[str, float], ...]:
-    """The n-best handed to the matcher: (label, confidence), best first by ``scores``
-    (higher = better).
-
-    The confidences are shaped so that the matcher's gap thresholds carry out the
-    engine's own ``decision``: "accept" -> p1 >= 0.9 (matcher: ACCEPT); "confirm" ->
-    p1 - p2 = 0.2 (CONFIRM the best); "choose" -> p1 - p2 = 0.04 ("A of B?"). A yes/no
-    answer, or ``decision`` None, gets the plain softmax at ``temperature``.
-    """
+def decided(scores: np.ndarray, choices: Sequence[Choice], decision: str | None, temperature: float,
+            engine_ms: float, p_right: float | None = None) -> Recognition:
+    """The engine's result: its choices ranked by ``scores`` (higher = better), each with its
+    softmax share at ``temperature``, and its ``decision`` (accept | confirm | choose) as the
+    verdict. The verdict is about names: it stands when the best is a name and at least two
+    names competed; otherwise (a yes/no question, "ja"/"nee" ahead of the names, a single
+    name) there is none and the caller's words are read from the ranked phrases."""
     z = scores / max(temperature, 1e-6)
     z = np.exp(z - np.max(z))
     q = z / z.sum()
     order = [int(i) for i in np.argsort(-scores, kind="stable")]
     names = [i for i in order if choices[i].key not in ("ja", "nee")]
-    if len(names) < 2 or choices[order[0]].key in ("ja", "nee") or decision is None:
-        return tuple((choices[i].label, round(float(q[i]), 4)) for i in order[:5])
-    # the matcher ignores "ja"/"nee": the two best *names* must carry the gap
-    order = names + [i for i in order if i not in names]
-    i1, i2 = order[0], order[1]
-    if decision == "accept":
-        p1 = max(float(q[i1]), 0.9)
-        p = q * ((1 - p1) / max(1 - float(q[i1]), 1e-9))
-        p[i1] = p1
-    else:
-        gap = 0.2 if decision == "confirm" else 0.04
-        m = min(max((float(q[i1]) + float(q[i2])) / 2, 0.15), 0.45)
-        rest = q.copy()
-        rest[[i1, i2]] = 0
-        rest = rest * ((1 - 2 * m) / max(rest.sum(), 1e-9)) if rest.sum() > 0 else rest
-        p = np.minimum(rest, m - gap / 2)
-        p[i1], p[i2] = m + gap / 2, m - gap / 2
-    return tuple((choices[i].label, round(float(p[i]), 4)) for i in order[:5])
+    verdict = None
+    if decision is not None and len(names) >= 2 and choices[order[0]].key not in ("ja", "nee"):
+        verdict = EngineVerdict(decision)
+        order = names + [i for i in order if i not in names]  # a verdict is about the names
+    candidates = tuple(Candidate(choices[i].key, choices[i].label, round(float(q[i]), 4)) for i in order[:5])
+    return Recognition(candidates, verdict, engine_ms=engine_ms, p_right=p_right)
+
+
+def nothing(engine_ms: float, p_right: float | None = None) -> Recognition:
+    """Nothing the engine knows was said (no speech, noise, out of vocabulary)."""
+    return Recognition((), EngineVerdict.NOTHING, engine_ms=engine_ms, p_right=p_right)
 
 
 class _Deciding(Protocol):
-    def recognise(self, audio_8k: np.ndarray, choices: Sequence[Choice]) -> Hypotheses: ...
+    def recognise(self, audio_8k: np.ndarray, choices: Sequence[Choice]) -> Recognition: ...
 
 
 class BufferedSession:
@@ -121,7 +113,7 @@ class BufferedSession:
         self._chunks: list[bytes] = []
         self._finished = False
 
-    def feed(self, pcm: bytes) -> Hypotheses | None:
+    def feed(self, pcm: bytes) -> Recognition | None:
         if self._finished:
             raise RuntimeError("session already finished")
         if len(pcm) % 2:
@@ -129,7 +121,7 @@ class BufferedSession:
         self._chunks.append(pcm)
         return None  # no partials: the decision is made once, at end of speech
 
-    def finish(self) -> Hypotheses:
+    def finish(self) -> Recognition:
         if self._finished:
             raise RuntimeError("finish() called twice")
         self._finished = True

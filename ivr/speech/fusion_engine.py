@@ -41,8 +41,10 @@ from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
-from ivr.speech.base import Hypotheses, RecogniserError
-from ivr.speech.closed_set import FILLERS, BufferedSession, Choice, choices_for, municipality_choice, shaped_nbest
+from ivr.core.recognition import Recognition
+from ivr.speech.base import RecogniserError
+from ivr.speech.closed_set import (FILLERS, BufferedSession, Choice, choices_for, decided, municipality_choice,
+                                   nothing)
 from ivr.speech.templates import (
     FeatureSettings, ReferenceBank, default_cache_dir, log_mel, save_cached, subsequence_dtw, tone_share,
     voiced_ms,
@@ -87,7 +89,7 @@ class FusionSettings:
     accept_p: float = 0.995
     reject_p: float = 0.1
     choose_margin: float = 1.0  # fused margin below which the caller chooses between the two best
-    temperature: float = 4.0  # softmax over fused scores for the n-best confidences
+    temperature: float = 4.0  # softmax over fused scores: the candidates' shares
     min_voiced_ms: int = 100  # less voiced (pitched) audio than this is noise, not an answer
     max_tone_share: float = 0.5  # more of the loud frames than this DTMF: keypad tones, not an answer
     trim_margin_s: float = 0.3  # silence kept around the utterance before encoding
@@ -99,7 +101,7 @@ class FusionSettings:
 
 @dataclass(frozen=True)
 class Evidence:
-    """What the engine saw for one utterance: the explicit result behind its n-best."""
+    """What the engine saw for one utterance: the evidence behind its recognition."""
 
     ranked: tuple[tuple[str, str, float], ...]  # (choice key, its best phrase, fused score), best first
     features: dict[str, float]  # what the calibration reads (``CALIBRATION_FEATURES``) and more
@@ -269,7 +271,7 @@ class FusionEngine:
     def choices_for(self, vocabulary: Sequence) -> tuple[Choice, ...]:
         return choices_for(vocabulary, self.plan, self.settings.yes_no)
 
-    def recognise(self, audio_8k: np.ndarray, choices: Sequence[Choice]) -> Hypotheses:
+    def recognise(self, audio_8k: np.ndarray, choices: Sequence[Choice]) -> Recognition:
         self._prepare()
         with self._slots:
             return self._decide(np.asarray(audio_8k, np.float32), tuple(choices))
@@ -294,7 +296,7 @@ class FusionEngine:
         (encoded, n_mel), = self.whisper.encode([audio])
         return self.banks[0].project(encoded[0][: max(1, n_mel // 2)])
 
-    def _decide(self, audio: np.ndarray, choices: tuple[Choice, ...]) -> Hypotheses:
+    def _decide(self, audio: np.ndarray, choices: tuple[Choice, ...]) -> Recognition:
         t0 = time.perf_counter()
         s = self.settings
         audio = trim_silence(audio, margin_s=s.trim_margin_s)
@@ -375,12 +377,11 @@ class FusionEngine:
                        for i in order[:5])
         self.last_evidence = Evidence(ranked, features, p_right, decision)
         if decision == "reject":  # out of vocabulary: the evidence stays for the bench and the logs
-            return Hypotheses((), True, (time.perf_counter() - t0) * 1000, p_right=p_right)
+            return nothing((time.perf_counter() - t0) * 1000, p_right)
         scores = np.where(np.isfinite(per_choice), per_choice, np.min(per_choice[np.isfinite(per_choice)]) - 50)
-        nbest = shaped_nbest(scores, choices, None if decision is None else decision, s.temperature)
-        return Hypotheses(nbest, True, (time.perf_counter() - t0) * 1000, p_right=p_right)
+        return decided(scores, choices, decision, s.temperature, (time.perf_counter() - t0) * 1000, p_right)
 
-    def _nothing(self, t0: float, reason: str) -> Hypotheses:
+    def _nothing(self, t0: float, reason: str) -> Recognition:
         self.last_evidence = Evidence((), {}, 0.0, "reject")
         log.debug("nothing recognised: %s", reason)
-        return Hypotheses((), True, (time.perf_counter() - t0) * 1000, p_right=0.0)
+        return nothing((time.perf_counter() - t0) * 1000, 0.0)

@@ -10,7 +10,7 @@ both use it, so a replayed WAV is heard exactly as a call would hear it:
   from then on every frame does, up to and including the frame that ends the utterance;
 - the endpointer's end of speech, its cap on speech length or its no-input timeout ends
   the listen, and :meth:`Listening.finish` gives the :class:`Verdict`:
-  ``heard`` (the session's final hypotheses), ``too_long`` (the caller talked past the
+  ``heard`` (the session's final recognition), ``too_long`` (the caller talked past the
   cap: decided on what was heard, like ``heard``) or ``no_input`` (nobody spoke; the
   session is not asked).
 
@@ -18,7 +18,7 @@ Offline, :func:`listen` feeds a recording and then silence, as the caller's line
 silence after they stop talking, until the endpointer decides.
 
 Time in the verdict is audio time (ms since the first frame), except ``decision_ms``,
-the wall time the session took to give its final hypotheses once the listen ended.
+the wall time the session took to give its final recognition once the listen ended.
 """
 
 from __future__ import annotations
@@ -29,7 +29,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Callable, Iterable, Sequence
 
-from ivr.speech.base import FRAME_BYTES, FRAME_MS, Hypotheses, Recogniser, RecogniserSession
+from ivr.core.recognition import Recognition
+from ivr.speech.base import FRAME_BYTES, FRAME_MS, Recogniser, RecogniserSession
 from ivr.speech.closed_set import frames_of
 from ivr.speech.endpoint import EndpointConfig, EndpointEvent, Endpointer
 
@@ -40,7 +41,7 @@ SILENCE_FRAME = bytes(FRAME_BYTES)
 
 
 class Heard(StrEnum):
-    HEARD = "heard"  # speech, ended by silence: the hypotheses are the answer
+    HEARD = "heard"  # speech, ended by silence: the recognition is the answer
     TOO_LONG = "too_long"  # speech past the endpointer's cap: decided on what was heard
     NO_INPUT = "no_input"  # no speech before the no-input timeout
 
@@ -48,11 +49,11 @@ class Heard(StrEnum):
 @dataclass(frozen=True)
 class Verdict:
     kind: Heard
-    hypotheses: Hypotheses | None  # the session's final n-best; None for no input
+    recognition: Recognition | None  # the session's final result; None for no input
     speech_start_ms: int | None = None  # audio time of the first voiced frame
     speech_end_ms: int | None = None  # audio time of the end of the last voiced frame
     ended_ms: int = 0  # audio time when the listen ended (endpoint, timeout or cap)
-    decision_ms: float = 0.0  # wall time: listen ended -> final hypotheses
+    decision_ms: float = 0.0  # wall time: listen ended -> final recognition
     held: int = 0  # how often a filled pause ("ehm") kept the line open
 
     @property
@@ -145,13 +146,13 @@ class Listening:
             return self._verdict
         ep = self.endpointer
         kind = _ENDS.get(self.event) or (Heard.HEARD if ep.speech_started else Heard.NO_INPUT)
-        hyps = None
+        recognition = None
         t0 = time.perf_counter()
         if kind is not Heard.NO_INPUT:
             self.start()
             assert self.session is not None
-            hyps = self.session.finish()
-        self._verdict = Verdict(kind, hyps, ep.speech_start_ms, ep.speech_end_ms, ep.elapsed_ms,
+            recognition = self.session.finish()
+        self._verdict = Verdict(kind, recognition, ep.speech_start_ms, ep.speech_end_ms, ep.elapsed_ms,
                                 (time.perf_counter() - t0) * 1000, ep.held)
         return self._verdict
 

@@ -30,8 +30,9 @@ from typing import TYPE_CHECKING, Protocol, Sequence
 
 import numpy as np
 
-from ivr.speech.base import Hypotheses
-from ivr.speech.closed_set import FILLERS, BufferedSession, Choice, choices_for, municipality_choice, shaped_nbest
+from ivr.core.recognition import Recognition
+from ivr.speech.closed_set import (FILLERS, BufferedSession, Choice, choices_for, decided, municipality_choice,
+                                   nothing)
 from ivr.speech.templates import FeatureSettings, ReferenceBank, log_mel, subsequence_dtw, voiced_ms
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -68,7 +69,7 @@ class TemplateSettings:
     second_below: float = 0.04
     second_top: int = 3
     second_weight: float = 100.0
-    temperature: float = 0.02  # softmax over -distance for the n-best confidences
+    temperature: float = 0.02  # softmax over -distance: the candidates' shares
     yes_no: str = "auto"
     workers: int = 2  # utterances scored at the same time
 
@@ -153,12 +154,12 @@ class TemplateEngine:
     def choices_for(self, vocabulary: Sequence) -> tuple[Choice, ...]:
         return choices_for(vocabulary, self.plan, self.settings.yes_no)
 
-    def recognise(self, audio_8k: np.ndarray, choices: Sequence[Choice]) -> Hypotheses:
+    def recognise(self, audio_8k: np.ndarray, choices: Sequence[Choice]) -> Recognition:
         with self._slots:
             return self._decide(np.asarray(audio_8k, np.float32), tuple(choices))
 
     # -- decision --------------------------------------------------------------------------
-    def _decide(self, audio: np.ndarray, choices: tuple[Choice, ...]) -> Hypotheses:
+    def _decide(self, audio: np.ndarray, choices: tuple[Choice, ...]) -> Recognition:
         t0 = time.perf_counter()
         s = self.settings
         scored = [(ci, p, 0.0) for ci, c in enumerate(choices) for p in c.phrases]
@@ -169,7 +170,7 @@ class TemplateEngine:
         utterance = log_mel(audio, s.features)
         if utterance.shape[0] < 4 or not phrases or voiced_ms(audio) < s.min_voiced_ms:
             self.last_debug = {"reason": "no speech"}
-            return Hypotheses((), True, (time.perf_counter() - t0) * 1000)
+            return nothing((time.perf_counter() - t0) * 1000)
         utterance = self._after_filler(utterance)
         dist, _ = subsequence_dtw(self.banks[0].get(phrases), utterance)
         dist = dist + penalty
@@ -190,7 +191,7 @@ class TemplateEngine:
         margin = float(per_choice[names[1]] - per_choice[names[0]]) if len(names) > 1 else float("inf")
         if per_choice[order[0]] > s.reject_above:
             self.last_debug = {"reason": "no close reference", "distance": float(per_choice[order[0]])}
-            return Hypotheses((), True, elapsed)
+            return nothing(elapsed)
         if len(names) >= 2 and choices[order[0]].key not in ("ja", "nee"):
             decision = ("accept" if margin >= s.accept_margin
                         else "choose" if margin < s.choose_margin else "confirm")
@@ -200,8 +201,7 @@ class TemplateEngine:
         scores = -np.where(np.isfinite(per_choice), per_choice, 10.0)
         if decision in ("confirm", "choose") and margin < s.second_below and self.second_opinion is not None:
             scores = self._second_opinion(audio, scores, names[: s.second_top], best_phrase)
-        return Hypotheses(shaped_nbest(scores, choices, decision, s.temperature), True,
-                          (time.perf_counter() - t0) * 1000)
+        return decided(scores, choices, decision, s.temperature, (time.perf_counter() - t0) * 1000)
 
     def _second_opinion(self, audio: np.ndarray, scores: np.ndarray, best: list[int],
                         best_phrase: dict[int, str]) -> np.ndarray:

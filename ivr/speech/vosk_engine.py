@@ -31,7 +31,8 @@ import time
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from ivr.speech.base import FRAME_BYTES, SAMPLE_RATE, Hypotheses, RecogniserError
+from ivr.core.recognition import Recognition
+from ivr.speech.base import FRAME_BYTES, SAMPLE_RATE, RecogniserError
 
 log = logging.getLogger(__name__)
 
@@ -121,9 +122,9 @@ class VoskSession:
         self._engine_s = 0.0
         self._frames = 0
         self._partial_every = partial_every_frames
-        self._finished: Hypotheses | None = None
+        self._finished: Recognition | None = None
 
-    def feed(self, pcm: bytes) -> Hypotheses | None:
+    def feed(self, pcm: bytes) -> Recognition | None:
         if self._finished is not None or not pcm:
             return None
         t = time.perf_counter()
@@ -138,13 +139,13 @@ class VoskSession:
             if self._partial_every and self._frames // self._partial_every > before // self._partial_every:
                 partial = json.loads(self._rec.PartialResult()).get("partial", "").strip()
                 if partial:
-                    return Hypotheses(((self._join(partial), 0.0),), final=False,
-                                      engine_ms=self.engine_ms + (time.perf_counter() - t) * 1000)
+                    return Recognition.of_transcripts(((self._join(partial), 0.0),), final=False,
+                                                      engine_ms=self.engine_ms + (time.perf_counter() - t) * 1000)
             return None
         finally:
             self._engine_s += time.perf_counter() - t
 
-    def finish(self) -> Hypotheses:
+    def finish(self) -> Recognition:
         if self._finished is not None:
             return self._finished
         t = time.perf_counter()
@@ -160,7 +161,7 @@ class VoskSession:
             # several Vosk segments: the best of the earlier ones + each alternative of the last
             prefix = " ".join(seg[0][0] for seg in self._segments[:-1])
             nbest = tuple((f"{prefix} {text}".strip(), conf) for text, conf in self._segments[-1])
-        self._finished = Hypotheses(nbest, final=True, engine_ms=self.engine_ms)
+        self._finished = Recognition.of_transcripts(nbest, engine_ms=self.engine_ms)
         return self._finished
 
     @property

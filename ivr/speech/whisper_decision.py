@@ -1,4 +1,4 @@
-"""The Whisper engine's decision (step 5): accept, confirm or choose, and the n-best it hands on.
+"""The Whisper engine's decision (step 5): accept, confirm or choose, and the recognition it hands on.
 
 Pure functions of the per-choice scores the engine computed and its settings: no model
 calls here, so the decision rules can be read (and tested) on their own.
@@ -10,10 +10,11 @@ from typing import Sequence
 
 import numpy as np
 
-from ivr.speech.closed_set import CBS as _CBS, Choice, shaped_nbest
+from ivr.core.recognition import Recognition
+from ivr.speech.closed_set import CBS as _CBS, Choice, decided
 from ivr.speech.whisper_settings import EngineSettings
 
-__all__ = ["decided_nbest", "decide", "is_decisive"]
+__all__ = ["decided_recognition", "decide", "is_decisive"]
 
 
 def is_decisive(per_choice: np.ndarray, choices: Sequence[Choice], s: EngineSettings) -> bool:
@@ -25,22 +26,19 @@ def is_decisive(per_choice: np.ndarray, choices: Sequence[Choice], s: EngineSett
             and float(per_choice[order[0]] - per_choice[order[1]]) >= s.fast_margin)
 
 
-def decided_nbest(per_choice: np.ndarray, choices: Sequence[Choice], s: EngineSettings,
-                  debug: dict | None = None) -> tuple:
-    """The n-best handed to the matcher: (label, confidence), best first.
-
-    Ranking: fused score (acoustic PMI + text_weight * matcher score of the transcript).
-    The confidences are shaped so that the matcher's gap thresholds carry out the
-    engine's own decision (:func:`decide`):
+def decided_recognition(per_choice: np.ndarray, choices: Sequence[Choice], s: EngineSettings,
+                        debug: dict | None = None, engine_ms: float = 0.0) -> Recognition:
+    """The recognition handed to the call flow: the choices ranked by fused score (acoustic
+    PMI + text_weight * matcher score of the transcript) and the engine's own verdict
+    (:func:`decide`), which the matcher carries out as given:
 
     * ``accept``  - the transcript's best name and the acoustic best agree and the
       acoustic margin is >= ``accept_agree_margin``, or the acoustic margin alone is
-      >= ``accept_margin``: p1 >= 0.9 (matcher: ACCEPT);
-    * ``choose``  - fused margin < ``choose_margin`` without agreement: p1 - p2 = 0.04
-      (matcher: CHOOSE between the two);
-    * ``confirm`` - everything else: p1 - p2 = 0.2 (matcher: CONFIRM the best).
+      >= ``accept_margin``;
+    * ``choose``  - fused margin < ``choose_margin`` without agreement ("A of B?");
+    * ``confirm`` - everything else.
 
-    Yes/no questions (only "ja"/"nee") get the plain softmax.
+    Yes/no questions (only "ja"/"nee") get no verdict: the answer is read from the ranking.
     """
     order = np.argsort(-per_choice, kind="stable")
     names = [int(i) for i in order if choices[int(i)].key not in ("ja", "nee")]
@@ -48,7 +46,7 @@ def decided_nbest(per_choice: np.ndarray, choices: Sequence[Choice], s: EngineSe
     if debug is not None and len(names) >= 2 and choices[int(order[0])].key not in ("ja", "nee"):
         decision = debug.get("force") or decide(per_choice, debug, s)
         debug["decision"] = decision
-    return shaped_nbest(per_choice, choices, decision, s.temperature)
+    return decided(per_choice, choices, decision, s.temperature, engine_ms)
 
 
 def decide(per_choice: np.ndarray, debug: dict, s: EngineSettings) -> str:

@@ -26,9 +26,9 @@ model and its audio are in ``whisper_model``, step 2 in ``whisper_transcript``, 
    pointwise mutual information; without it short frequent names win. No usable span
    (or a yes/no question): the bare phrases are scored the same way.
 5. Per municipality: log-sum-exp over its phrases, plus ``text_weight`` x the matcher's
-   score of the transcript (0..1). The n-best is (municipality name, confidence); the
-   confidences are shaped so that the matcher's gap thresholds carry out the engine's
-   decision (see :func:`ivr.speech.whisper_decision.decided_nbest`): ACCEPT only when transcript and audio
+   score of the transcript (0..1). The result ranks the municipalities and carries the
+   engine's verdict, which the matcher takes as given
+   (see :func:`ivr.speech.whisper_decision.decided_recognition`): ACCEPT only when transcript and audio
    agree with a clear acoustic margin (or the margin alone is huge), CHOOSE on a near
    tie, CONFIRM otherwise.
 
@@ -54,9 +54,9 @@ from typing import TYPE_CHECKING, Sequence
 import numpy as np
 
 from ivr.core.matcher import Matcher
-from ivr.speech.base import Hypotheses
-from ivr.speech.closed_set import CBS as _CBS, BufferedSession, Choice, choices_for
-from ivr.speech.whisper_decision import decided_nbest, is_decisive
+from ivr.core.recognition import Recognition
+from ivr.speech.closed_set import CBS as _CBS, BufferedSession, Choice, choices_for, nothing
+from ivr.speech.whisper_decision import decided_recognition, is_decisive
 from ivr.speech.whisper_locate import locate_name
 from ivr.speech.whisper_model import load_model, trim_silence, upsample_8k
 from ivr.speech.whisper_settings import EngineSettings
@@ -131,8 +131,8 @@ class WhisperEngine:
     def choices_for(self, vocabulary: Sequence) -> tuple[Choice, ...]:
         return choices_for(vocabulary, self.plan, self.settings.yes_no)
 
-    def recognise(self, audio_8k: np.ndarray, choices: Sequence[Choice]) -> Hypotheses:
-        """Blocking: queue one utterance (float32 at 8 kHz) and wait for its n-best."""
+    def recognise(self, audio_8k: np.ndarray, choices: Sequence[Choice]) -> Recognition:
+        """Blocking: queue one utterance (float32 at 8 kHz) and wait for its recognition."""
         self.warm_up()
         req = _Request(np.asarray(audio_8k, np.float32), tuple(choices))
         self._queue.put(req)
@@ -229,19 +229,19 @@ class WhisperEngine:
             self._null[frames] = self._encode(np.full((80, frames), level, np.float32), frames)
         return self._null[frames]
 
-    def _decide(self, req: _Request) -> Hypotheses:
+    def _decide(self, req: _Request) -> Recognition:
         return self._decide_batch([req])[0]
 
-    def _decide_batch(self, reqs: Sequence[_Request]) -> list[Hypotheses]:
+    def _decide_batch(self, reqs: Sequence[_Request]) -> list[Recognition]:
         """Decide queued utterances together: one encoder call, one greedy decode, one align."""
         t0 = time.perf_counter()
         s = self.settings
-        out: list[Hypotheses | None] = [None] * len(reqs)
+        out: list[Recognition | None] = [None] * len(reqs)
         live: list[tuple[int, np.ndarray]] = []
         for i, req in enumerate(reqs):
             audio = trim_silence(req.audio, margin_s=s.trim_margin_s) if s.trim_margin_s else req.audio
             if audio.size < 8000 * 0.08 or not req.choices:
-                out[i] = Hypotheses((), True, (time.perf_counter() - t0) * 1000)
+                out[i] = nothing((time.perf_counter() - t0) * 1000)
             else:
                 live.append((i, self._model.feature_extractor(upsample_8k(audio))))
         if live:
@@ -283,16 +283,17 @@ class WhisperEngine:
                 if bare is not None and u not in slow:
                     debug["force"] = "accept"
                     debug["fast"] = True
-                nbest = self._nbest(per_choice, reqs[i].choices, debug)
+                recognition = self._recognition(per_choice, reqs[i].choices, debug, (time.perf_counter() - t0) * 1000)
                 self.last_debug = {"transcript": tr, "scores": per_choice, **debug}
-                out[i] = Hypotheses(nbest, True, (time.perf_counter() - t0) * 1000)
+                out[i] = recognition
         return out  # type: ignore[return-value]
 
     def _fast(self, per_choice: np.ndarray, choices: Sequence[Choice]) -> bool:
         return is_decisive(per_choice, choices, self.settings)
 
-    def _nbest(self, per_choice: np.ndarray, choices: Sequence[Choice], debug: dict | None = None) -> tuple:
-        return decided_nbest(per_choice, choices, self.settings, debug)
+    def _recognition(self, per_choice: np.ndarray, choices: Sequence[Choice], debug: dict | None = None,
+                     engine_ms: float = 0.0) -> Recognition:
+        return decided_recognition(per_choice, choices, self.settings, debug, engine_ms)
 
     def _start(self) -> list[int]:
         return start_tokens(self._tokenizer)

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import Sequence
 
 from ivr.adapters.asterisk.audiosocket_protocol import Kind, canonical_uuid, encode, read_frame
+from ivr.core.recognition import Recognition
 from ivr.speech.base import FRAME_BYTES, FRAME_MS, Recogniser
 from ivr.speech.endpoint import EndpointConfig, EndpointEvent
 from ivr.speech.listening import SILENCE_FRAME, Listening
@@ -43,7 +44,7 @@ PARK_S = 10.0  # how long a connection may wait for its listen() call
 @dataclass(frozen=True)
 class ListenResult:
     outcome: str  # "speech" | "dtmf" | "no_input" | "hangup" | "error"
-    nbest: tuple[tuple[str, float], ...] = ()
+    recognition: Recognition = Recognition()  # what the recogniser made of the speech ("speech" only)
     digits: str = ""
     barge_in: bool = False  # speech or a digit interrupted the prompt
     speech_started_at: float | None = None  # time.monotonic()
@@ -245,7 +246,7 @@ class _Session:
                 await t
         self.feed_q.put_nowait(None)
         await feeder
-        nbest: tuple[tuple[str, float], ...] = ()
+        recognition = Recognition()
         engine_ms = 0.0
         if self.outcome == "speech":
             if self.feed_error is not None:
@@ -254,9 +255,8 @@ class _Session:
                 hold = asyncio.create_task(self._hold_line())
                 try:
                     verdict = await asyncio.to_thread(self.listening.finish)
-                    hyps = verdict.hypotheses
-                    assert hyps is not None  # speech was heard (or capped)
-                    nbest, engine_ms = tuple(hyps.nbest), hyps.engine_ms
+                    assert verdict.recognition is not None  # speech was heard (or capped)
+                    recognition, engine_ms = verdict.recognition, verdict.recognition.engine_ms
                 except Exception as exc:
                     log.exception("recogniser finish failed")
                     self.outcome, self.detail = "error", f"recogniser failed: {exc!r}"
@@ -265,7 +265,7 @@ class _Session:
                     with contextlib.suppress(asyncio.CancelledError, Exception):
                         await hold
         return ListenResult(
-            outcome=self.outcome or "error", nbest=nbest, digits=self.digits, barge_in=self.barge_in,
+            outcome=self.outcome or "error", recognition=recognition, digits=self.digits, barge_in=self.barge_in,
             speech_started_at=self.speech_started_at, speech_ended_at=self.speech_ended_at,
             decided_at=time.monotonic(), recogniser_ms=engine_ms, detail=self.detail,
         )

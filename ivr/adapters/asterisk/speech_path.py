@@ -85,7 +85,7 @@ class AudioSocketSpeech:
         result = await listening
         at = result.decided_at or time.monotonic()
         if result.outcome == "speech":
-            return SpeechHeard(at, tuple(result.nbest), result.speech_ended_at, result.recogniser_ms)
+            return SpeechHeard(at, result.recognition, result.speech_ended_at, result.recogniser_ms)
         if result.outcome == "dtmf" and result.digits:
             return Digit(at, result.digits[0])
         if result.outcome == "hangup":
