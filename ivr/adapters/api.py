@@ -7,6 +7,9 @@ the next call uses it, calls in progress keep theirs — and is audit-logged wit
 when, what, and the before/after — all of it by :mod:`ivr.plan_admin`. The audit log is
 replayed on restart and on a reload of the override file (``SIGHUP`` or
 ``POST /v1/plan/reload``), so admin changes last; put lasting changes in the file.
+
+A little over 400 lines on purpose: every route is here, so the HTTP surface reads in one
+place; what the writes do is in :mod:`ivr.plan_admin` and the store.
 """
 
 from __future__ import annotations

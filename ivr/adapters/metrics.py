@@ -1,4 +1,5 @@
-"""Prometheus metrics: every definition is in this module (docs/metrics.md documents them).
+"""Prometheus metrics: every definition is in this module (docs/metrics.md documents them),
+which is why it is a little over 400 lines.
 
 Each service gets its own :class:`~prometheus_client.CollectorRegistry` (tests build as
 many as they like). Three sources feed it:
