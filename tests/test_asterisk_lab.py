@@ -109,6 +109,17 @@ def test_lab_municipality_answers_with_user_event(asterisk, ami, cbs, name):
     assert 3.0 < result.stat_float("CallLength(C)") < 10
 
 
+def test_the_ami_user_reads_only_user_events(asterisk, ami):
+    """manager.conf: ``read = user``. The controller uses UserEvent(MunicipalityAnswered) only;
+    channel, dial and CDR events cost it CPU on every call (loadtest/bench_ami_events.py)."""
+    mark = ami.mark()
+    caller, _ = selftest_call("GM0664")
+    ami.wait_for(mark, UserEvent="MunicipalityAnswered", Call=caller)
+    ami.wait_for(mark, UserEvent="SelftestDialed", Caller=caller)
+    kinds = {e.get("Event") for e in ami.events[mark:]}
+    assert kinds == {"UserEvent"}, kinds
+
+
 @pytest.mark.parametrize("exten,status", [("operator", "ANSWER"), ("busy", "BUSY"), ("noanswer", "NOANSWER")])
 def test_lab_special_destinations(asterisk, ami, exten, status):
     mark = ami.mark()
