@@ -24,6 +24,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from ivr.core.plan import CBS_CODE_PATTERN
+from ivr.files import write_text_whole
 from ivr.plan_files import DATA_DIR
 
 DEFAULT_CSV = DATA_DIR / "municipalities.csv"
@@ -106,10 +107,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     rows = read_municipalities(Path(argv[1]) if len(argv) > 1 else DEFAULT_CSV)
     out = Path(argv[0])
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(render_lab_dialplan(rows), encoding="utf-8")
-    tmp.replace(out)
+    write_text_whole(out, render_lab_dialplan(rows))
     print(f"{out}: {len(rows)} municipalities + {', '.join(_SPECIAL)}", file=sys.stderr)
     return 0
 

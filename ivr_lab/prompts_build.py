@@ -27,6 +27,8 @@ import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from ivr.files import write_text_whole
+
 MANIFEST = ".manifest.json"
 FORMAT_VERSION = "1"  # bump to force a full re-render when the conversion below changes
 _KEY_RE = re.compile(r"^[A-Za-z0-9_\-]+(/[A-Za-z0-9_\-]+)*$")
@@ -135,9 +137,7 @@ def build_prompts(
         stale = out_dir / f"{key}.wav"
         if stale.is_file():
             stale.unlink()
-    tmp = manifest_path.with_name(MANIFEST + ".tmp")
-    tmp.write_text(json.dumps(new, indent=1, sort_keys=True))
-    tmp.replace(manifest_path)
+    write_text_whole(manifest_path, json.dumps(new, indent=1, sort_keys=True))
     return result
 
 

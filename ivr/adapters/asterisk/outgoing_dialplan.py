@@ -28,6 +28,7 @@ import sys
 from pathlib import Path
 
 from ivr.core.plan import NumberingPlan, PlanError
+from ivr.files import write_text_whole
 from ivr.plan_files import load_base_plan
 
 CONTEXT = "from-municipality"
@@ -103,10 +104,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"outgoing dialplan not written: {exc}", file=sys.stderr)
         return 1
     out = Path(argv[0])
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(render_outgoing_dialplan(plan), encoding="utf-8")
-    tmp.replace(out)
+    write_text_whole(out, render_outgoing_dialplan(plan))
     print(f"{out}: [{CONTEXT}] for {len(plan.municipalities)} municipalities (plan {plan.version})", file=sys.stderr)
     return 0
 
