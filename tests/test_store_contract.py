@@ -87,6 +87,18 @@ def _matches(r: CallRecord, since=None, until=None, area_code=None, municipality
             and (outcome is None or r.outcome == outcome))
 
 
+def test_last_routed_municipality_of_a_caller(store):
+    store.save_many([rec("c1", 10.0, caller="h1", municipality="GM0664"),
+                     rec("c2", 20.0, caller="h1", municipality="GM0654"),
+                     rec("c3", 30.0, caller="h1", municipality="GM0664", outcome="caller_hangup"),
+                     rec("c4", 40.0, caller="h2", municipality="GM0677")])
+    assert store.last_routed_municipality("h1", ["GM0664", "GM0654"], T0) == "GM0654"
+    assert store.last_routed_municipality("h1", ["GM0664"], T0) == "GM0664"
+    assert store.last_routed_municipality("h1", ["GM0664", "GM0654"], T0 + 25) is None  # c3 was not routed
+    assert store.last_routed_municipality("h2", ["GM0664"], T0) is None
+    assert store.last_routed_municipality("", ["GM0664"], T0) is None
+
+
 def test_audit_log_keeps_order_who_and_both_states(store):
     ids = [store.audit(f"user{i}", "area_code", "0113", {"mode": "speech", "n": i}, {"mode": "dtmf"})
            for i in range(3)]
@@ -200,6 +212,19 @@ def test_store_targets():
     assert sqlite_path("postgresql://ivr@db/ivr") is None and sqlite_path("postgres://db/ivr") is None
     with pytest.raises(ValueError, match="unknown records database 'mysql'"):
         open_store("mysql://db/ivr")
+
+
+def test_one_setting_selects_the_database(tmp_path, monkeypatch):
+    from pydantic import ValidationError
+
+    from ivr.config import Settings
+
+    monkeypatch.delenv("IVR_DB_URL", raising=False)
+    assert Settings(db_path=tmp_path / "x.sqlite").records_db == str(tmp_path / "x.sqlite")
+    monkeypatch.setenv("IVR_DB_URL", "postgresql://ivr@db:5432/ivr")
+    assert Settings(db_path=tmp_path / "x.sqlite").records_db == "postgresql://ivr@db:5432/ivr"
+    with pytest.raises(ValidationError):
+        Settings(db_url="mysql://db/ivr")
 
 
 # --- PostgreSQL only -----------------------------------------------------------------------------------

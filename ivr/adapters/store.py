@@ -22,7 +22,7 @@ import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Protocol, TypeVar
+from typing import Any, Callable, Iterable, Iterator, Protocol, Sequence, TypeVar
 
 from ivr.adapters.store_schema import (COLUMNS, SCHEMA_VERSION, SQLITE, UPSERT_CALL, Dialect, filters, from_row,
                                        migrate, to_row)
@@ -51,6 +51,7 @@ class RecordStore(Protocol):
     def iter_query(self, *, since=None, until=None, area_code=None, municipality=None, outcome=None,
                    limit=None, offset=0) -> Iterator[CallRecord]: ...
     def count(self, *, since=None, until=None, area_code=None, municipality=None, outcome=None) -> int: ...
+    def last_routed_municipality(self, caller: str, candidates: Sequence[str], since: float) -> str | None: ...
     def audit(self, who: str, action: str, target: str, before: Any, after: Any) -> int: ...
     def audit_entries(self) -> list[dict[str, Any]]: ...
     def audit_log(self, limit: int = 100) -> list[dict[str, Any]]: ...
@@ -162,6 +163,17 @@ class SqlCallStore:
         where, args = filters(since, until, area_code, municipality, outcome)
         sql = self._sql(f"SELECT COUNT(*) AS n FROM calls {where}")
         return int(self._run(lambda db: db.execute(sql, args).fetchone()["n"]))
+
+    def last_routed_municipality(self, caller: str, candidates: Sequence[str], since: float) -> str | None:
+        """The municipality among ``candidates`` this caller (salted hash) was last routed to
+        since ``since`` (epoch seconds); None when there is none or the caller is unknown."""
+        if not caller or not candidates:
+            return None
+        marks = ", ".join("?" for _ in candidates)
+        sql = self._sql(f"SELECT municipality FROM calls WHERE caller = ? AND started_at >= ? AND outcome = 'routed'"
+                        f" AND municipality IN ({marks}) ORDER BY started_at DESC LIMIT 1")
+        row = self._run(lambda db: db.execute(sql, (caller, since, *candidates)).fetchone())
+        return row["municipality"] if row else None
 
     # -- audit --------------------------------------------------------------------
 
