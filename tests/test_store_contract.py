@@ -175,8 +175,8 @@ def test_a_database_without_a_column_for_a_record_field_is_refused(target):
 def test_an_sqlite_file_from_before_versioning_opens_and_keeps_its_rows(tmp_path):
     """The schema as files had it before error_kind, calamity and language: still opens, enums derived."""
     path = tmp_path / "old.sqlite"
-    old_columns = [c for c in COLUMNS if c not in ("error_kind", "calamity", "language", "access_number",
-                                                     "overflow_to", "alt_number_given", "callback")]
+    old_columns = [c for c, _ in V1_CALL_COLUMNS if c not in ("error_kind", "calamity", "language", "access_number",
+                                                                "overflow_to", "alt_number_given", "callback")]
     db = sqlite3.connect(path)
     db.executescript(f"""
         CREATE TABLE calls (call_id TEXT PRIMARY KEY, {", ".join(c for c in old_columns if c != "call_id")},
