@@ -25,7 +25,7 @@ import random
 import re
 import sys
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from types import MappingProxyType
@@ -39,7 +39,7 @@ from ivr.core.words import normalise, phonetic
 from ivr.core.plan import AreaCode, Municipality, NumberingPlan, RoutingMode, Status
 from ivr.plan_files import load_base_plan
 from ivr.speech.listening import listen
-from ivr_lab.replay import fill_from_verdict
+from ivr_lab.replay import NationalPass, fill_from_verdict
 from ivr_lab.replay_items import ItemResult, read_manifest, read_slin
 from ivr_lab.replay_report import compute_metrics
 
@@ -65,6 +65,10 @@ class BenchSettings:
     oov_items: int = 150  # out-of-vocabulary clips per split (0: none)
     seed: int = 1
     limit: int = 0  # closed-set items at most (0: all)
+    # the flow's national second pass: every answer not accepted is decided again among all the
+    # plan's municipalities (the real 342 and every phrase of the split), and each closed-set clip
+    # is also asked once on a code without its own phrase (kind "outside": a caller on the wrong code)
+    second_pass: bool = False
 
 
 @dataclass(frozen=True)
@@ -73,7 +77,7 @@ class Task:
     wav: Path
     area_code: str  # the question's key in the bench plan
     expected: str  # CBS code of the right answer; "" = names nothing (out of vocabulary)
-    kind: str  # "closed" | "oov"
+    kind: str  # "closed" | "oov" | "outside"
 
 
 def spoken_text(text: str) -> str:
@@ -115,8 +119,12 @@ def build_tasks(settings: BenchSettings, cache: Path | None = None) -> tuple[Num
         code = f"H{n:04d}"
         area_codes[code] = AreaCode(code, "bench", tuple(code_of[k] for k in chosen), RoutingMode.SPEECH, 1)
         tasks.append(Task(c, wavs[c], code, code_of[own], "closed"))
+        if settings.second_pass:  # the same clip on a code that lacks its phrase: found only nationally
+            area_codes["X" + code[1:]] = AreaCode("X" + code[1:], "bench", tuple(code_of[k] for k in chosen if k != own),
+                                                  RoutingMode.SPEECH, 1)
+            tasks.append(Task(c, wavs[c], "X" + code[1:], code_of[own], "outside"))
     if settings.limit:
-        tasks = tasks[: settings.limit]
+        tasks = tasks[: settings.limit * (2 if settings.second_pass else 1)]
 
     shared = sorted(code for code, a in base.area_codes.items() if a.shared)
     pool = [c for c in in_split if speech_seconds(wavs[c]) <= 6.0]
@@ -154,7 +162,8 @@ class BenchItem(ItemResult):
     p_right: float = -1.0  # the engine's probability that its best answer is right (-1: none given)
 
 
-def run_task(task: Task, plan: NumberingPlan, recogniser, matchers: dict[str, Matcher]) -> BenchItem:
+def run_task(task: Task, plan: NumberingPlan, recogniser, matchers: dict[str, Matcher],
+             national: "NationalPass | None" = None) -> BenchItem:
     """One clip as ``ivr replay`` plays one row: the listening module, the engine, the matcher."""
     item = BenchItem(path=str(task.wav), area_code=task.area_code, expected_cbs_code=task.expected, kind=task.kind,
                      speaker=task.clip.speaker, text=task.clip.text)
@@ -163,7 +172,8 @@ def run_task(task: Task, plan: NumberingPlan, recogniser, matchers: dict[str, Ma
         if task.area_code not in matchers:
             matchers[task.area_code] = Matcher(plan.candidates(task.area_code))
         verdict = listen(recogniser, plan.area_codes[task.area_code].municipalities, slin)
-        fill_from_verdict(item, verdict, matchers[task.area_code])
+        fill_from_verdict(item, verdict, matchers[task.area_code], national)
+        item.outside_code = task.kind == "outside"
         p = verdict.recognition.p_right if verdict.recognition is not None else None
         item.p_right = round(float(p), 4) if p is not None else -1.0
     except Exception as exc:  # noqa: BLE001 - one bad clip must not end the run
@@ -181,7 +191,24 @@ def oov_metrics(items: Sequence[BenchItem]) -> dict:
     return {"n": len(ok), "errors": len(items) - len(ok),
             "accepted": round(count["accept"] / n, 4), "confirmed": round(count["confirm"] / n, 4),
             "chose": round(count["choose"] / n, 4),
-            "rejected": round((count["reject"] + count["no_input"]) / n, 4)}
+            "rejected": round((count["reject"] + count["no_input"]) / n, 4),
+            "proposed_outside": sum(1 for i in ok if i.second_pass == "outside")}
+
+
+def outside_metrics(items: Sequence[BenchItem]) -> dict:
+    """Clips asked on a code without their phrase: every answer is a question or nothing, unless
+    a name of the code was accepted (a misroute, as in 2020)."""
+    ok = [i for i in items if i.verdict != "error"]
+    n = len(ok) or 1
+    asked = [i for i in ok if i.verdict in ("confirm", "choose")]
+    lat = sorted(i.latency_ms for i in ok)
+    return {"n": len(ok), "errors": len(items) - len(ok),
+            "asked_right": round(sum(1 for i in asked if i.decided_cbs_code == i.expected_cbs_code) / n, 4),
+            "asked_wrong": round(sum(1 for i in asked if i.decided_cbs_code != i.expected_cbs_code) / n, 4),
+            "accepted_wrong": sum(1 for i in ok if i.verdict == "accept"),
+            "rejected": round(sum(1 for i in ok if i.verdict in ("reject", "no_input")) / n, 4),
+            "latency_ms_p50": lat[len(lat) // 2] if lat else 0.0,
+            "latency_ms_p95": lat[min(len(lat) - 1, int(0.95 * len(lat)))] if lat else 0.0}
 
 
 def calibration(items: Sequence[BenchItem], edges=(0.0, 0.5, 0.8, 0.9, 0.95, 0.99, 0.995, 1.0001)) -> list[dict]:
@@ -201,13 +228,18 @@ def calibration(items: Sequence[BenchItem], edges=(0.0, 0.5, 0.8, 0.9, 0.95, 0.9
 def summarise(items: Sequence[BenchItem]) -> dict:
     closed = [i for i in items if i.kind == "closed"]
     oov = [i for i in items if i.kind == "oov"]
+    outside = [i for i in items if i.kind == "outside"]
     speakers = sorted({i.speaker for i in closed})
     metrics = compute_metrics(closed)
     return {"closed_set": metrics,
             "accepted_wrong_rate": metrics["misroute_rate"],
             "per_speaker": {s: compute_metrics([i for i in closed if i.speaker == s]) for s in speakers},
             "out_of_vocabulary": oov_metrics(oov),
-            "calibration": calibration(closed + oov)}
+            "calibration": calibration(closed + oov),
+            **({"outside_code": outside_metrics(outside),
+                "second_pass": {kind: dict(Counter(i.second_pass or "not_run" for i in group))
+                                for kind, group in (("closed", closed), ("outside", outside), ("oov", oov))}}
+               if outside else {})}
 
 
 def format_text(summary: dict, settings: BenchSettings, engine: str) -> str:
@@ -221,8 +253,16 @@ def format_text(summary: dict, settings: BenchSettings, engine: str) -> str:
              f"choose {c['choose_rate']:.1%}  reject {c['reject_rate']:.1%}  "
              f"latency p50 {c['latency_ms_p50']} ms p95 {c['latency_ms_p95']} ms",
              f"out of vocabulary  n={o['n']}  accepted {o['accepted']:.1%}  confirmed {o['confirmed']:.1%}  "
-             f"chose {o['chose']:.1%}  rejected {o['rejected']:.1%}",
+             f"chose {o['chose']:.1%}  rejected {o['rejected']:.1%}  asked about one outside the code "
+             f"{o['proposed_outside']}",
              "per speaker:"]
+    if "outside_code" in summary:
+        x = summary["outside_code"]
+        lines[3:3] = [f"outside the code  n={x['n']}  asked about the right one {x['asked_right']:.1%}  "
+                      f"asked about a wrong one {x['asked_wrong']:.1%}  accepted wrong {x['accepted_wrong']}  "
+                      f"rejected {x['rejected']:.1%}  latency p50 {x['latency_ms_p50']} ms p95 {x['latency_ms_p95']} ms",
+                      "second pass by kind: " + "; ".join(f"{k}: " + ", ".join(f"{v} {n}" for v, n in sorted(c.items()))
+                                                          for k, c in summary["second_pass"].items())]
     for s, m in summary["per_speaker"].items():
         lines.append(f"  {s:<5} n={m['n']:<4} top-1 {m['top1_accuracy']:.1%}  first attempt {m['accuracy_first_attempt']:.1%}"
                      f"  accepted wrong {m['misroutes']}")
@@ -257,9 +297,10 @@ def run_bench(settings: BenchSettings, engine: str, cache: Path | None = None, p
                    else build_tasks(settings, cache))
     recogniser = recogniser or make_recogniser(engine, plan)
     matchers: dict[str, Matcher] = {}
+    national = NationalPass(recogniser, plan) if settings.second_pass else None
     items = []
     for k, task in enumerate(tasks):
-        items.append(run_task(task, plan, recogniser, matchers))
+        items.append(run_task(task, plan, recogniser, matchers, national))
         if progress and (k + 1) % 25 == 0:
             print(f"  {k + 1}/{len(tasks)}", file=sys.stderr)
     return summarise(items), items
@@ -322,6 +363,9 @@ def register(sub) -> None:
     p.add_argument("--limit", type=int, default=0, help="closed-set items at most")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--json", type=Path, help="write the summary and every item here")
+    p.add_argument("--second-pass", action="store_true",
+                   help="the flow's national second pass: answers not accepted are decided again among all "
+                        "municipalities, and every clip is also asked on a code without its own phrase")
     p.add_argument("--fresh-oov", metavar="SEEDS", default="",
                    help="out of vocabulary only: the split's clips that the run with --seed never played, "
                         "sampled with these comma-separated seeds (e.g. 2,3,4,5)")
@@ -340,7 +384,7 @@ def _cmd_human(args) -> int:
 
     engine = args.engine or load_settings().speech_engine
     settings = BenchSettings(split=args.split, candidates=args.candidates, sound_alike=args.sound_alike,
-                             oov_items=args.oov, seed=args.seed, limit=args.limit)
+                             oov_items=args.oov, seed=args.seed, limit=args.limit, second_pass=args.second_pass)
     t0 = time.perf_counter()
     seeds = [int(x) for x in args.fresh_oov.split(",") if x.strip()]
     summary, items = run_bench(settings, engine, progress=True, fresh_oov_seeds=seeds)

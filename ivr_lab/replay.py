@@ -42,14 +42,16 @@ import time
 from pathlib import Path
 from typing import Callable, Sequence
 
+from ivr.core.callrecord import SecondPass
 from ivr.core.matcher import Matcher, MatchResult
 from ivr.core.plan import NumberingPlan
+from ivr.core.second_pass import outside_the_code, worth_a_second_pass
 from ivr.plan_files import load_base_plan
 from ivr.core.recognition import Recognition
 from ivr.speech.base import Recogniser
 from ivr.speech.endpoint import EndpointConfig, Endpointer
 from ivr.speech.engines import ENGINES
-from ivr.speech.listening import Verdict, listen
+from ivr.speech.listening import Verdict, hear_again, listen
 from ivr_lab.replay_items import (ACTIONS, ItemResult, check_row, mark_failed, new_item, read_manifest, read_slin,
                                   wav_shape)
 from ivr_lab.replay_report import format_text, progress_bar, report
@@ -73,8 +75,22 @@ def decide(recogniser: Recogniser, matcher: Matcher, vocabulary: Sequence[str], 
     return result, verdict.recognition, latency, str(verdict.kind)
 
 
+class NationalPass:
+    """The flow's national second pass, offline: the utterance decided again among every
+    municipality of ``plan`` (:func:`ivr.speech.listening.hear_again`), and the rule of
+    :mod:`ivr.core.second_pass` on what that changes."""
+
+    def __init__(self, recogniser: Recogniser, plan: NumberingPlan):
+        self.recogniser = recogniser
+        self.codes = tuple(m.cbs_code for m in plan.national_candidates())
+        self.matcher = Matcher(plan.national_candidates())
+
+    def decide(self, utterance: bytes) -> MatchResult:
+        return self.matcher.decide(hear_again(self.recogniser, self.codes, utterance))
+
+
 def run_item(row: dict[str, str], base: Path, plan: NumberingPlan, recogniser: Recogniser,
-             matchers: dict[str, Matcher]) -> ItemResult:
+             matchers: dict[str, Matcher], national: NationalPass | None = None) -> ItemResult:
     item = new_item(row)
     try:
         area = check_row(item, plan)
@@ -83,14 +99,16 @@ def run_item(row: dict[str, str], base: Path, plan: NumberingPlan, recogniser: R
         if item.area_code not in matchers:
             matchers[item.area_code] = Matcher(plan.candidates(item.area_code))
         verdict = listen(recogniser, area.municipalities, slin)
-        fill_from_verdict(item, verdict, matchers[item.area_code])
+        fill_from_verdict(item, verdict, matchers[item.area_code], national)
     except Exception as exc:  # noqa: BLE001 - one bad item must not end the run
         mark_failed(item, exc)
     return item
 
 
-def fill_from_verdict(item: ItemResult, verdict: Verdict, matcher: Matcher) -> None:
-    """The row's outcome: how the listen ended and, when speech was heard, the matcher's verdict."""
+def fill_from_verdict(item: ItemResult, verdict: Verdict, matcher: Matcher, national: NationalPass | None = None
+                      ) -> None:
+    """The row's outcome: how the listen ended and, when speech was heard, the matcher's verdict
+    (after the national second pass, as a call decides, when ``national`` is given)."""
     item.listen = str(verdict.kind)
     item.speech_start_ms, item.speech_end_ms = verdict.speech_start_ms, verdict.speech_end_ms
     recognition = verdict.recognition
@@ -104,23 +122,37 @@ def fill_from_verdict(item: ItemResult, verdict: Verdict, matcher: Matcher) -> N
     nbest = recognition.nbest
     item.heard = nbest[0][0] if nbest else ""
     item.confidence = round(float(nbest[0][1]), 4) if nbest else 0.0
+    best = result.best
     item.verdict = str(result.verdict)
+    if national is not None and worth_a_second_pass(result) and verdict.utterance:
+        t0 = time.perf_counter()
+        found = national.decide(verdict.utterance)
+        outside = outside_the_code(found, {m.cbs_code for m in matcher.candidates})
+        item.national_ms = round((time.perf_counter() - t0) * 1000, 1)
+        item.national_verdict, item.national_best = str(found.verdict), found.best.cbs_code if found.best else ""
+        item.latency_ms = round(item.latency_ms + item.national_ms, 1)
+        item.second_pass = (SecondPass.OUTSIDE if outside else SecondPass.IN_CODE if found.best
+                            else SecondPass.NOTHING).value
+        if outside:  # proposed by a question: "confirm" one, or "choose" of two
+            best = outside[0]
+            item.verdict = "confirm" if len(outside) == 1 else "choose"
     item.action = ACTIONS[item.verdict]
-    if result.best is not None:
-        item.decided_cbs_code = result.best.cbs_code
-        item.score = result.best.score
+    if best is not None:
+        item.decided_cbs_code = best.cbs_code
+        item.score = best.score
 
 
 # --- running a manifest -----------------------------------------------------------------------
 
 def replay(manifest: Path, recogniser: Recogniser, plan: NumberingPlan | None = None,
-           progress: Callable[[int, int], None] | None = None) -> list[ItemResult]:
+           progress: Callable[[int, int], None] | None = None, second_pass: bool = True) -> list[ItemResult]:
     plan = plan or load_base_plan()
     rows = read_manifest(manifest)
     matchers: dict[str, Matcher] = {}
+    national = NationalPass(recogniser, plan) if second_pass else None
     out = []
     for k, row in enumerate(rows):
-        out.append(run_item(row, manifest.parent, plan, recogniser, matchers))
+        out.append(run_item(row, manifest.parent, plan, recogniser, matchers, national))
         if progress:
             progress(k + 1, len(rows))
     return out
@@ -157,7 +189,8 @@ def _cmd_replay(args: argparse.Namespace) -> int:
         else:
             args.engine = args.engine or default_engine()
             recogniser = make_recogniser(args.engine, plan)
-            items = replay(manifest, recogniser, plan, progress=None if args.quiet else progress_bar)
+            items = replay(manifest, recogniser, plan, progress=None if args.quiet else progress_bar,
+                           second_pass=not args.no_second_pass)
     except (ValueError, NotImplementedError) as exc:
         print(str(exc), file=sys.stderr)
         return 2
@@ -182,6 +215,9 @@ def register(subparsers) -> None:
     p.add_argument("--sip-concurrency", type=int, default=4, help="--sip: calls at once")
     p.add_argument("--sip-hold", type=float, default=12.0,
                    help="--sip: seconds after the utterance before the caller hangs up")
+    p.add_argument("--no-second-pass", action="store_true",
+                   help="decide among the area code's municipalities only (a call with FlowSettings."
+                        "national_second_pass off)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_replay)
 

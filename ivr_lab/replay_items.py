@@ -35,6 +35,11 @@ class ItemResult:
     error: str = ""
     note: str = ""  # e.g. the WAV was converted from another rate
     answered_by: str = ""  # --sip: the municipality extension that answered the transfer
+    outside_code: bool = False  # the expected municipality is not one of the area code's
+    second_pass: str = ""  # the national second pass, when it ran: outside | in_code | nothing (SecondPass)
+    national_ms: float = 0.0  # the national second pass's share of latency_ms
+    national_verdict: str = ""  # the national decision's verdict and best, whatever the rule made of them
+    national_best: str = ""
 
 
 class ItemError(ValueError):
@@ -93,8 +98,10 @@ def check_row(item: ItemResult, plan: NumberingPlan) -> AreaCode:
         raise ItemError(f"unknown area code {item.area_code!r}")
     if not area.shared:
         raise ItemError(f"area code {item.area_code} routes directly (one municipality): nothing to recognise")
-    if item.expected_cbs_code not in area.municipalities:
-        raise ItemError(f"{item.expected_cbs_code!r} is not a candidate of area code {item.area_code}")
+    if item.expected_cbs_code not in plan.municipalities:
+        raise ItemError(f"unknown municipality {item.expected_cbs_code!r}")
+    # a municipality outside the code is what a caller on the wrong code names: the national second pass
+    item.outside_code = item.expected_cbs_code not in area.municipalities
     return area
 
 

@@ -57,6 +57,11 @@ def report(items: Sequence[ItemResult]) -> dict:
     kinds = sorted({i.kind for i in items if i.kind})
     if kinds:
         out["per_kind"] = {k: compute_metrics([i for i in items if i.kind == k]) for k in kinds}
+    outside = [i for i in items if i.outside_code]
+    if outside:  # callers on the wrong area code: reached by the national second pass, or not
+        out["in_code"] = compute_metrics([i for i in items if not i.outside_code])
+        out["outside_code"] = compute_metrics(outside)
+    out["second_pass"] = dict(sorted(Counter(i.second_pass for i in items if i.second_pass).items()))
     out["confusion"] = confusion(items)
     out["items"] = [asdict(i) for i in items]
     return out
@@ -70,6 +75,13 @@ def format_text(rep: dict) -> str:
         lines.append(f"  {kind:8s} n={km['n']:4d} first={km['accuracy_first_attempt']:.3f} "
                      f"misroutes={km['misroutes']} confirm={km['confirm_rate']:.3f} choose={km['choose_rate']:.3f} "
                      f"reject={km['reject_rate']:.3f} p50={km['latency_ms_p50']}ms p95={km['latency_ms_p95']}ms")
+    for group in ("in_code", "outside_code"):
+        if group in rep:
+            g = rep[group]
+            lines.append(f"  {group:12s} n={g['n']:4d} first={g['accuracy_first_attempt']:.3f} "
+                         f"misroutes={g['misroutes']} confirm={g['confirm_rate']:.3f} reject={g['reject_rate']:.3f}")
+    if rep.get("second_pass"):
+        lines.append("  national second pass: " + ", ".join(f"{k} {v}" for k, v in rep["second_pass"].items()))
     lines.append("items (path expected decided action confidence latency_ms):")
     for i in rep["items"]:
         mark = "" if i["decided_cbs_code"] == i["expected_cbs_code"] else "  <-- " + (i["error"] or "wrong")

@@ -3,6 +3,7 @@
 import pytest
 
 from ivr.core.flow import (
+    DecideAgain,
     CallerHungUp,
     CallFlow,
     CallStarted,
@@ -186,7 +187,10 @@ def test_village_name_routes_to_its_municipality(plan):
 def test_speech_reject_reprompts_then_menu_then_operator(plan):
     flow = speech_flow(plan)
     start(flow, "140113")
-    [again] = flow.handle(SpeechHeard(3.0, Recognition.of_transcripts((("zwembad openingstijden", 0.9),))))
+    heard = SpeechHeard(3.0, Recognition.of_transcripts((("zwembad openingstijden", 0.9),)))
+    [national] = flow.handle(heard)
+    assert isinstance(national, DecideAgain)  # nothing among 0113's names: decided again among all
+    [again] = flow.handle(heard)  # nothing nationally either
     assert isinstance(again, Listen) and again.prompts[0] == "niet_verstaan"
     [menu] = flow.handle(NoInput(8.0))
     assert isinstance(menu, CollectDigit)

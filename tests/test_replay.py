@@ -67,7 +67,8 @@ def test_replay_runs_rows_and_reports_bad_ones(tmp_path: Path):
         ("garbage.wav", "0113", "GM0664", "bare"),
         ("wide.wav", "0113", "GM0664", "bare"),
         ("ok.wav", "9999", "GM0664", "bare"),  # unknown area code
-        ("ok.wav", "0113", "GM0363", "bare"),  # not a candidate of 0113
+        ("ok.wav", "0113", "GM9999", "bare"),  # no such municipality
+        ("ok.wav", "0113", "GM0363", "bare"),  # Amsterdam, outside 0113: scored (Goes is accepted: a misroute)
     ]
     manifest = tmp_path / "manifest.csv"
     with manifest.open("w", newline="") as fh:
@@ -79,13 +80,35 @@ def test_replay_runs_rows_and_reports_bad_ones(tmp_path: Path):
     assert [i.verdict for i in items[:3]] == ["accept", "accept", "no_input"]
     assert items[0].decided_cbs_code == "GM0664" and items[0].action == "transfer"
     assert items[5].verdict == "accept"  # a 16 kHz WAV is converted, not refused
-    errors = items[3:5] + items[6:]
+    errors = items[3:5] + items[6:8]
     assert all(i.verdict == "error" and i.error for i in errors)
     assert "missing file" in errors[0].error
     assert "not a PCM WAV" in errors[1].error
     assert "unknown area code" in errors[2].error
-    m = report(items)["metrics"]
-    assert m["n"] == 4 and m["errors"] == 4 and m["misroutes"] == 1
+    assert "unknown municipality" in errors[3].error
+    assert items[8].outside_code and items[8].verdict == "accept" and items[8].decided_cbs_code == "GM0664"
+    rep = report(items)
+    assert rep["metrics"]["n"] == 5 and rep["metrics"]["errors"] == 4 and rep["metrics"]["misroutes"] == 2
+    assert rep["outside_code"]["n"] == 1 and rep["outside_code"]["misroutes"] == 1
+
+
+def test_replay_scores_a_name_outside_the_area_code_through_the_national_second_pass(tmp_path: Path):
+    write_wav(tmp_path / "ok.wav", _speechlike())
+    (tmp_path / "m.csv").write_text("path,area_code,expected_cbs_code\nok.wav,0113,GM0344\nok.wav,0113,GM0664\n")
+    said_utrecht = ScriptedRecogniser(nbest=(("Utrecht", 0.95),))
+    items = replay(tmp_path / "m.csv", said_utrecht, load_base_plan())
+    right, wrong = items
+    assert (right.outside_code, right.verdict, right.decided_cbs_code, right.second_pass) == \
+        (True, "confirm", "GM0344", "outside")  # "Utrecht valt niet onder 14 0113 ... klopt dat?"
+    assert (wrong.outside_code, wrong.verdict, wrong.decided_cbs_code) == (False, "confirm", "GM0344")
+    assert right.national_ms > 0 and right.latency_ms >= right.national_ms
+    assert len(said_utrecht.sessions) == 4  # two items, each heard twice: its code, then every municipality
+    rep = report(items)
+    assert rep["outside_code"]["accuracy_first_attempt"] == 1.0 and rep["outside_code"]["misroutes"] == 0
+    assert rep["in_code"]["accuracy_first_attempt"] == 0.0 and rep["second_pass"] == {"outside": 2}
+    before = replay(tmp_path / "m.csv", ScriptedRecogniser(nbest=(("Utrecht", 0.95),)), load_base_plan(),
+                    second_pass=False)
+    assert before[0].decided_cbs_code != "GM0344" and not before[0].second_pass
 
 
 def test_cli_writes_json(tmp_path: Path, monkeypatch, capsys):

@@ -37,6 +37,7 @@ from ivr.core.signals import (
     ERROR_KINDS,
     MisrouteTracker,
     failover_paths,
+    second_pass_paths,
     attempts_bucket,
     entry_of,
     error_kind,
@@ -117,6 +118,11 @@ class Metrics:
             "what followed: overflow_taken/answered, alternative_number, callback_offered/requested/declined/"
             "invalid_number (2020: the caller heard 'niet bereikbaar, tot ziens').",
             ["area_code", "path"], namespace=ns, registry=r)
+        self.second_pass = Counter(
+            "second_pass_calls", "Calls whose spoken answer was decided again among every municipality, by what "
+            "followed: run, outside_proposed (a municipality outside the dialled code was asked about), "
+            "outside_accepted / outside_refused (2020: such names went to the nearest name inside the code, "
+            "Haarlemmermeer -> Haarlem).", ["area_code", "path"], namespace=ns, registry=r)
         self.admin_changes = Counter("admin_changes", "Admin write requests by action and result "
                                      "(applied, rejected, unauthorized, disabled).", ["action", "result"],
                                      namespace=ns, registry=r)
@@ -279,6 +285,8 @@ class MetricsObserver:
             m.errors.labels(kind).inc()
         for path in failover_paths(record):
             m.failover.labels(area, path).inc()
+        for path in second_pass_paths(record):
+            m.second_pass.labels(area, path).inc()
         for name, seconds in latencies(record):
             if name == "ivr_seconds":
                 m.ivr_time.labels(mode).observe(seconds)
@@ -404,6 +412,8 @@ def reconcile(snapshot: Snapshot, kpis: Kpis) -> list[str]:
         check(f"errors kind={kind}", total(snapshot, f"{p}_errors_total", kind=kind), n)
     for path, n in o.failover.items():
         check(f"failover path={path}", total(snapshot, f"{p}_failover_calls_total", path=path), n)
+    for path, n in o.second_pass.items():
+        check(f"second pass path={path}", total(snapshot, f"{p}_second_pass_calls_total", path=path), n)
     for name, metric in HISTOGRAM_NAMES.items():
         lat = o.latency[name]
         check(f"{name} count", total(snapshot, f"{p}_{metric}_count"), lat.count)

@@ -95,6 +95,10 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
     (2, "calls by caller", [
         "CREATE INDEX IF NOT EXISTS calls_caller ON calls(caller, started_at)",
     ]),
+    # what the national second pass found (issue 11: a name outside the dialled area code)
+    (3, "calls: second_pass", [
+        "ALTER TABLE calls ADD COLUMN second_pass {text}",
+    ]),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 

@@ -44,6 +44,11 @@ def register(subparsers) -> None:
                    help="share of callers who choose English at the greeting (default 0: the 2020 world)")
     p.add_argument("--abroad-share", type=float, default=0.0,
                    help="share of callers who call an access number from abroad (default 0: the 2020 world)")
+    p.add_argument("--wrong-code-share", type=float, default=0.0,
+                   help="share of callers who dial a shared area code and name a municipality outside it "
+                        "(default 0: the 2020 world)")
+    p.add_argument("--no-second-pass", action="store_true",
+                   help="decide spoken names only among the dialled code's municipalities (as before issue 11)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_cmd_simulate)
@@ -75,16 +80,16 @@ def _cmd_simulate(args) -> int:
         if not Path(model_path).is_file():
             print(f"unknown profile {args.profile!r}", file=sys.stderr)
             return 2
-    for name in ("english_share", "abroad_share"):
+    for name in ("english_share", "abroad_share", "wrong_code_share"):
         if not 0.0 <= getattr(args, name) <= 1.0:
             print(f"--{name.replace('_', '-')} must be between 0 and 1", file=sys.stderr)
             return 2
     caller_profile = CallerProfile(calls_per_year=int(args.rate), english_share=args.english_share,
-                                   abroad_share=args.abroad_share)
+                                   abroad_share=args.abroad_share, wrong_code_share=args.wrong_code_share)
     cfg = SimConfig(calls=calls, days=days, seed=args.seed, profile=profile_name, model_path=model_path, db=db,
                     records=records, sample=args.sample, workers=args.workers, progress=not args.no_progress,
                     kpi_groups=args.kpi_groups, metrics=args.metrics,
-                    caller_profile=caller_profile, overflow=args.overflow)
+                    caller_profile=caller_profile, overflow=args.overflow, second_pass=not args.no_second_pass)
     summary = simulate(cfg)
     kpis: Kpis = summary.pop("_kpis")
     summary.pop("_metrics", None)

@@ -40,6 +40,15 @@ class AskName:
 
 
 @dataclass(frozen=True, slots=True)
+class DecideAgain:
+    """Decide the caller's last spoken answer again, among ``candidates`` (CBS codes; nothing
+    is played, nothing new is heard): answered by SpeechHeard, or NoInput when the driver no
+    longer has that answer. The national second pass asks it (see ivr.core.second_pass)."""
+
+    candidates: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class ConfirmOne:
     """Did you mean ``municipality``? Yes/no by voice, or 1 (yes) / 2 (no)."""
 
@@ -132,7 +141,8 @@ class Goodbye:
 Question = AskName | ConfirmOne | ChooseOfTwo
 Listen = Question  # the name drivers and tests knew
 CollectDigit = MenuPage
-Action = Play | AskName | ConfirmOne | ChooseOfTwo | MenuPage | Transfer | Goodbye | AskDigits | RequestCallback
+Action = (Play | AskName | ConfirmOne | ChooseOfTwo | MenuPage | Transfer | Goodbye | AskDigits | RequestCallback
+          | DecideAgain)
 
 
 # --- prompt keys (texts in ivr/core/prompts.py) -----------------------------------

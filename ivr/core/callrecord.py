@@ -41,6 +41,7 @@ class AttemptKind(StrEnum):
     CONFIRM = "confirm"  # "did you mean X?" / "X or Y?"
     MENU = "menu"  # a DTMF menu page
     TRANSFER = "transfer"  # "*" while hearing where the call goes
+    NATIONAL = "national"  # the same spoken answer decided again among every municipality
 
 
 class InputKind(StrEnum):
@@ -84,6 +85,14 @@ class CallbackResult(StrEnum):
     REQUESTED = "requested"
     DECLINED = "declined"  # no consent: another key, or none
     INVALID_NUMBER = "invalid_number"  # consent given, but no Dutch or E.164 number keyed
+
+
+class SecondPass(StrEnum):
+    """What deciding a spoken answer again among every municipality found (the national second pass)."""
+
+    OUTSIDE = "outside"  # a municipality outside the dialled area code: proposed by a question
+    IN_CODE = "in_code"  # a municipality of the dialled code, or nothing sure: the code's own decision stands
+    NOTHING = "nothing"  # nothing recognised nationally either
 
 
 class MisrouteSignal(StrEnum):
@@ -154,6 +163,7 @@ class CallRecord:
     overflow_to: str | None = None  # CBS code or dial string
     alt_number_given: bool = False  # the caller was told the municipality's alternative number
     callback: CallbackResult | None = None  # the offer to call back, when it was made and answered
+    second_pass: SecondPass | None = None  # the last national second pass of the call, when one ran
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -165,7 +175,8 @@ class CallRecord:
         d["attempts"] = [a if isinstance(a, Attempt) else Attempt.from_dict(a) for a in d.get("attempts") or []]
         d["phase_seconds"] = {Phase(k): v for k, v in (d.get("phase_seconds") or {}).items()}
         for key, enum in (("mode", RoutingMode), ("outcome", Outcome), ("hangup_phase", Phase),
-                          ("error_kind", ErrorKind), ("callback", CallbackResult)):
+                          ("error_kind", ErrorKind), ("callback", CallbackResult),
+                          ("second_pass", SecondPass)):
             d[key] = enum(d[key]) if d.get(key) else None
         d["phase"] = Phase(d.get("phase") or Phase.GREETING)
         d["decision"] = Verdict(d["decision"]) if d.get("decision") else ""

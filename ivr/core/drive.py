@@ -21,6 +21,7 @@ from ivr.core.flow import (
     CallFlow,
     ChooseOfTwo,
     ConfirmOne,
+    DecideAgain,
     Digit,
     Dialling,
     Event,
@@ -51,6 +52,10 @@ class CallPort(Protocol):
 
     async def listen(self, question: Question) -> Event:
         """Ask the question (barge-in) and listen: SpeechHeard, Digit, NoInput or CallerHungUp."""
+
+    async def decide_again(self, again: DecideAgain) -> Event:
+        """Decide the caller's last spoken answer again among ``again.candidates``: SpeechHeard,
+        or NoInput when the port no longer has that answer."""
 
     async def dial(self, transfer: Transfer, started_at: float) -> list[Event]:
         """Dial the destination (the announcement is over) and report how the transfer went."""
@@ -98,6 +103,8 @@ async def carry_out(flow: CallFlow, port: CallPort, actions: Sequence[Action],
             return [await port.collect_digit(action)]
         elif isinstance(action, (AskName, ConfirmOne, ChooseOfTwo)):
             return [await port.listen(action)]
+        elif isinstance(action, DecideAgain):
+            return [await port.decide_again(action)]
         elif isinstance(action, AskDigits):
             return [await port.collect_digits(action)]
         elif isinstance(action, RequestCallback):

@@ -32,6 +32,7 @@ from ivr.core.actions import (
     ChooseOfTwo,
     CollectDigit,
     ConfirmOne,
+    DecideAgain,
     Goodbye,
     Listen,
     MenuEntry,
@@ -46,7 +47,7 @@ from ivr.core.actions import (
 )
 from ivr.core.callback import CONSENT_DIGIT, MAX_KEYED_DIGITS, callback_number
 from ivr.core.callrecord import (Attempt, AttemptKind, AttemptVerdict, CallbackResult, CallRecord, ErrorKind,
-                                 InputKind, Outcome, Phase)
+                                 InputKind, Outcome, Phase, SecondPass)
 from ivr.core.events import (
     CallEnded,
     CallerHungUp,
@@ -61,6 +62,7 @@ from ivr.core.events import (
     TransferAnswered,
     TransferFailed,
 )
+from ivr.core.matcher import MatchResult
 from ivr.core.plan import Municipality, NumberingPlan, RoutingMode, is_cbs_code
 from ivr.core.prompts import DEFAULT_LANGUAGE, LANGUAGES, language_said, localised
 from ivr.core.routing import (
@@ -73,11 +75,12 @@ from ivr.core.routing import (
     menu_page,
     route,
 )
+from ivr.core.second_pass import outside_the_code, worth_a_second_pass
 
 
 # the flow's interface: events in (ivr.core.events), actions out (ivr.core.actions)
 __all__ = ["Action", "AskDigits", "AskName", "BACK_DIGIT", "CallEnded", "CallFlow", "CallStarted", "CallerHungUp",
-           "ChooseOfTwo", "CollectDigit", "ConfirmOne", "Dialling", "Digit", "DigitsEntered", "DriverLost",
+           "ChooseOfTwo", "CollectDigit", "ConfirmOne", "DecideAgain", "Dialling", "Digit", "DigitsEntered", "DriverLost",
            "Event", "FlowError", "FlowSettings", "Goodbye", "Listen", "MenuEntry", "MenuPage", "NoInput", "Play",
            "Prompt", "Question", "RequestCallback", "SpeechHeard", "Transfer", "TransferAnswered",
            "TransferFailed", "digit_prompts", "municipality_prompt"]
@@ -104,6 +107,9 @@ class FlowSettings:
     offer_callback: bool = True
     callback_number_timeout_s: float = 15.0
     max_callback_number_tries: int = 2
+    # a spoken answer the dialled code's names do not fit surely is decided again among every
+    # municipality (ivr.core.second_pass); False: only the dialled code's names are heard
+    national_second_pass: bool = True
 
 
 @dataclass
@@ -126,6 +132,8 @@ class _State:
     language: str = DEFAULT_LANGUAGE
     national: bool = False  # an access number's call: candidates are every municipality
     area_digits: str | None = None  # the caller is keying in an area code (digits so far)
+    # the dialled code's decision on a spoken name and its attempt, while the national pass is asked
+    first_pass: tuple[MatchResult, Attempt] | None = None
 
 
 class CallFlow:
@@ -354,6 +362,8 @@ class CallFlow:
             return self._confirm_answer(ev)
         if st.phase is not Phase.SPEECH:
             raise FlowError(f"speech result in phase {st.phase}")
+        if st.first_pass is not None:
+            return self._second_pass_heard(ev)
         heard = ev.recognition.heard
         language = language_said(heard) if heard else None
         if language in self._offered():
@@ -364,20 +374,53 @@ class CallFlow:
         verdict = AttemptVerdict(result.verdict)
         attempt = Attempt(
             AttemptKind.SPEECH, InputKind.SPEECH, ev.recognition.heard,
-            candidates=[{"cbs_code": s.cbs_code, "score": round(s.score, 1)} for s in result.ranked[:3]],
-            verdict=verdict, recogniser_ms=ev.recogniser_ms,
+            candidates=_ranked(result), verdict=verdict, recogniser_ms=ev.recogniser_ms,
             decision_ms=_ms(ev.at, ev.speech_ended_at),
         )
         self.record.attempts.append(attempt)
-        by_code = {m.cbs_code: m for m in st.candidates}
+        if self._second_pass_allowed(result):
+            st.first_pass = (result, attempt)
+            return [DecideAgain(tuple(m.cbs_code for m in self.plan.national_candidates()))]
+        return self._act_on_match(result, attempt, ev.at)
+
+    def _act_on_match(self, result: MatchResult, attempt: Attempt, at: float) -> list[Action]:
+        """Carry out the dialled code's decision on a spoken name (``attempt`` is its record)."""
+        by_code = {m.cbs_code: m for m in self._state.candidates}
+        verdict = AttemptVerdict(result.verdict)
         if verdict is AttemptVerdict.ACCEPT:
             attempt.chosen = result.best.cbs_code
-            return self._chosen(by_code[result.best.cbs_code], ev.at, how=f"speech {result.best.heard!r}")
+            return self._chosen(by_code[result.best.cbs_code], at, how=f"speech {result.best.heard!r}")
         if verdict in (AttemptVerdict.CONFIRM, AttemptVerdict.CHOOSE):
             pending = [by_code[s.cbs_code] for s in result.ranked[: 2 if verdict is AttemptVerdict.CHOOSE else 1]]
             attempt.chosen = pending[0].cbs_code
-            return self._ask_confirm(ev.at, tuple(pending))
-        return self._speech_failed(ev.at)
+            return self._ask_confirm(at, tuple(pending))
+        return self._speech_failed(at)
+
+    # -- the national second pass (ivr.core.second_pass) ----------------------------------
+
+    def _second_pass_allowed(self, first: MatchResult) -> bool:
+        st = self._state
+        return (self.settings.national_second_pass and not st.national and st.phase is Phase.SPEECH
+                and worth_a_second_pass(first) and len(self.plan.municipalities) > len(st.candidates))
+
+    def _second_pass_heard(self, ev: SpeechHeard) -> list[Action]:
+        """The same answer, decided among every municipality: propose one outside the dialled
+        code by a question, or carry out the code's own decision."""
+        st, rec = self._state, self.record
+        (first, attempt), st.first_pass = st.first_pass, None
+        national = self._matcher_factory(self.plan.national_candidates()).decide(ev.recognition)
+        in_code = {m.cbs_code for m in st.candidates}
+        outside = outside_the_code(national, in_code)
+        rec.attempts.append(Attempt(
+            AttemptKind.NATIONAL, InputKind.SPEECH, ev.recognition.heard, candidates=_ranked(national),
+            verdict=AttemptVerdict(national.verdict), chosen=outside[0].cbs_code if outside else "",
+            recogniser_ms=ev.recogniser_ms, decision_ms=_ms(ev.at, ev.speech_ended_at)))
+        if not outside:
+            rec.second_pass = SecondPass.NOTHING if national.best is None else SecondPass.IN_CODE
+            return self._act_on_match(first, attempt, ev.at)
+        rec.second_pass = SecondPass.OUTSIDE
+        return self._ask_confirm(ev.at, tuple(self.plan.municipalities[s.cbs_code] for s in outside),
+                                 outside_code=True)
 
     def _speech_failed(self, at: float) -> list[Action]:
         if self._state.speech_attempts < self.settings.max_speech_attempts:
@@ -386,10 +429,17 @@ class CallFlow:
             return self._ask_area_code(at, ("niet_verstaan", "toets_netnummer"), again=True)
         return self._ask_menu(at, prompts=("niet_verstaan",), again=True)
 
-    def _ask_confirm(self, at: float, pending: tuple[Municipality, ...]) -> list[Action]:
+    def _ask_confirm(self, at: float, pending: tuple[Municipality, ...], outside_code: bool = False) -> list[Action]:
         self._enter(Phase.CONFIRM, at)
         self._state.pending = pending
         self.record.recognition_attempts += 1
+        if outside_code and len(pending) == 1:
+            m = pending[0]
+            name = municipality_prompt(m.cbs_code)
+            said = (name, "valt_niet_onder", *digit_prompts(self.record.area_code or ""))
+            # "Ik verbind u door" only where a transfer will follow: a municipality not connected is told so after "ja"
+            question = ("verbinden_met", name, "klopt_dat") if m.status.connected else ("bedoelt_u", name, "ja_nee")
+            return [ConfirmOne(said + question, m.cbs_code, self.settings.confirm_timeout_s)]
         if len(pending) == 1:
             prompts = ("bedoelt_u", municipality_prompt(pending[0].cbs_code), "ja_nee")
             return [ConfirmOne(prompts, pending[0].cbs_code, self.settings.confirm_timeout_s)]
@@ -498,6 +548,10 @@ class CallFlow:
         if phase is Phase.MENU:
             self.record.attempts.append(Attempt(AttemptKind.MENU, InputKind.NO_INPUT))
             return self._menu_failed(ev.at, "geen_invoer")
+        if phase is Phase.SPEECH and self._state.first_pass is not None:
+            # the driver could not decide the answer again: the dialled code's decision stands
+            (first, attempt), self._state.first_pass = self._state.first_pass, None
+            return self._act_on_match(first, attempt, ev.at)
         if phase in (Phase.SPEECH, Phase.CONFIRM):
             self.record.attempts.append(Attempt(AttemptKind(phase.value), InputKind.NO_INPUT))
             return self._speech_failed(ev.at)
@@ -703,6 +757,7 @@ class CallFlow:
         spent = max(0.0, at - st.phase_since)
         self.record.phase_seconds[st.phase] = self.record.phase_seconds.get(st.phase, 0.0) + spent
         st.phase, st.phase_since = phase, at
+        st.first_pass = None  # a new question: no answer is waiting for its national pass
         self.record.phase = phase
 
     def _finish(self, at: float, outcome: Outcome, goodbye: Goodbye | None = None) -> list[Action]:
@@ -714,6 +769,11 @@ class CallFlow:
             rec.ivr_seconds = at - self._state.started
         self._state.ended = True
         return [goodbye] if goodbye else []
+
+
+def _ranked(result: MatchResult) -> list[dict]:
+    """The record's view of a decision: its three best, with their scores."""
+    return [{"cbs_code": s.cbs_code, "score": round(s.score, 1)} for s in result.ranked[:3]]
 
 
 def _ms(at: float, since: float | None) -> float | None:

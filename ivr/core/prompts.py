@@ -54,6 +54,13 @@ PHRASES: dict[str, str] = {
     "lab/verbonden": "U bent verbonden met de gemeente.",
 }
 
+# The national second pass: a name outside the dialled area code ("Utrecht valt niet onder 14 020.")
+PHRASES.update({
+    "valt_niet_onder": "valt niet onder veertien",
+    "verbinden_met": "Ik verbind u door met de gemeente",
+    "klopt_dat": "Klopt dat? Zegt u ja of nee. Of toets 1 voor ja, en 2 voor nee.",
+})
+
 # Sentences of the access numbers (a call from abroad: no area code dialled)
 PHRASES.update({
     "welke_gemeente": "Welke gemeente wilt u bellen? Zegt u de naam van de gemeente. Of toets het netnummer.",
@@ -98,6 +105,9 @@ PHRASES_EN: dict[str, str] = {
     "welke_gemeente": "Which municipality would you like to call? Please say its name. Or key in its area code.",
     "toets_netnummer": "Please key in the area code of the municipality, for example zero one one three.",
     "onbekend_netnummer": "I do not know that area code.",
+    "valt_niet_onder": "is not part of fourteen",
+    "verbinden_met": "I will put you through to the municipality of",
+    "klopt_dat": "Is that right? Please say yes or no. Or press 1 for yes, and 2 for no.",
     # said in the Dutch dialogue, in English, so an English speaker understands it
     "kies_engels": "For English, press 9.",
 }

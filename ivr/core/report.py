@@ -54,6 +54,7 @@ from ivr.core.signals import (
     ENTRIES,
     ERROR_KINDS,
     FAILOVER_PATHS,
+    SECOND_PASS_PATHS,
     HANGUP_PHASES,
     LATENCIES,
     MISROUTE_REASONS,
@@ -67,6 +68,7 @@ from ivr.core.signals import (
     expected_of,
     failover_paths,
     hangup_phase,
+    second_pass_paths,
     immediate_misroute,
     is_routed,
     label,
@@ -77,7 +79,8 @@ from ivr.core.signals import (
 )
 
 # the KPIs' vocabulary, for the metrics and the tests (one place: ivr.core.signals / ivr.core.histogram)
-__all__ = ["ATTEMPT_BUCKETS", "BASELINE_2020", "ERROR_KINDS", "FAILOVER_PATHS", "HANGUP_PHASES", "HEADLINE_KEYS",
+__all__ = ["ATTEMPT_BUCKETS", "BASELINE_2020", "ERROR_KINDS", "FAILOVER_PATHS", "SECOND_PASS_PATHS", "HANGUP_PHASES",
+           "HEADLINE_KEYS",
            "HEADLINE_MODE",
            "LATENCIES", "MISROUTE_REASONS", "NONE_LABEL", "TRANSFER_RESULTS", "GroupKpis", "KpiAccumulator", "Kpis",
            "LatencySummary", "LogHistogram", "Misroute", "MisrouteTracker", "compute_kpis", "error_kind",
@@ -142,6 +145,7 @@ class GroupKpis:
     entries: dict[str, int] = field(default_factory=dict)  # calls by entry: fourteen (14 + code) or access
     routed_by_language: dict[str, int] = field(default_factory=dict)
     routed_by_entry: dict[str, int] = field(default_factory=dict)
+    second_pass: dict[str, int] = field(default_factory=dict)  # SECOND_PASS_PATHS: a name outside the dialled code
 
 
 @dataclass
@@ -171,7 +175,7 @@ class Kpis:
 class _GroupAcc:
     __slots__ = ("calls", "outcomes", "modes", "asked", "attempts", "routed", "ground_truth", "misroutes",
                  "transfers", "hangups", "errors", "hist", "failover", "languages", "entries",
-                 "routed_by_language", "routed_by_entry")
+                 "routed_by_language", "routed_by_entry", "second_pass")
 
     def __init__(self) -> None:
         self.calls = 0
@@ -191,12 +195,13 @@ class _GroupAcc:
         self.routed_by_language: Counter[str] = Counter()
         self.routed_by_entry: Counter[str] = Counter()
         self.failover: Counter[str] = Counter()
+        self.second_pass: Counter[str] = Counter()
 
     def merge(self, other: "_GroupAcc") -> None:
         self.calls += other.calls
         for name in ("outcomes", "modes", "asked", "attempts", "routed", "ground_truth", "misroutes",
                      "transfers", "hangups", "errors", "failover", "languages", "entries", "routed_by_language",
-                     "routed_by_entry"):
+                     "routed_by_entry", "second_pass"):
             getattr(self, name).update(getattr(other, name))
         for name, hist in other.hist.items():
             self.hist[name].merge(hist)
@@ -229,6 +234,7 @@ class _GroupAcc:
         for name, seconds in samples:
             self.hist[name].add(seconds)
         self.failover.update(failover_paths(r))
+        self.second_pass.update(second_pass_paths(r))
 
     def result(self) -> GroupKpis:
         g = GroupKpis(calls=self.calls)
@@ -257,6 +263,7 @@ class _GroupAcc:
         g.hangups_by_phase = {p: self.hangups.get(p, 0) for p in HANGUP_PHASES}
         g.errors = {k: self.errors.get(k, 0) for k in ERROR_KINDS}
         g.failover = {k: self.failover.get(k, 0) for k in FAILOVER_PATHS}
+        g.second_pass = {k: self.second_pass.get(k, 0) for k in SECOND_PASS_PATHS}
         g.latency = {name: h.summary() for name, h in self.hist.items()}
         g.languages = dict(sorted(self.languages.items()))
         g.entries = {e: self.entries.get(e, 0) for e in ENTRIES}

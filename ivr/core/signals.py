@@ -10,7 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterable
 
-from ivr.core.callrecord import CallbackResult, CallRecord, ErrorKind, MisrouteSignal, Outcome, Phase
+from ivr.core.callrecord import (AttemptKind, AttemptVerdict, CallbackResult, CallRecord, ErrorKind, MisrouteSignal,
+                                 Outcome, Phase)
 from ivr.core.plan import RoutingMode, is_cbs_code
 from ivr.core.routing import Verdict
 
@@ -26,6 +27,9 @@ ERROR_KINDS = tuple(ErrorKind)
 #: (2020: "niet bereikbaar, tot ziens", the caller lost). A call can take several.
 FAILOVER_PATHS = ("overflow_taken", "overflow_answered", "alternative_number", "callback_offered",
                   "callback_requested", "callback_declined", "callback_invalid_number")
+#: The national second pass (2020: a name outside the dialled code went to the nearest name
+#: inside it, Haarlemmermeer -> Haarlem). A call can take several.
+SECOND_PASS_PATHS = ("run", "outside_proposed", "outside_accepted", "outside_refused")
 NONE_LABEL = "none"  # label value for a missing area code or mode
 
 
@@ -112,6 +116,24 @@ def failover_paths(record: CallRecord) -> list[str]:
         paths.append("callback_offered")
     if record.callback:
         paths.append(f"callback_{CallbackResult(record.callback).value}")
+    return paths
+
+
+def second_pass_paths(record: CallRecord) -> list[str]:
+    """The :data:`SECOND_PASS_PATHS` a call took: a spoken answer decided again among every
+    municipality (``run``); a municipality outside the dialled code proposed by a question;
+    the caller said yes to one (``outside_accepted``: the call was decided for it) or no."""
+    national = [a for a in record.attempts if a.kind == AttemptKind.NATIONAL]
+    if not national:
+        return []
+    paths = ["run"]
+    proposed = {a.chosen for a in national if a.chosen}
+    if proposed:
+        paths.append("outside_proposed")
+        confirmed = any(a.kind == AttemptKind.CONFIRM and a.chosen in proposed
+                        and a.verdict in (AttemptVerdict.YES, AttemptVerdict.CHOSEN, AttemptVerdict.ACCEPT)
+                        for a in record.attempts)
+        paths.append("outside_accepted" if confirmed else "outside_refused")
     return paths
 
 

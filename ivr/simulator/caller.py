@@ -19,6 +19,7 @@ from ivr.core.flow import (
     CallStarted,
     ChooseOfTwo,
     ConfirmOne,
+    DecideAgain,
     Digit,
     DigitsEntered,
     MenuPage,
@@ -53,6 +54,7 @@ class Caller:
     english: bool = False  # chooses English when offered
     abroad: bool = False  # calls an access number from outside the Netherlands
     keyed: int = 0  # digits of the area code keyed in so far (from abroad)
+    wrong_code: bool = False  # dials a shared area code that is not the wanted municipality's
 
 
 def _lognormal(rng: random.Random, median: float, sigma: float = 0.5) -> float:
@@ -87,6 +89,9 @@ class SimulatedCall:
         # drawn only when the profile has these callers: the 2020 world's random stream stays as it was
         caller.english = bool(p.english_share) and rng.random() < p.english_share
         caller.abroad = bool(p.abroad_share) and rng.random() < p.abroad_share
+        if p.wrong_code_share and not caller.abroad and rng.random() < p.wrong_code_share:
+            others = [c for c in w.shared_codes if wanted not in w.plan.area_codes[c].municipalities]
+            caller.wrong_code, caller.area_code = True, rng.choice(others)
         return caller
 
     def _choose_words(self, caller: Caller, kind: str) -> None:
@@ -159,6 +164,7 @@ class SimulatedCall:
         self.caller, self.t, self.last_at, self.call_id = caller, 0.0, 0.0, call_id
         self.asked_once = False  # the name question was asked before
         self.asked = False  # any question was asked
+        self.last_said: SpeechHeard | None = None  # the last spoken answer, for DecideAgain
         actions = flow.handle(CallStarted(0.0, call_id, dialled, caller=f"{rng.getrandbits(48):012x}", wall_time=wall,
                                           expected=caller.wanted if caller else None))
         run_sync(drive(flow, self, actions, observe=self._fed))
@@ -187,6 +193,17 @@ class SimulatedCall:
     async def listen(self, question: Question):
         self.asked = True
         return answer(question, name=self._say_name, confirm=self._confirm, choose=self._choose)
+
+    async def decide_again(self, again: DecideAgain):
+        """The same words decided again (a transcript does not depend on the candidates), after
+        the national decision's time: lognormal, median 0.7 s (README: 0.72 s warm). Drawn from a
+        generator of the call's own, so the callers after it draw what they drew before."""
+        said = self.last_said
+        if said is None:
+            return NoInput(self.t)
+        rng = random.Random(f"national/{self.call_id}/{said.at}")
+        ms = _lognormal(rng, 700.0, 0.3)
+        return SpeechHeard(self.t + ms / 1000, said.recognition, speech_ended_at=self.t, recogniser_ms=round(ms, 1))
 
     async def dial(self, transfer: Transfer, started_at: float) -> list:
         return self._transfer(transfer, self.t)
@@ -282,8 +299,9 @@ class SimulatedCall:
         at = ended + latency_ms / 1000
         if nbest is None:
             return NoInput(t + self.w.plan_timeout)
-        return SpeechHeard(at, Recognition.of_transcripts(nbest, latency_ms), speech_ended_at=ended,
-                           recogniser_ms=round(latency_ms, 1))
+        self.last_said = SpeechHeard(at, Recognition.of_transcripts(nbest, latency_ms), speech_ended_at=ended,
+                                     recogniser_ms=round(latency_ms, 1))
+        return self.last_said
 
     def _menu(self, caller: Caller | None, action: MenuPage, t: float):
         rng, p = self.rng, self.w.profile

@@ -12,7 +12,7 @@ from typing import Any, Sequence
 from rapidfuzz import fuzz
 
 from ivr.simulator.confusion import ConfusionModel
-from ivr.core.flow import CallFlow
+from ivr.core.flow import CallFlow, FlowSettings
 from ivr.core.matcher import Matcher
 from ivr.core.recognition import Recognition
 from ivr.core.words import normalise, phonetic
@@ -81,6 +81,8 @@ class CallerProfile:
     # number (70% say the name, the rest key in the area code)
     english_share: float = 0.0
     abroad_share: float = 0.0
+    # callers on a shared area code who name a municipality outside it (the national second pass)
+    wrong_code_share: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -180,12 +182,14 @@ class CachedMatcher:
 class World:
     """Plan, traffic weights and per-area-code helpers, built once per process."""
 
-    def __init__(self, plan: NumberingPlan, profile: CallerProfile, model: ConfusionModel, seed: int):
+    def __init__(self, plan: NumberingPlan, profile: CallerProfile, model: ConfusionModel, seed: int,
+                 settings: FlowSettings | None = None):
         if profile.abroad_share and not plan.access_numbers:
             plan = plan.with_changes(access_numbers=(SIM_ACCESS_NUMBER,))
         self.plan, self.profile, self.model = plan, profile, model
         self._matchers: dict[tuple[str, ...], CachedMatcher] = {}
         self.dtmf_codes = _dtmf_codes(plan, profile.dtmf_area_share, seed)
+        self.shared_codes = sorted(c for c, a in plan.area_codes.items() if a.shared)
         # (wanted municipality, dialled area code) pairs weighted by residents x status weight
         pairs: list[tuple[str, str]] = []
         weights: list[float] = []
@@ -203,7 +207,8 @@ class World:
         self.day_weights, self.day_starts, self.hour_cum = [], [], []
         self.similar: dict[tuple[str, str], tuple[list[str], list[float]]] = {}
         self.plan_timeout = 5.0  # FlowSettings.speech_timeout_s: a caller's silence costs this long
-        self._flows_speech = dict(speech_available=True, matcher_factory=self.matcher_factory, yes_no=yes_no)
+        self._flows_speech = dict(speech_available=True, matcher_factory=self.matcher_factory, yes_no=yes_no,
+                                  settings=settings)
 
     # -- matchers ---------------------------------------------------------------------
 
@@ -219,7 +224,7 @@ class World:
 
     def new_flow(self, area_code: str | None) -> CallFlow:
         if area_code in self.dtmf_codes:
-            return CallFlow(self.plan, speech_available=False, now=_FIXED_NOW)
+            return CallFlow(self.plan, speech_available=False, now=_FIXED_NOW, settings=self._flows_speech["settings"])
         return CallFlow(self.plan, now=_FIXED_NOW, **self._flows_speech)
 
     def confusable(self, area_code: str, wanted: str) -> tuple[list[str], list[float]]:

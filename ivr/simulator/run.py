@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 from ivr.core.callrecord import CallRecord
+from ivr.core.flow import FlowSettings
 from ivr.simulator.confusion import get_profile
 from ivr.adapters.metrics import MetricsObserver, metrics_snapshot, reconcile
 from ivr.adapters.store import CallStore
@@ -61,6 +62,7 @@ def headline_table(kpis: Kpis) -> list[str]:
     lines.append("modes: " + ", ".join(f"{m} {n / calls:.1%}" for m, n in g.modes.items()))
     lines.append("outcomes: " + ", ".join(f"{o} {n / calls:.1%}" for o, n in g.outcomes.items() if n))
     lines.append("municipality not reachable, then: " + ", ".join(f"{k} {n:,}" for k, n in g.failover.items()))
+    lines.append("national second pass: " + ", ".join(f"{k} {n:,}" for k, n in g.second_pass.items()))
     return lines
 
 
@@ -83,6 +85,7 @@ class SimConfig:
     progress: bool = True
     caller_profile: CallerProfile | None = None
     overflow: str | None = None  # a destination every connected municipality overflows to
+    second_pass: bool = True  # the flow's national second pass (FlowSettings.national_second_pass)
 
     def keep_every(self) -> int:
         if self.records == "all":
@@ -100,7 +103,7 @@ def _make_world(cfg: SimConfig) -> World:
             for cbs, m in plan.municipalities.items()})
     profile = cfg.caller_profile or PROFILES.get(cfg.profile, CallerProfile)()
     model = get_profile(cfg.model_path or (cfg.profile if cfg.profile in ("baseline-2020", "perfect") else cfg.profile))
-    world = World(plan, profile, model, cfg.seed)
+    world = World(plan, profile, model, cfg.seed, FlowSettings(national_second_pass=cfg.second_pass))
     world.set_calendar(cfg.days)
     return world
 

@@ -34,7 +34,7 @@ from ivr.speech.base import FRAME_BYTES, FRAME_MS, Recogniser, RecogniserSession
 from ivr.speech.closed_set import frames_of
 from ivr.speech.endpoint import EndpointConfig, EndpointEvent, Endpointer
 
-__all__ = ["Heard", "Listening", "PREROLL_FRAMES", "SILENCE_FRAME", "Verdict", "listen"]
+__all__ = ["Heard", "Listening", "PREROLL_FRAMES", "SILENCE_FRAME", "Verdict", "hear_again", "listen"]
 
 PREROLL_FRAMES = 15  # 300 ms of audio before speech start goes to the recogniser
 SILENCE_FRAME = bytes(FRAME_BYTES)
@@ -55,6 +55,7 @@ class Verdict:
     ended_ms: int = 0  # audio time when the listen ended (endpoint, timeout or cap)
     decision_ms: float = 0.0  # wall time: listen ended -> final recognition
     held: int = 0  # how often a filled pause ("ehm") kept the line open
+    utterance: bytes = b""  # the slin the recogniser heard (pre-roll included): what hear_again decides anew
 
     @property
     def speech(self) -> bool:
@@ -85,6 +86,7 @@ class Listening:
         self.session: RecogniserSession | None = None
         self._sink = sink
         self._preroll: deque[bytes] = deque(maxlen=preroll_frames)
+        self._heard: list[bytes] = []  # what went to the recogniser, for hear_again
         self.event: EndpointEvent = EndpointEvent.NONE  # the event that ended the listen
         self._verdict: Verdict | None = None
 
@@ -131,6 +133,7 @@ class Listening:
         return event
 
     def _send(self, pcm: bytes) -> None:
+        self._heard.append(pcm)
         if self._sink is not None:
             self._sink(pcm)
         else:
@@ -153,7 +156,8 @@ class Listening:
             assert self.session is not None
             recognition = self.session.finish()
         self._verdict = Verdict(kind, recognition, ep.speech_start_ms, ep.speech_end_ms, ep.elapsed_ms,
-                                (time.perf_counter() - t0) * 1000, ep.held)
+                                (time.perf_counter() - t0) * 1000, ep.held,
+                                b"".join(self._heard) if recognition is not None else b"")
         return self._verdict
 
 
@@ -178,3 +182,12 @@ def listen(recogniser: Recogniser, vocabulary: Sequence[str], slin: bytes | Iter
         if listening.done:
             break
     return listening.finish()
+
+
+def hear_again(recogniser: Recogniser, vocabulary: Sequence[str], utterance: bytes) -> Recognition:
+    """A :attr:`Verdict.utterance` decided anew against another ``vocabulary`` (the national
+    second pass): exactly the frames the first session heard, in a new session."""
+    session = recogniser.start(vocabulary)
+    for i in range(0, len(utterance), FRAME_BYTES * 50):  # one second at a time
+        session.feed(utterance[i: i + FRAME_BYTES * 50])
+    return session.finish()

@@ -25,6 +25,7 @@ from ivr.core.flow import (
     CallerHungUp,
     CallFlow,
     CallStarted,
+    DecideAgain,
     Digit,
     DigitsEntered,
     DriverLost,
@@ -135,6 +136,8 @@ class SpeechPath(Protocol):
     """How a Listen action is carried out (the AudioSocket path); absent = no speech."""
 
     async def listen(self, channel: AgiChannel, call_id: str, action: Question) -> Event: ...
+
+    async def decide_again(self, call_id: str, action: DecideAgain) -> Event: ...
 
 
 class CallObserver(Protocol):
@@ -265,6 +268,11 @@ class AgiPort:
         if self.speech is None:
             raise AsteriskLost("Listen action without a speech path")
         return await self.speech.listen(self.channel, self.call_id, question)
+
+    async def decide_again(self, again: DecideAgain) -> Event:
+        if self.speech is None:
+            return NoInput(self.now())
+        return await self.speech.decide_again(self.call_id, again)
 
     async def dial(self, transfer: Transfer, started_at: float) -> list[Event]:
         channel = self.channel

@@ -52,6 +52,7 @@ class ListenResult:
     decided_at: float | None = None
     recogniser_ms: float = 0.0
     detail: str = ""  # why, for "error" (and the endpointer's reason for "speech")
+    utterance: bytes = b""  # the slin the recogniser heard ("speech" only), to decide it again
 
 
 @dataclass
@@ -248,6 +249,7 @@ class _Session:
         await feeder
         recognition = Recognition()
         engine_ms = 0.0
+        utterance = b""
         if self.outcome == "speech":
             if self.feed_error is not None:
                 self.outcome, self.detail = "error", f"recogniser failed: {self.feed_error!r}"
@@ -257,6 +259,7 @@ class _Session:
                     verdict = await asyncio.to_thread(self.listening.finish)
                     assert verdict.recognition is not None  # speech was heard (or capped)
                     recognition, engine_ms = verdict.recognition, verdict.recognition.engine_ms
+                    utterance = verdict.utterance
                 except Exception as exc:
                     log.exception("recogniser finish failed")
                     self.outcome, self.detail = "error", f"recogniser failed: {exc!r}"
@@ -267,7 +270,7 @@ class _Session:
         return ListenResult(
             outcome=self.outcome or "error", recognition=recognition, digits=self.digits, barge_in=self.barge_in,
             speech_started_at=self.speech_started_at, speech_ended_at=self.speech_ended_at,
-            decided_at=time.monotonic(), recogniser_ms=engine_ms, detail=self.detail,
+            decided_at=time.monotonic(), recogniser_ms=engine_ms, detail=self.detail, utterance=utterance,
         )
 
     def _finish(self, outcome: str, detail: str = "") -> None:

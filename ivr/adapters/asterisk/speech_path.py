@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import OrderedDict
 import time
 import uuid
 import wave
@@ -18,11 +19,12 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Callable, Sequence
 
-from ivr.core.flow import Digit, Event, NoInput, Question, SpeechHeard
+from ivr.core.flow import DecideAgain, Digit, Event, NoInput, Question, SpeechHeard
 from ivr.speech.grammar import YES_NO_PHRASES
 from ivr.core.matcher import Matcher
 from ivr.core.plan import NumberingPlan
 from ivr.speech.base import Recogniser
+from ivr.speech.listening import hear_again
 from ivr.adapters.asterisk.agi import AgiChannel, ChannelHungUp
 from ivr.adapters.asterisk.audiosocket import AudioSocketServer
 
@@ -59,16 +61,24 @@ class AudioSocketSpeech:
         self.prompts = prompts
         self.plan = plan
         self.max_speech_s = max_speech_s
+        # each call's last spoken answer, until it is decided again or pushed out by newer calls
+        self._utterances: OrderedDict[str, bytes] = OrderedDict()
+
+    KEPT_UTTERANCES = 256  # at most ~6 s of slin each: a bound on memory, not a per-call limit
 
     def vocabulary(self, action: Question) -> tuple[str, ...]:
+        # a language offered is heard by its name as well ("English")
+        return self.vocabulary_of(action.vocabulary_of, getattr(action, "phrases", ()))
+
+    def vocabulary_of(self, codes: tuple[str, ...], extra: tuple[str, ...] = ()) -> tuple[str, ...]:
+        """What the recogniser listens for: the municipalities ``codes`` (none: yes or no) and ``extra`` phrases."""
         closed_set = getattr(self.recogniser, "closed_set", False)  # scores the candidates themselves
-        if not action.vocabulary_of:
+        if not codes:
             return () if closed_set else YES_NO_PHRASES
-        extra = getattr(action, "phrases", ())  # a language offered by its name ("English")
         if closed_set:
-            return action.vocabulary_of + extra
+            return codes + extra
         plan = self.plan()
-        names = cached_matcher(tuple(plan.municipalities[c] for c in action.vocabulary_of)).vocabulary()
+        names = cached_matcher(tuple(plan.municipalities[c] for c in codes)).vocabulary()
         return tuple(sorted(set(names) | set(extra)))
 
     async def listen(self, channel: AgiChannel, call_id: str, action: Question) -> Event:
@@ -85,6 +95,7 @@ class AudioSocketSpeech:
         result = await listening
         at = result.decided_at or time.monotonic()
         if result.outcome == "speech":
+            self._keep(call_id, result.utterance)
             return SpeechHeard(at, result.recognition, result.speech_ended_at, result.recogniser_ms)
         if result.outcome == "dtmf" and result.digits:
             return Digit(at, result.digits[0])
@@ -93,6 +104,29 @@ class AudioSocketSpeech:
         if result.outcome == "error":
             log.warning("speech path error on call %s: %s", call_id, result.detail)
         return NoInput(at)
+
+
+    async def decide_again(self, call_id: str, action: DecideAgain) -> Event:
+        """The call's last spoken answer, decided among ``action.candidates`` (in a worker
+        thread: the engine may take a second); NoInput when it is no longer kept or the engine fails."""
+        utterance = self._utterances.pop(call_id, b"")
+        if not utterance:
+            return NoInput(time.monotonic())
+        started = time.monotonic()
+        try:
+            recognition = await asyncio.to_thread(hear_again, self.recogniser,
+                                                self.vocabulary_of(action.candidates), utterance)
+        except Exception:
+            log.exception("call %s: deciding the answer again failed", call_id)
+            return NoInput(time.monotonic())
+        return SpeechHeard(time.monotonic(), recognition, started, recognition.engine_ms)
+
+    def _keep(self, call_id: str, utterance: bytes) -> None:
+        self._utterances.pop(call_id, None)
+        if utterance:
+            self._utterances[call_id] = utterance
+            while len(self._utterances) > self.KEPT_UTTERANCES:
+                self._utterances.popitem(last=False)
 
 
 @lru_cache(maxsize=512)

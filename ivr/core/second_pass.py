@@ -1,0 +1,48 @@
+"""The national second pass: a caller on a shared area code who names a municipality outside it.
+
+In 2020 a caller on 14 023 who said "Haarlemmermeer" was matched to the nearest name of
+the dialled code and sent to Haarlem. Now, when the dialled code's decision is not sure
+(confirm, choose or nothing recognised), the flow has the same answer decided again among
+every municipality of the plan, and this module says what that second decision changes:
+
+* a municipality outside the dialled code, decided with confidence: it is proposed, always
+  by a question ("Utrecht valt niet onder 14 020. Ik verbind u door met de gemeente
+  Utrecht, klopt dat?"); never a transfer without one;
+* two municipalities outside the code that the caller's words fit equally (a place name
+  both have): "A of B?" between them;
+* anything else (a municipality of the dialled code is the best nationally too, the
+  national decision is unsure, or it heard nothing): the dialled code's own decision
+  stands, so the in-code decision is never changed by names it does not hold.
+
+Confident means the national decision's own ``accept`` (or ``choose`` between two names
+outside the code): among thousands of names and places a loose match is found for almost
+anything ("een afspraak maken" fits some village at 84 of 100), so a national ``confirm`` is
+not enough to bother the caller with, even after nothing was recognised among the code's
+names. Pure: no I/O.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+
+from ivr.core.matcher import MatchResult, MatchVerdict, Scored
+
+__all__ = ["worth_a_second_pass", "outside_the_code"]
+
+
+def worth_a_second_pass(first: MatchResult) -> bool:
+    """Whether the dialled code's decision leaves room for a name from outside it."""
+    return first.verdict is not MatchVerdict.ACCEPT
+
+
+def outside_the_code(national: MatchResult, in_code: Collection[str]) -> tuple[Scored, ...]:
+    """What to propose outside the dialled code: one municipality to confirm, two to choose
+    between, or () when the dialled code's own decision stands. ``national``: the answer
+    decided among every municipality; ``in_code``: the CBS codes of the dialled code's."""
+    best = national.best
+    if best is None or national.verdict is MatchVerdict.REJECT or best.cbs_code in in_code:
+        return ()
+    if national.verdict is MatchVerdict.CHOOSE:
+        two = national.ranked[:2]
+        return two if len(two) == 2 and all(s.cbs_code not in in_code for s in two) else ()
+    return (best,) if national.verdict is MatchVerdict.ACCEPT else ()
