@@ -68,7 +68,7 @@ class Learning:
             self.metrics.learning_step(step, n)
 
     # -- collect ------------------------------------------------------------------------
-    def call_ended(self, record: CallRecord, utterances: Sequence[bytes]) -> None:
+    def call_ended(self, record: CallRecord, utterances: Sequence[tuple[bytes, float | None, float | None]]) -> None:
         """Queue the call's labelled answers (off the event loop: the encoder takes ~0.1-1 s)."""
         found = [label for label in labels(record) if label.spoken < len(utterances)]
         if found and self.engine is not None:
@@ -80,19 +80,21 @@ class Learning:
         except Exception:  # learning must never disturb calls
             log.exception("call %s: collecting its confirmed answers failed", record.call_id)
 
-    def collect(self, record: CallRecord, items: Sequence[tuple[Label, bytes]], *, now: float | None = None
+    def collect(self, record: CallRecord, items: Sequence[tuple[Label, bytes | tuple]], *, now: float | None = None
                 ) -> list[int]:
-        """Keep each labelled utterance as a candidate (within the caps); ids of those kept."""
+        """Keep each labelled utterance (slin, or (slin, p_right, margin) as the speech path keeps it)
+        as a candidate, within the caps; ids of those kept."""
         now = time.time() if now is None else now
         kept = []
-        for label, utterance in items:
+        for label, answer in items:
+            utterance, p_right, margin = answer if isinstance(answer, tuple) else (answer, None, None)
             self._count("collected")
             states, mel = self.engine.learned_features(utterance)
             row = {"call_id": record.call_id, "cbs_code": label.cbs_code,
                    "phrase": label.phrase or self._name(label.cbs_code), "area_code": record.area_code,
                    "caller": record.caller, "how": label.how, "collected_at": now,
                    "expires_at": now + self.settings.learn_retention_days * 86400, "status": CANDIDATE,
-                   "p_right": None, "margin": None, "space": self.engine.feature_space,
+                   "p_right": p_right, "margin": margin, "space": self.engine.feature_space,
                    "features": encode_features(states, mel)}
             item_id = self.store.add_learned(row, per_municipality=self.settings.learn_cap_municipality,
                                              per_caller=self.settings.learn_cap_caller)

@@ -66,7 +66,7 @@ class AudioSocketSpeech:
         # self-learning (ivr.adapters.learning), when collecting: each call's spoken answers (names, and
         # "ja"/"nee" to a confirmation) in order, until the call ends (``spoken``) or newer calls push them out
         self.keep_spoken = False
-        self._spoken: OrderedDict[str, list[bytes]] = OrderedDict()
+        self._spoken: OrderedDict[str, list[tuple[bytes, float | None, float | None]]] = OrderedDict()
 
     SPOKEN_PER_CALL = 8  # spoken answers kept per call: names 2-3 times, each maybe confirmed
 
@@ -141,12 +141,13 @@ class AudioSocketSpeech:
             return
         kept = self._spoken.setdefault(call_id, [])
         if len(kept) < self.SPOKEN_PER_CALL:
-            kept.append(utterance)
+            kept.append((utterance, recognition.p_right if recognition else None,
+                         recognition.margin if recognition else None))
         while len(self._spoken) > self.KEPT_UTTERANCES:
             self._spoken.popitem(last=False)
 
-    def spoken(self, call_id: str) -> list[bytes]:
-        """The call's kept spoken answers, in order, handed over once (the call ended)."""
+    def spoken(self, call_id: str) -> list[tuple[bytes, float | None, float | None]]:
+        """The call's kept spoken answers (slin, p_right, margin), in order, handed over once (the call ended)."""
         return self._spoken.pop(call_id, [])
 
     def _keep(self, call_id: str, utterance: bytes) -> None:
