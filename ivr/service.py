@@ -97,12 +97,15 @@ class Service:
         return callback_id
 
     async def _purge_callbacks(self, every_s: float = 3600.0) -> None:
-        """Expired callback requests go even when nobody lists or adds one."""
+        """Expired callback requests and learned utterances go even when nobody lists or adds one."""
         while True:
             try:
                 gone = await asyncio.to_thread(self.store.purge_callbacks)
                 if gone:
                     log.info("purged %d expired callback request(s)", gone)
+                gone = await asyncio.to_thread(self.store.purge_learned)
+                if gone:  # the engine lets them go at its next refresh (IVR_LEARN_REFRESH_S)
+                    log.info("purged %d expired learned utterance(s)", gone)
             except Exception:  # a locked or broken file: try again at the next round
                 log.exception("purging callback requests failed")
             await asyncio.sleep(every_s)
