@@ -16,7 +16,7 @@ import threading
 import time
 from dataclasses import fields
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable, Iterator, Sequence
 
 from ivr.core.callback import CallbackRequest
 from ivr.core.callrecord import CallRecord
@@ -51,6 +51,7 @@ CREATE TABLE IF NOT EXISTS calls (
 );
 CREATE INDEX IF NOT EXISTS calls_started ON calls(started_at);
 CREATE INDEX IF NOT EXISTS calls_area ON calls(area_code, started_at);
+CREATE INDEX IF NOT EXISTS calls_caller ON calls(caller, started_at);
 CREATE TABLE IF NOT EXISTS audit (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     at REAL NOT NULL,
@@ -166,6 +167,18 @@ class CallStore:
         where, args = _filters(since, until, area_code, municipality, outcome)
         with self._lock:
             return self._db.execute(f"SELECT COUNT(*) FROM calls {where}", args).fetchone()[0]
+
+    def last_routed_municipality(self, caller: str, candidates: Sequence[str], since: float) -> str | None:
+        """The municipality among ``candidates`` this caller (salted hash) was last routed to
+        since ``since`` (epoch seconds); None when there is none or the caller is unknown."""
+        if not caller or not candidates:
+            return None
+        marks = ", ".join("?" for _ in candidates)
+        sql = (f"SELECT municipality FROM calls WHERE caller = ? AND started_at >= ? AND outcome = 'routed'"
+               f" AND municipality IN ({marks}) ORDER BY started_at DESC LIMIT 1")
+        with self._lock:
+            row = self._db.execute(sql, (caller, since, *candidates)).fetchone()
+        return row[0] if row else None
 
     # -- audit --------------------------------------------------------------------
 
