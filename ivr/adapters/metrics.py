@@ -37,6 +37,7 @@ from ivr.core.signals import (
     ERROR_KINDS,
     MisrouteTracker,
     failover_paths,
+    suggestion_paths,
     attempts_bucket,
     entry_of,
     error_kind,
@@ -117,6 +118,12 @@ class Metrics:
             "what followed: overflow_taken/answered, alternative_number, callback_offered/requested/declined/"
             "invalid_number (2020: the caller heard 'niet bereikbaar, tot ziens').",
             ["area_code", "path"], namespace=ns, registry=r)
+        self.suggestions = Counter(
+            "suggestion_calls", "Calls asked first for a municipality known about the caller ('Belt u weer voor de "
+            "gemeente X?'), by source (history: this caller's hash reached it within N days; landline: the "
+            "caller's area code is one municipality's) and path: made, accepted, refused, named (a name instead), "
+            "no_answer (2020: callers waited through the whole dialogue on every call).",
+            ["area_code", "source", "path"], namespace=ns, registry=r)
         self.admin_changes = Counter("admin_changes", "Admin write requests by action and result "
                                      "(applied, rejected, unauthorized, disabled).", ["action", "result"],
                                      namespace=ns, registry=r)
@@ -279,6 +286,8 @@ class MetricsObserver:
             m.errors.labels(kind).inc()
         for path in failover_paths(record):
             m.failover.labels(area, path).inc()
+        for path in suggestion_paths(record):
+            m.suggestions.labels(area, label(record.suggestion_source), path).inc()
         for name, seconds in latencies(record):
             if name == "ivr_seconds":
                 m.ivr_time.labels(mode).observe(seconds)
@@ -404,6 +413,8 @@ def reconcile(snapshot: Snapshot, kpis: Kpis) -> list[str]:
         check(f"errors kind={kind}", total(snapshot, f"{p}_errors_total", kind=kind), n)
     for path, n in o.failover.items():
         check(f"failover path={path}", total(snapshot, f"{p}_failover_calls_total", path=path), n)
+    for path, n in o.suggestions.items():
+        check(f"suggestion path={path}", total(snapshot, f"{p}_suggestion_calls_total", path=path), n)
     for name, metric in HISTOGRAM_NAMES.items():
         lat = o.latency[name]
         check(f"{name} count", total(snapshot, f"{p}_{metric}_count"), lat.count)

@@ -78,6 +78,7 @@ def render_table(kpis: Kpis, names: dict[str, str] | None = None) -> str:
     w("\noutcomes: " + ", ".join(f"{k} {v}" for k, v in o.outcomes.items() if v) + "\n")
     w("hang-ups by phase: " + ", ".join(f"{k} {v}" for k, v in o.hangups_by_phase.items()) + "\n")
     w("municipality not reachable, then: " + ", ".join(f"{k} {v}" for k, v in o.failover.items()) + "\n")
+    w("suggestion asked first: " + ", ".join(f"{k} {v}" for k, v in o.suggestions.items()) + "\n")
     w(_languages_line(o) + "\n")
     r = o.routing["all"]
     w(f"routed {r.routed}, misrouted {r.misrouted} (" +

@@ -56,6 +56,7 @@ from ivr.core.signals import (
     FAILOVER_PATHS,
     HANGUP_PHASES,
     LATENCIES,
+    SUGGESTION_PATHS,
     MISROUTE_REASONS,
     NONE_LABEL,
     TRANSFER_RESULTS,
@@ -72,6 +73,7 @@ from ivr.core.signals import (
     label,
     language_of,
     latencies,
+    suggestion_paths,
     transfer_result,
     transfer_target,
 )
@@ -142,6 +144,8 @@ class GroupKpis:
     entries: dict[str, int] = field(default_factory=dict)  # calls by entry: fourteen (14 + code) or access
     routed_by_language: dict[str, int] = field(default_factory=dict)
     routed_by_entry: dict[str, int] = field(default_factory=dict)
+    suggestions: dict[str, int] = field(default_factory=dict)  # SUGGESTION_PATHS: made, accepted, refused, …
+    questions: int = 0  # questions asked until a decision, summed over the calls (recognition_attempts)
 
 
 @dataclass
@@ -171,7 +175,7 @@ class Kpis:
 class _GroupAcc:
     __slots__ = ("calls", "outcomes", "modes", "asked", "attempts", "routed", "ground_truth", "misroutes",
                  "transfers", "hangups", "errors", "hist", "failover", "languages", "entries",
-                 "routed_by_language", "routed_by_entry")
+                 "routed_by_language", "routed_by_entry", "suggestions", "questions")
 
     def __init__(self) -> None:
         self.calls = 0
@@ -191,12 +195,15 @@ class _GroupAcc:
         self.routed_by_language: Counter[str] = Counter()
         self.routed_by_entry: Counter[str] = Counter()
         self.failover: Counter[str] = Counter()
+        self.suggestions: Counter[str] = Counter()
+        self.questions = 0
 
     def merge(self, other: "_GroupAcc") -> None:
         self.calls += other.calls
+        self.questions += other.questions
         for name in ("outcomes", "modes", "asked", "attempts", "routed", "ground_truth", "misroutes",
                      "transfers", "hangups", "errors", "failover", "languages", "entries", "routed_by_language",
-                     "routed_by_entry"):
+                     "routed_by_entry", "suggestions"):
             getattr(self, name).update(getattr(other, name))
         for name, hist in other.hist.items():
             self.hist[name].merge(hist)
@@ -229,6 +236,8 @@ class _GroupAcc:
         for name, seconds in samples:
             self.hist[name].add(seconds)
         self.failover.update(failover_paths(r))
+        self.suggestions.update(suggestion_paths(r))
+        self.questions += r.recognition_attempts
 
     def result(self) -> GroupKpis:
         g = GroupKpis(calls=self.calls)
@@ -257,6 +266,8 @@ class _GroupAcc:
         g.hangups_by_phase = {p: self.hangups.get(p, 0) for p in HANGUP_PHASES}
         g.errors = {k: self.errors.get(k, 0) for k in ERROR_KINDS}
         g.failover = {k: self.failover.get(k, 0) for k in FAILOVER_PATHS}
+        g.suggestions = {k: self.suggestions.get(k, 0) for k in SUGGESTION_PATHS}
+        g.questions = self.questions
         g.latency = {name: h.summary() for name, h in self.hist.items()}
         g.languages = dict(sorted(self.languages.items()))
         g.entries = {e: self.entries.get(e, 0) for e in ENTRIES}

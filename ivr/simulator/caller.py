@@ -26,6 +26,7 @@ from ivr.core.flow import (
     Question,
     RequestCallback,
     SpeechHeard,
+    SuggestOne,
     Transfer,
     TransferAnswered,
     TransferFailed,
@@ -53,6 +54,8 @@ class Caller:
     english: bool = False  # chooses English when offered
     abroad: bool = False  # calls an access number from outside the Netherlands
     keyed: int = 0  # digits of the area code keyed in so far (from abroad)
+    known: str | None = None  # the municipality this caller's hash was routed to within N days
+    landline: str | None = None  # the area code of the caller's landline
 
 
 def _lognormal(rng: random.Random, median: float, sigma: float = 0.5) -> float:
@@ -87,7 +90,21 @@ class SimulatedCall:
         # drawn only when the profile has these callers: the 2020 world's random stream stays as it was
         caller.english = bool(p.english_share) and rng.random() < p.english_share
         caller.abroad = bool(p.abroad_share) and rng.random() < p.abroad_share
+        if p.repeat_share or p.landline_share:
+            self._known_about(caller)
         return caller
+
+    def _known_about(self, caller: Caller) -> None:
+        """What a driver would know about this caller: where their hash was routed before, their landline."""
+        rng, p, w = self.rng, self.w.profile, self.w
+        others = [c for c in w.plan.area_codes[caller.area_code].municipalities if c != caller.wanted]
+        u, v = rng.random(), rng.random()
+        if u < p.repeat_share:
+            caller.known = caller.wanted if v < p.repeat_same or not others else rng.choice(others)
+        u, v = rng.random(), rng.random()
+        if u < p.landline_share:
+            home = caller.wanted if v < p.landline_home or not others else rng.choice(others)
+            caller.landline = w.plan.municipalities[home].area_codes[0]
 
     def _choose_words(self, caller: Caller, kind: str) -> None:
         rng, m = self.rng, self.w.plan.municipalities[caller.wanted]
@@ -145,6 +162,10 @@ class SimulatedCall:
 
     def run(self, index: int, call_id: str) -> CallRecord:
         rng, w = self.rng, self.w
+        if w.profile.repeat_share or w.profile.landline_share:
+            # each call its own stream: with and without suggestions (same seed) the same callers
+            # call, and a call's questions change only that call
+            rng.seed(f"ivr-sim/{call_id}")
         caller = self.new_caller()
         if caller is None:
             dialled = "14" + rng.choice(("0999", "09", "06", "0800", "1"))
@@ -159,8 +180,11 @@ class SimulatedCall:
         self.caller, self.t, self.last_at, self.call_id = caller, 0.0, 0.0, call_id
         self.asked_once = False  # the name question was asked before
         self.asked = False  # any question was asked
+        told = caller is not None and not caller.abroad and w.profile.suggest
         actions = flow.handle(CallStarted(0.0, call_id, dialled, caller=f"{rng.getrandbits(48):012x}", wall_time=wall,
-                                          expected=caller.wanted if caller else None))
+                                          expected=caller.wanted if caller else None,
+                                          known_municipality=caller.known if told else None,
+                                          caller_area_code=caller.landline if told else None))
         run_sync(drive(flow, self, actions, observe=self._fed))
         t = self.last_at
         if not flow.ended:  # e.g. a flow that stopped asking: the caller gives up
@@ -186,7 +210,8 @@ class SimulatedCall:
 
     async def listen(self, question: Question):
         self.asked = True
-        return answer(question, name=self._say_name, confirm=self._confirm, choose=self._choose)
+        return answer(question, name=self._say_name, confirm=self._confirm, choose=self._choose,
+                      suggest=self._suggested)
 
     async def dial(self, transfer: Transfer, started_at: float) -> list:
         return self._transfer(transfer, self.t)
@@ -276,6 +301,23 @@ class SimulatedCall:
             return Digit(t, "1" if meant == caller.wanted else "2")
         text = rng.choice(YES) if meant == caller.wanted else rng.choice(NO)
         return self._heard(self._answer_text(text), 250.0, t, 0.5)
+
+    def _suggested(self, question: SuggestOne):
+        """"Belt u weer voor X?": yes when X is wanted (some by key); else no, or the name said instead."""
+        rng, caller, p = self.rng, self.caller, self.w.profile
+        hung_up, t = self._answering(question, p.hangup_confirm)
+        if hung_up:
+            return hung_up
+        wanted = question.municipality == caller.wanted
+        if not question.by_voice or rng.random() < 0.15:  # by key
+            return Digit(t, "1" if wanted else "2")
+        if wanted:
+            return self._heard(self._answer_text(rng.choice(YES)), 250.0, t, 0.5)
+        if rng.random() < p.suggestion_named:
+            self.asked_once = True
+            nbest, latency_ms = self.recognise(caller)
+            return self._heard(nbest, latency_ms, t, 1.0 + 0.1 * len(caller.said_name) / 2)
+        return self._heard(self._answer_text(rng.choice(NO)), 250.0, t, 0.5)
 
     def _heard(self, nbest, latency_ms: float, t: float, speech_s: float):
         ended = t + speech_s + 0.4  # end of speech + endpointer hangover
