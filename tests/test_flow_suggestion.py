@@ -298,3 +298,49 @@ def test_the_service_looks_up_history_and_landline_only_for_calls_that_are_asked
         assert (got.known_municipality, got.caller_area_code) == (None, None)
     finally:
         asyncio.run(service.stop())
+
+
+# --- the simulator and `ivr report` ------------------------------------------------------------
+
+
+def test_the_simulator_pairs_the_same_calls_with_and_without_the_suggestion(tmp_path):
+    import subprocess
+    import sys
+
+    from ivr.simulator import SimConfig, simulate
+    from ivr.simulator.model import CallerProfile
+    from ivr.simulator.run import suggestion_savings
+
+    def run(name, **profile):
+        db = tmp_path / f"{name}.sqlite"
+        out = simulate(SimConfig(calls=3000, seed=5, workers=1, progress=False, records="all", db=db, metrics=True,
+                                 caller_profile=CallerProfile(**profile)))
+        return out, db
+
+    base, _ = run("base")
+    assert base["kpis"]["suggestions"]["made"] == 0  # the 2020 world has none
+    with_, with_db = run("with", repeat_share=0.5, landline_share=0.5)
+    without, without_db = run("without", repeat_share=0.5, landline_share=0.5, suggest=False)
+    s = with_["kpis"]["suggestions"]
+    assert s["made"] > 0.3 * 3000 and s["accepted"] > s["refused"] > 0
+    answered = s["accepted"] + s["refused"] + s["named"] + s["no_answer"]
+    assert 0.97 * s["made"] < answered <= s["made"]  # the rest hung up during the question
+    assert without["kpis"]["suggestions"]["made"] == 0
+    assert with_["metrics_vs_kpis"] == "agree"
+    # the same callers both ways: every call wanted the same municipality
+    a, b = CallStore(with_db), CallStore(without_db)
+    try:
+        wanted_a = {r.call_id: r.expected_municipality for r in a.iter_query()}
+        wanted_b = {r.call_id: r.expected_municipality for r in b.iter_query()}
+    finally:
+        a.close()
+        b.close()
+    assert wanted_a == wanted_b
+    groups = suggestion_savings(with_db, without_db)
+    accepted = groups["accepted"]
+    assert accepted["questions_with"] == accepted["calls"]  # an accepted suggestion is the only question
+    assert accepted["ivr_s_with"] < accepted["ivr_s_without"]
+    assert groups["refused"]["questions_with"] > groups["refused"]["questions_without"]  # its cost
+    table = subprocess.run([sys.executable, "-m", "ivr.cli", "report", "--db", str(with_db)],
+                           capture_output=True, text=True, check=True).stdout
+    assert f"suggestion asked first: made {s['made']}, accepted {s['accepted']}, refused {s['refused']}" in table
