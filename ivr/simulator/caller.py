@@ -151,9 +151,9 @@ class SimulatedCall:
             return caller.said_name
         return self.w.plan.municipalities[others[bisect(cum, self.rng.random())]].name
 
-    def _answer_text(self, text: str) -> tuple[tuple[str, float], ...] | None:
+    def _answer_text(self, text: str, rng: random.Random | None = None) -> tuple[tuple[str, float], ...] | None:
         """A short answer (ja/nee) through the recogniser's yes/no error rate."""
-        rng = self.rng
+        rng = rng or self.rng
         if rng.random() < self.w.model.yes_no_error:
             return None if rng.random() < 0.5 else ((rng.choice(NO if text in YES else YES), 0.6),)
         return ((text, 0.9),)
@@ -239,15 +239,15 @@ class SimulatedCall:
     async def hang_up(self) -> None:
         return None
 
-    def _hang_up_in(self, t: float, span: float):
-        return CallerHungUp(t + self.rng.random() * span, "16")
+    def _hang_up_in(self, t: float, span: float, rng: random.Random | None = None):
+        return CallerHungUp(t + (rng or self.rng).random() * span, "16")
 
-    def _answering(self, question: Question, p_hang: float):
+    def _answering(self, question: Question, p_hang: float, rng: random.Random | None = None):
         """(hang-up event, None) if the caller hangs up during the question, else (None, when they answer)."""
-        rng = self.rng
+        rng = rng or self.rng
         prompt_time = sum(prompt_s(k) for k in question.prompts)
         if rng.random() < p_hang:
-            return self._hang_up_in(self.t, prompt_time + 2.0), None
+            return self._hang_up_in(self.t, prompt_time + 2.0, rng), None
         return None, self.t + (prompt_time + _lognormal(rng, 0.8, 0.4))  # listen, then start speaking
 
     def _say_name(self, question: AskName):
@@ -303,21 +303,25 @@ class SimulatedCall:
         return self._heard(self._answer_text(text), 250.0, t, 0.5)
 
     def _suggested(self, question: SuggestOne):
-        """"Belt u weer voor X?": yes when X is wanted (some by key); else no, or the name said instead."""
-        rng, caller, p = self.rng, self.caller, self.w.profile
-        hung_up, t = self._answering(question, p.hangup_confirm)
+        """"Belt u weer voor X?": yes when X is wanted (some by key); else no, or the name said instead.
+
+        How the caller answers is drawn from a generator of the call's own: which calls accept,
+        refuse or name another does not depend on the draws the same call makes without the
+        suggestion, so the paired comparison per answer (suggestion_savings) is not skewed."""
+        rng, caller, p = random.Random(f"suggest/{self.call_id}"), self.caller, self.w.profile
+        hung_up, t = self._answering(question, p.hangup_confirm, rng)
         if hung_up:
             return hung_up
         wanted = question.municipality == caller.wanted
         if not question.by_voice or rng.random() < 0.15:  # by key
             return Digit(t, "1" if wanted else "2")
         if wanted:
-            return self._heard(self._answer_text(rng.choice(YES)), 250.0, t, 0.5)
+            return self._heard(self._answer_text(rng.choice(YES), rng), 250.0, t, 0.5)
         if rng.random() < p.suggestion_named:
             self.asked_once = True
-            nbest, latency_ms = self.recognise(caller)
+            nbest, latency_ms = self.recognise(caller)  # the name, as the name question would hear it
             return self._heard(nbest, latency_ms, t, 1.0 + 0.1 * len(caller.said_name) / 2)
-        return self._heard(self._answer_text(rng.choice(NO)), 250.0, t, 0.5)
+        return self._heard(self._answer_text(rng.choice(NO), rng), 250.0, t, 0.5)
 
     def _heard(self, nbest, latency_ms: float, t: float, speech_s: float):
         ended = t + speech_s + 0.4  # end of speech + endpointer hangover
