@@ -18,6 +18,8 @@ class Settings(BaseSettings):
 
     state_dir: Path = STATE_DIR
     db_path: Path = STATE_DIR / "calls.sqlite"
+    # the records database: absent -> SQLite at db_path; sqlite:///path; postgresql://user@host:port/db (shared)
+    db_url: str | None = Field(default=None, pattern=r"^(sqlite|postgresql|postgres)://")
     plan_file: Path | None = None  # operator overrides (TOML)
 
     agi_host: str = "127.0.0.1"
@@ -46,6 +48,12 @@ class Settings(BaseSettings):
     # a caller whose landline area code belongs to one municipality is asked for it first
     suggest_landline: bool = True
     misroute_window_s: float = 300.0  # a second call to the same area code within this window counts as a retry
+
+
+    @property
+    def records_db(self) -> str:
+        """Where the call records, audit log and callback requests are (``ivr.adapters.store.open_store``)."""
+        return self.db_url or str(self.db_path)
 
 
 def load_settings(**overrides) -> Settings:

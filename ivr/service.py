@@ -18,7 +18,7 @@ from ivr.adapters.asterisk.ami import AmiClient
 from ivr.adapters.asterisk.audiosocket import AudioSocketServer
 from ivr.adapters.asterisk.speech_path import AudioSocketSpeech, PromptAudio, cached_matcher
 from ivr.adapters.metrics import MetricsObserver
-from ivr.adapters.store import CallStore, RecordWriter
+from ivr.adapters.store import RecordStore, RecordWriter, open_store
 from ivr.config import Settings
 from ivr.core.callback import CallbackRequest
 from ivr.core.flow import CallFlow, RequestCallback
@@ -36,7 +36,8 @@ class Service:
     def __init__(self, settings: Settings, *, plan: NumberingPlan | None = None,
                  observer: CallObserver | None = None):
         self.settings = settings
-        self.store = CallStore(settings.db_path)
+        self.store = open_store(settings.records_db)
+        log.info("call records: %s (schema version %s)", self.store.describe(), self.store.schema_version)
         self.plans = PlanAdmin(self.store, settings.plan_file, plan=plan)
         self.observer = observer
         self.ami = None
@@ -181,7 +182,7 @@ class Service:
         }
         return {"ready": all(c["ok"] for c in checks.values()), "checks": checks}
 
-    def records(self) -> CallStore:
+    def records(self) -> RecordStore:
         """The call store, once every record saved so far has been written."""
         self.writer.flush(2.0)
         return self.store

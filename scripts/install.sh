@@ -8,7 +8,7 @@ PY=${PYTHON:-python3}
 stamp=.venv/.ivr14-installed-$(sha256sum pyproject.toml | cut -c1-16)
 if [ ! -e "$stamp" ]; then
   .venv/bin/python -m pip install -q --upgrade pip
-  .venv/bin/python -m pip install -q -e '.[test,speech]'
+  .venv/bin/python -m pip install -q -e '.[test,speech,postgres]'
   rm -f .venv/.ivr14-installed-*; touch "$stamp"
 fi
 bash scripts/asterisk-install.sh

@@ -204,3 +204,70 @@ def ami(asterisk) -> AmiEventLog:
     loop.call_soon_threadsafe(log.manager.close)
     loop.call_soon_threadsafe(loop.stop)
     thread.join(5)
+
+
+# --- PostgreSQL (Debian's package; scripts/postgres-start.sh) ------------------------------------------
+
+
+@dataclass
+class PostgresServer:
+    """A throwaway cluster for the test session; ``schema_url()`` gives each test tables of its own."""
+
+    dir: Path
+    port: int
+    url: str
+    schemas: int = 0
+
+    def schema_url(self) -> str:
+        import psycopg
+
+        self.schemas += 1
+        name = f"t{os.getpid()}_{self.schemas}"
+        with psycopg.connect(self.url, autocommit=True) as db:
+            db.execute(f"CREATE SCHEMA {name}")
+        return f"{self.url}?options=-csearch_path%3D{name}"
+
+    def stop(self, mode: str = "fast") -> None:
+        """``mode`` as pg_ctl's: fast (clean) or immediate (like a crash: recovery at the next start)."""
+        bin_dir = postgres_bin()
+        user = ["runuser", "-u", "postgres", "--"] if os.getuid() == 0 else []
+        subprocess.run([*user, str(bin_dir / "pg_ctl"), "-D", str(self.dir / "data"), "-m", mode, "-w", "stop"],
+                       check=True, capture_output=True, timeout=60)
+
+    def start(self) -> None:
+        subprocess.run(["bash", str(REPO / "scripts/postgres-start.sh"), str(self.dir), str(self.port)],
+                       check=True, capture_output=True, timeout=120)
+
+
+def postgres_bin() -> Path | None:
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"), key=lambda p: int(p.parts[-3]))
+    return found[-1].parent if found else None
+
+
+@pytest.fixture(scope="session")
+def postgres() -> PostgresServer:
+    """The real PostgreSQL server, started for the session in a directory of its own; skipped only when
+    the server binaries are not installed (Debian package postgresql, which .ci/run installs)."""
+    if postgres_bin() is None:
+        pytest.skip("PostgreSQL server binaries not installed (/usr/lib/postgresql/*/bin): "
+                    "apt-get install postgresql")
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    directory = Path(f"/tmp/ivr14-pg-test-{os.getpid()}")
+    proc = subprocess.run(["bash", str(REPO / "scripts/postgres-start.sh"), str(directory), str(port)],
+                          capture_output=True, text=True, timeout=120)
+    if proc.returncode != 0:
+        raise RuntimeError(f"scripts/postgres-start.sh failed: {proc.stderr}")
+    server = PostgresServer(directory, port, proc.stdout.strip().splitlines()[-1])
+    yield server
+    subprocess.run(["bash", str(REPO / "scripts/postgres-stop.sh"), str(directory)], capture_output=True,
+                   timeout=60)
+
+
+@pytest.fixture
+def pg_url(postgres) -> str:
+    """A ``postgresql://`` URL whose tables (in a schema of this test's own) start empty."""
+    return postgres.schema_url()

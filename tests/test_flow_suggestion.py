@@ -263,14 +263,15 @@ def test_the_store_finds_the_last_municipality_a_caller_was_routed_to(tmp_path):
     store.close()
 
 
-def test_the_store_adds_the_suggestion_columns_to_an_older_file(tmp_path):
+def test_a_version_2_file_gains_the_suggestion_columns(tmp_path):
     path = tmp_path / "old.sqlite"
     store = CallStore(path)
     store.save(CallRecord("old", "140113", outcome="routed"))
     store.close()
-    con = sqlite3.connect(path)
+    con = sqlite3.connect(path)  # as version 2 left it
     for column in ("suggested", "suggestion_source", "suggestion"):
         con.execute(f"ALTER TABLE calls DROP COLUMN {column}")
+    con.execute("DELETE FROM schema_version WHERE version = 3")
     con.commit()
     con.close()
     store = CallStore(path)
@@ -280,6 +281,8 @@ def test_the_store_adds_the_suggestion_columns_to_an_older_file(tmp_path):
     new = store.get("new")
     assert (new.suggested, new.suggestion_source, new.suggestion) == (GOES, "history", "accepted")
     store.close()
+    versions = [v for (v,) in sqlite3.connect(path).execute("SELECT version FROM schema_version ORDER BY version")]
+    assert versions == [1, 2, 3]
 
 
 def test_the_service_looks_up_history_and_landline_only_for_calls_that_are_asked(tmp_path):

@@ -326,7 +326,8 @@ def register(sub) -> None:
     p.add_argument("--area-code", help="only calls to this area code")
     p.add_argument("--municipality", help="only calls decided for this CBS code")
     p.add_argument("--format", choices=("table", "json", "csv", "html"), default="table")
-    p.add_argument("--db", type=Path, help="call records (SQLite); default: settings db_path")
+    p.add_argument("--db", help="call records: a SQLite path, sqlite:///path or postgresql://…; "
+                                "default: settings (IVR_DB_URL, else db_path)")
     p.add_argument("--misroute-window", type=float, help="seconds; default: settings misroute_window_s")
     p.add_argument("-o", "--output", type=Path, help="write to a file instead of stdout")
     p.set_defaults(func=run_report)
@@ -334,11 +335,12 @@ def register(sub) -> None:
 
 def run_report(args) -> int:
     from ivr.config import load_settings
-    from ivr.adapters.store import CallStore
+    from ivr.adapters.store import open_store, sqlite_path
 
     settings = load_settings()
-    db = args.db or settings.db_path
-    if not Path(db).exists():
+    db = str(args.db or settings.records_db)
+    path = sqlite_path(db)
+    if path is not None and not path.exists():
         print(f"no call records at {db}", file=sys.stderr)
         return 1
     area = args.area_code
@@ -346,7 +348,7 @@ def run_report(args) -> int:
         area = area.strip()
         area = area if area.startswith("0") else "0" + area
     window = args.misroute_window if args.misroute_window is not None else settings.misroute_window_s
-    store = CallStore(db)
+    store = open_store(db)
     try:
         filters = {k: v for k, v in dict(since=args.since, until=args.until, area_code=area,
                                          municipality=args.municipality).items() if v is not None}
