@@ -38,6 +38,7 @@ from ivr.core.signals import (
     MisrouteTracker,
     failover_paths,
     second_pass_paths,
+    suggestion_paths,
     attempts_bucket,
     entry_of,
     error_kind,
@@ -123,6 +124,12 @@ class Metrics:
             "followed: run, outside_proposed (a municipality outside the dialled code was asked about), "
             "outside_accepted / outside_refused (2020: such names went to the nearest name inside the code, "
             "Haarlemmermeer -> Haarlem).", ["area_code", "path"], namespace=ns, registry=r)
+        self.suggestions = Counter(
+            "suggestion_calls", "Calls asked first for a municipality known about the caller ('Belt u weer voor de "
+            "gemeente X?'), by source (history: this caller's hash reached it within N days; landline: the "
+            "caller's area code is one municipality's) and path: made, accepted, refused, named (a name instead), "
+            "no_answer (2020: callers waited through the whole dialogue on every call).",
+            ["area_code", "source", "path"], namespace=ns, registry=r)
         self.admin_changes = Counter("admin_changes", "Admin write requests by action and result "
                                      "(applied, rejected, unauthorized, disabled).", ["action", "result"],
                                      namespace=ns, registry=r)
@@ -287,6 +294,8 @@ class MetricsObserver:
             m.failover.labels(area, path).inc()
         for path in second_pass_paths(record):
             m.second_pass.labels(area, path).inc()
+        for path in suggestion_paths(record):
+            m.suggestions.labels(area, label(record.suggestion_source), path).inc()
         for name, seconds in latencies(record):
             if name == "ivr_seconds":
                 m.ivr_time.labels(mode).observe(seconds)
@@ -414,6 +423,8 @@ def reconcile(snapshot: Snapshot, kpis: Kpis) -> list[str]:
         check(f"failover path={path}", total(snapshot, f"{p}_failover_calls_total", path=path), n)
     for path, n in o.second_pass.items():
         check(f"second pass path={path}", total(snapshot, f"{p}_second_pass_calls_total", path=path), n)
+    for path, n in o.suggestions.items():
+        check(f"suggestion path={path}", total(snapshot, f"{p}_suggestion_calls_total", path=path), n)
     for name, metric in HISTOGRAM_NAMES.items():
         lat = o.latency[name]
         check(f"{name} count", total(snapshot, f"{p}_{metric}_count"), lat.count)

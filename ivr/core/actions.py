@@ -9,6 +9,7 @@ Only the drive loop (:mod:`ivr.core.drive`) branches on these types.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 from ivr.core.routing import MORE_DIGIT, OPERATOR_DIGIT
 
@@ -32,6 +33,7 @@ class AskName:
     again: bool = False  # asked again after an answer that was not understood
     digits: str = "0123456789"  # digits accepted as an answer as well
     phrases: tuple[str, ...] = ()  # words heard besides the names: a language offered ("English")
+    by_voice: ClassVar[bool] = True
 
     @property
     def vocabulary_of(self) -> tuple[str, ...]:
@@ -56,6 +58,7 @@ class ConfirmOne:
     municipality: str  # CBS code
     timeout_s: float
     digits: str = "12"
+    by_voice: ClassVar[bool] = True
 
     @property
     def vocabulary_of(self) -> tuple[str, ...]:
@@ -70,10 +73,30 @@ class ChooseOfTwo:
     options: tuple[str, str]  # CBS codes
     timeout_s: float
     digits: str = "12"
+    by_voice: ClassVar[bool] = True
 
     @property
     def vocabulary_of(self) -> tuple[str, ...]:
         return self.options
+
+
+@dataclass(frozen=True, slots=True)
+class SuggestOne:
+    """Calling for ``municipality`` (again)? Yes/no by voice or 1 (yes) / 2 (no), or by voice
+    the name of any of ``candidates`` instead. Asked before the name question when something
+    is known about the caller (:mod:`ivr.core.suggestion`); never a silent transfer."""
+
+    prompts: Prompt
+    municipality: str  # CBS code suggested
+    candidates: tuple[str, ...]  # the names heard besides yes/no (empty when answered by key only)
+    timeout_s: float
+    by_voice: bool = True  # False: the area code uses the DTMF menu, answered by key only
+    digits: str = "12"
+    phrases: tuple[str, ...] = ("ja", "nee")  # the yes/no words heard besides the names
+
+    @property
+    def vocabulary_of(self) -> tuple[str, ...]:
+        return self.candidates
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,11 +161,11 @@ class Goodbye:
 
 
 #: The questions answered by voice (or a digit): the driver listens.
-Question = AskName | ConfirmOne | ChooseOfTwo
+Question = AskName | ConfirmOne | ChooseOfTwo | SuggestOne
 Listen = Question  # the name drivers and tests knew
 CollectDigit = MenuPage
-Action = (Play | AskName | ConfirmOne | ChooseOfTwo | MenuPage | Transfer | Goodbye | AskDigits | RequestCallback
-          | DecideAgain)
+Action = (Play | AskName | ConfirmOne | ChooseOfTwo | SuggestOne | MenuPage | Transfer | Goodbye | AskDigits
+          | RequestCallback | DecideAgain)
 
 
 # --- prompt keys (texts in ivr/core/prompts.py) -----------------------------------

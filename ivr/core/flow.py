@@ -41,13 +41,14 @@ from ivr.core.actions import (
     Prompt,
     Question,
     RequestCallback,
+    SuggestOne,
     Transfer,
     digit_prompts,
     municipality_prompt,
 )
 from ivr.core.callback import CONSENT_DIGIT, MAX_KEYED_DIGITS, callback_number
 from ivr.core.callrecord import (Attempt, AttemptKind, AttemptVerdict, CallbackResult, CallRecord, ErrorKind,
-                                 InputKind, Outcome, Phase, SecondPass)
+                                 InputKind, Outcome, Phase, SecondPass, SuggestionSource, SuggestionResult)
 from ivr.core.events import (
     CallEnded,
     CallerHungUp,
@@ -65,6 +66,7 @@ from ivr.core.events import (
 from ivr.core.matcher import MatchResult
 from ivr.core.plan import Municipality, NumberingPlan, RoutingMode, is_cbs_code
 from ivr.core.prompts import DEFAULT_LANGUAGE, LANGUAGES, language_said, localised
+from ivr.core.suggestion import suggestion_for
 from ivr.core.routing import (
     MORE_DIGIT,
     OPERATOR_DIGIT,
@@ -82,7 +84,7 @@ from ivr.core.second_pass import outside_the_code, worth_a_second_pass
 __all__ = ["Action", "AskDigits", "AskName", "BACK_DIGIT", "CallEnded", "CallFlow", "CallStarted", "CallerHungUp",
            "ChooseOfTwo", "CollectDigit", "ConfirmOne", "DecideAgain", "Dialling", "Digit", "DigitsEntered", "DriverLost",
            "Event", "FlowError", "FlowSettings", "Goodbye", "Listen", "MenuEntry", "MenuPage", "NoInput", "Play",
-           "Prompt", "Question", "RequestCallback", "SpeechHeard", "Transfer", "TransferAnswered",
+           "Prompt", "Question", "RequestCallback", "SpeechHeard", "SuggestOne", "Transfer", "TransferAnswered",
            "TransferFailed", "digit_prompts", "municipality_prompt"]
 
 
@@ -217,6 +219,10 @@ class CallFlow:
             self._state.national = True
         if decision.verdict is Verdict.ASK:
             self._state.candidates = decision.candidates
+            suggested = None if self._state.national else suggestion_for(
+                self.plan, decision.candidates, known=ev.known_municipality, caller_area_code=ev.caller_area_code)
+            if suggested:
+                return self._ask_suggestion(ev.at, *suggested)
             if decision.mode is RoutingMode.SPEECH:
                 return self._ask_speech(ev.at, first=True)
             if self._state.national:
@@ -360,6 +366,8 @@ class CallFlow:
         st = self._state
         if st.phase is Phase.CONFIRM:
             return self._confirm_answer(ev)
+        if st.phase is Phase.SUGGEST:
+            return self._suggestion_answer(ev)
         if st.phase is not Phase.SPEECH:
             raise FlowError(f"speech result in phase {st.phase}")
         if st.first_pass is not None:
@@ -489,6 +497,69 @@ class CallFlow:
         attempt.verdict = AttemptVerdict.INVALID
         return self._speech_failed(ev.at)
 
+    # -- the suggestion ("Belt u weer voor de gemeente X?") -----------------------------
+
+    def _ask_suggestion(self, at: float, m: Municipality, source: SuggestionSource) -> list[Action]:
+        """Ask the municipality known about the caller first: yes (1), no (2), or a name instead."""
+        st, rec = self._state, self.record
+        self._enter(Phase.SUGGEST, at)
+        st.pending = (m,)
+        rec.suggested, rec.suggestion_source = m.cbs_code, source
+        rec.recognition_attempts += 1
+        by_voice = rec.mode is RoutingMode.SPEECH
+        question = "suggestie_weer" if source is SuggestionSource.HISTORY else "suggestie_vast"
+        prompts = ("welkom", question, municipality_prompt(m.cbs_code),
+                   "suggestie_antwoord" if by_voice else "suggestie_toets")
+        names = tuple(c.cbs_code for c in st.candidates) if by_voice else ()
+        timeout = self.settings.speech_timeout_s if by_voice else self.settings.menu_timeout_s
+        return [SuggestOne(prompts, m.cbs_code, names, timeout, by_voice=by_voice)]
+
+    def _suggestion_digit(self, ev: Digit) -> list[Action]:
+        rec = self.record
+        rec.digits += ev.digit
+        attempt = Attempt(AttemptKind.SUGGEST, InputKind.DTMF, ev.digit)
+        rec.attempts.append(attempt)
+        if ev.digit == "1":
+            attempt.verdict = AttemptVerdict.YES
+            return self._suggestion_accepted(ev.at, attempt)
+        if ev.digit == OPERATOR_DIGIT:  # 0 is a person everywhere in the dialogue
+            attempt.verdict = AttemptVerdict.OPERATOR
+            rec.suggestion = SuggestionResult.REFUSED
+            return self._to_operator(ev.at, reason="caller asked for a person")
+        attempt.verdict = AttemptVerdict.NO if ev.digit == "2" else AttemptVerdict.INVALID
+        return self._after_suggestion(ev.at, SuggestionResult.REFUSED)
+
+    def _suggestion_answer(self, ev: SpeechHeard) -> list[Action]:
+        """Yes or no when the best hypothesis is one; anything else is the answer to the name question."""
+        st, rec = self._state, self.record
+        nbest = ev.recognition.nbest
+        answer = self._yes_no(nbest) if self._yes_no and self._yes_no(nbest[:1]) is not None else None
+        if answer is None:
+            rec.suggestion = SuggestionResult.NAMED
+            self._enter(Phase.SPEECH, ev.at)
+            st.speech_attempts += 1  # the suggestion was the first name question
+            return self._speech(ev)
+        attempt = Attempt(AttemptKind.SUGGEST, InputKind.SPEECH, ev.recognition.heard,
+                          verdict=AttemptVerdict.YES if answer else AttemptVerdict.NO,
+                          recogniser_ms=ev.recogniser_ms, decision_ms=_ms(ev.at, ev.speech_ended_at))
+        rec.attempts.append(attempt)
+        if answer:
+            return self._suggestion_accepted(ev.at, attempt)
+        return self._after_suggestion(ev.at, SuggestionResult.REFUSED)
+
+    def _suggestion_accepted(self, at: float, attempt: Attempt) -> list[Action]:
+        m = self._state.pending[0]
+        attempt.chosen = m.cbs_code
+        self.record.suggestion = SuggestionResult.ACCEPTED
+        return self._chosen(m, at, how="suggestion accepted")  # announced, with * to go back
+
+    def _after_suggestion(self, at: float, result: SuggestionResult) -> list[Action]:
+        """Not that one (or no answer): the question the caller would have had without a suggestion."""
+        self.record.suggestion = result
+        if self.record.mode is RoutingMode.SPEECH:
+            return self._ask_speech(at, first=True, prompts=(*self._language_offers(), "zeg_gemeente"))
+        return self._ask_menu(at)
+
     # -- shared event handlers -----------------------------------------------------
 
     def _digit(self, ev: Digit) -> list[Action]:
@@ -499,6 +570,8 @@ class CallFlow:
             return self._menu_digit(ev)
         if phase is Phase.CONFIRM:
             return self._confirm_digit(ev)
+        if phase is Phase.SUGGEST:
+            return self._suggestion_digit(ev)
         if phase is Phase.SPEECH and self._language_of_digit(ev.digit):
             self.record.digits += ev.digit
             return self._switch_language(ev.at, self._language_of_digit(ev.digit),
@@ -557,6 +630,9 @@ class CallFlow:
             return self._speech_failed(ev.at)
         if phase is Phase.CALLBACK:
             return self._digits_entered(DigitsEntered(ev.at, ""))
+        if phase is Phase.SUGGEST:
+            self.record.attempts.append(Attempt(AttemptKind.SUGGEST, InputKind.NO_INPUT))
+            return self._after_suggestion(ev.at, SuggestionResult.NO_ANSWER)
         return []
 
     def _answered(self, ev: TransferAnswered) -> list[Action]:

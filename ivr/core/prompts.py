@@ -61,6 +61,14 @@ PHRASES.update({
     "klopt_dat": "Klopt dat? Zegt u ja of nee. Of toets 1 voor ja, en 2 voor nee.",
 })
 
+# The suggestion asked before the name question (issue 11, item 3)
+PHRASES.update({
+    "suggestie_weer": "Belt u weer voor de gemeente",
+    "suggestie_vast": "Belt u voor de gemeente",
+    "suggestie_antwoord": "Zeg ja, of noem de gemeente. Of toets 1 voor ja, en 2 voor nee.",
+    "suggestie_toets": "Toets 1 voor ja, en 2 voor nee.",
+})
+
 # Sentences of the access numbers (a call from abroad: no area code dialled)
 PHRASES.update({
     "welke_gemeente": "Welke gemeente wilt u bellen? Zegt u de naam van de gemeente. Of toets het netnummer.",
@@ -108,6 +116,10 @@ PHRASES_EN: dict[str, str] = {
     "valt_niet_onder": "is not part of fourteen",
     "verbinden_met": "I will put you through to the municipality of",
     "klopt_dat": "Is that right? Please say yes or no. Or press 1 for yes, and 2 for no.",
+    "suggestie_weer": "Are you calling the municipality of",
+    "suggestie_vast": "Are you calling the municipality of",
+    "suggestie_antwoord": "Say yes, or say the name of the municipality. Or press 1 for yes, and 2 for no.",
+    "suggestie_toets": "Press 1 for yes, and 2 for no.",
     # said in the Dutch dialogue, in English, so an English speaker understands it
     "kies_engels": "For English, press 9.",
 }

@@ -57,6 +57,7 @@ from ivr.core.signals import (
     SECOND_PASS_PATHS,
     HANGUP_PHASES,
     LATENCIES,
+    SUGGESTION_PATHS,
     MISROUTE_REASONS,
     NONE_LABEL,
     TRANSFER_RESULTS,
@@ -74,6 +75,7 @@ from ivr.core.signals import (
     label,
     language_of,
     latencies,
+    suggestion_paths,
     transfer_result,
     transfer_target,
 )
@@ -146,6 +148,8 @@ class GroupKpis:
     routed_by_language: dict[str, int] = field(default_factory=dict)
     routed_by_entry: dict[str, int] = field(default_factory=dict)
     second_pass: dict[str, int] = field(default_factory=dict)  # SECOND_PASS_PATHS: a name outside the dialled code
+    suggestions: dict[str, int] = field(default_factory=dict)  # SUGGESTION_PATHS: made, accepted, refused, …
+    questions: int = 0  # questions asked until a decision, summed over the calls (recognition_attempts)
 
 
 @dataclass
@@ -175,7 +179,7 @@ class Kpis:
 class _GroupAcc:
     __slots__ = ("calls", "outcomes", "modes", "asked", "attempts", "routed", "ground_truth", "misroutes",
                  "transfers", "hangups", "errors", "hist", "failover", "languages", "entries",
-                 "routed_by_language", "routed_by_entry", "second_pass")
+                 "routed_by_language", "routed_by_entry", "second_pass", "suggestions", "questions")
 
     def __init__(self) -> None:
         self.calls = 0
@@ -196,12 +200,15 @@ class _GroupAcc:
         self.routed_by_entry: Counter[str] = Counter()
         self.failover: Counter[str] = Counter()
         self.second_pass: Counter[str] = Counter()
+        self.suggestions: Counter[str] = Counter()
+        self.questions = 0
 
     def merge(self, other: "_GroupAcc") -> None:
         self.calls += other.calls
+        self.questions += other.questions
         for name in ("outcomes", "modes", "asked", "attempts", "routed", "ground_truth", "misroutes",
                      "transfers", "hangups", "errors", "failover", "languages", "entries", "routed_by_language",
-                     "routed_by_entry", "second_pass"):
+                     "routed_by_entry", "second_pass", "suggestions"):
             getattr(self, name).update(getattr(other, name))
         for name, hist in other.hist.items():
             self.hist[name].merge(hist)
@@ -235,6 +242,8 @@ class _GroupAcc:
             self.hist[name].add(seconds)
         self.failover.update(failover_paths(r))
         self.second_pass.update(second_pass_paths(r))
+        self.suggestions.update(suggestion_paths(r))
+        self.questions += r.recognition_attempts
 
     def result(self) -> GroupKpis:
         g = GroupKpis(calls=self.calls)
@@ -264,6 +273,8 @@ class _GroupAcc:
         g.errors = {k: self.errors.get(k, 0) for k in ERROR_KINDS}
         g.failover = {k: self.failover.get(k, 0) for k in FAILOVER_PATHS}
         g.second_pass = {k: self.second_pass.get(k, 0) for k in SECOND_PASS_PATHS}
+        g.suggestions = {k: self.suggestions.get(k, 0) for k in SUGGESTION_PATHS}
+        g.questions = self.questions
         g.latency = {name: h.summary() for name, h in self.hist.items()}
         g.languages = dict(sorted(self.languages.items()))
         g.entries = {e: self.entries.get(e, 0) for e in ENTRIES}

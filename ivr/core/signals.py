@@ -31,6 +31,9 @@ FAILOVER_PATHS = ("overflow_taken", "overflow_answered", "alternative_number", "
 #: inside it, Haarlemmermeer -> Haarlem). A call can take several.
 SECOND_PASS_PATHS = ("run", "outside_proposed", "outside_accepted", "outside_refused")
 NONE_LABEL = "none"  # label value for a missing area code or mode
+#: The suggestion asked first ("Belt u weer voor de gemeente X?"): made, and how it was answered
+#: (a call that hung up during it is made and nothing else).
+SUGGESTION_PATHS = ("made", "accepted", "refused", "named", "no_answer")
 
 
 # --- classifying one record (shared with ivr.adapters.metrics) ---------------------------------
@@ -101,6 +104,13 @@ def error_kind(record: CallRecord) -> ErrorKind | None:
     if record.error_kind:
         return ErrorKind(record.error_kind)
     return ErrorKind.OTHER if record.error else None
+
+
+def suggestion_paths(record: CallRecord) -> list[str]:
+    """The :data:`SUGGESTION_PATHS` a call took: none, or "made" and its answer."""
+    if not record.suggested:
+        return []
+    return ["made", record.suggestion.value] if record.suggestion else ["made"]
 
 
 def failover_paths(record: CallRecord) -> list[str]:

@@ -83,6 +83,17 @@ class CallerProfile:
     abroad_share: float = 0.0
     # callers on a shared area code who name a municipality outside it (the national second pass)
     wrong_code_share: float = 0.0
+    # the suggestion (issue 11, item 3), off in the 2020 world: callers whose hash reached a
+    # municipality of the dialled area code within N days (of whom repeat_same want that one
+    # again, the rest another), and callers on a landline (landline_home of them in the area code of
+    # the municipality they call, the rest in another candidate's). suggest=False: the same callers,
+    # but the driver tells the flow nothing (the comparison, with the same seed)
+    repeat_share: float = 0.0
+    repeat_same: float = 0.8
+    landline_share: float = 0.0
+    landline_home: float = 0.8
+    suggest: bool = True
+    suggestion_named: float = 0.4  # a caller who does not want the suggestion says the name instead of "nee"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -113,7 +124,8 @@ NEITHER = ("nee geen van beide", "nee", "allebei niet")
 _PROMPT_S = {"welkom": 3.0, "zeg_gemeente": 2.5, "niet_verstaan": 2.0, "kies_menu": 1.5, "voor": 0.3,
              "toets": 0.3, "medewerker_keuze": 2.0, "meer_keuzes": 1.5, "bedoelt_u": 0.8, "ja_nee": 2.0,
              "een_of_twee": 2.0, "of": 0.3, "doorverbinden": 1.2, "medewerker": 2.0, "kies_engels": 2.0,
-             "welke_gemeente": 4.5, "toets_netnummer": 3.5, "onbekend_netnummer": 1.5}
+             "welke_gemeente": 4.5, "toets_netnummer": 3.5, "onbekend_netnummer": 1.5,
+             "suggestie_weer": 1.5, "suggestie_vast": 1.2, "suggestie_antwoord": 3.5, "suggestie_toets": 2.0}
 
 #: the access number the simulated callers from abroad dial (added to the plan only when they exist)
 SIM_ACCESS_NUMBER = AccessNumber("+31 88 000 1414", "31880001414")

@@ -63,6 +63,10 @@ def headline_table(kpis: Kpis) -> list[str]:
     lines.append("outcomes: " + ", ".join(f"{o} {n / calls:.1%}" for o, n in g.outcomes.items() if n))
     lines.append("municipality not reachable, then: " + ", ".join(f"{k} {n:,}" for k, n in g.failover.items()))
     lines.append("national second pass: " + ", ".join(f"{k} {n:,}" for k, n in g.second_pass.items()))
+    lines.append("suggestion asked first: " + ", ".join(f"{k} {n:,}" for k, n in g.suggestions.items()))
+    ivr = g.latency["ivr_seconds"]
+    lines.append(f"questions asked {g.questions:,} ({g.questions / calls:.4f} a call); time in the IVR "
+                 f"{ivr.sum:,.0f} s ({ivr.sum / calls:.3f} s a call)")
     return lines
 
 
@@ -302,3 +306,51 @@ def _merge_shards(db: Path, shards: list[Path]) -> None:
             _remove_db(shard)
     finally:
         con.close()
+
+
+# --- the suggestion's savings: the same calls with and without it -------------------------------
+
+
+def suggestion_savings(with_db: Path, without_db: Path) -> dict:
+    """Pair the calls of two runs with the same seed (one with suggestions, one without: each
+    call has its own random stream, so call i is the same caller in both) and compare the calls
+    that were asked a suggestion: questions asked and seconds in the IVR, overall and by answer."""
+    without = {}
+    store = CallStore(without_db)
+    try:
+        for r in store.iter_query():
+            without[r.call_id] = r
+    finally:
+        store.close()
+    groups: dict[str, dict[str, float]] = {}
+    store = CallStore(with_db)
+    try:
+        for r in store.iter_query():
+            other = without.get(r.call_id)
+            if not r.suggested or other is None:
+                continue
+            for key in ("all", r.suggestion.value if r.suggestion else "hung_up"):
+                g = groups.setdefault(key, {"calls": 0, "questions_with": 0, "questions_without": 0,
+                                            "ivr_s_with": 0.0, "ivr_s_without": 0.0, "routed_right_with": 0,
+                                            "routed_right_without": 0})
+                g["calls"] += 1
+                g["questions_with"] += r.recognition_attempts
+                g["questions_without"] += other.recognition_attempts
+                g["ivr_s_with"] += r.ivr_seconds or 0.0
+                g["ivr_s_without"] += other.ivr_seconds or 0.0
+                g["routed_right_with"] += r.outcome == "routed" and r.municipality == r.expected_municipality
+                g["routed_right_without"] += other.outcome == "routed" and other.municipality == other.expected_municipality
+    finally:
+        store.close()
+    return groups
+
+
+def savings_table(groups: dict) -> list[str]:
+    lines = [f"{'suggested calls':<16}{'calls':>8}{'questions':>18}{'IVR seconds (mean)':>22}{'routed right':>18}",
+             f"{'':<16}{'':>8}{'without -> with':>18}{'without -> with':>22}{'without -> with':>18}"]
+    for key, g in sorted(groups.items(), key=lambda kv: -kv[1]["calls"]):
+        n = g["calls"]
+        lines.append(f"{key:<16}{n:>8,}{g['questions_without'] / n:>9.2f} -> {g['questions_with'] / n:<5.2f}"
+                     f"{g['ivr_s_without'] / n:>12.1f} -> {g['ivr_s_with'] / n:<6.1f}"
+                     f"{g['routed_right_without'] / n:>9.1%} -> {g['routed_right_with'] / n:.1%}")
+    return lines
