@@ -5,10 +5,9 @@ municipality's name, which is decided among all 342."""
 
 from __future__ import annotations
 
-import time
 
 import pytest
-from e2e import SALT, run_calls, start_controller
+from e2e import SALT, run_calls, start_controller, wait_until_speech_ready, answered_since
 from test_e2e_languages import PLAN_OVERRIDES
 from test_e2e_speech import speak
 
@@ -40,16 +39,13 @@ def calls(asterisk, ami, tmp_path_factory):
     controller = start_controller(workdir / "controller", salt=SALT, plan_overrides=PLAN_OVERRIDES,
                                   speech_engine=load_settings().speech_engine)
     try:
-        deadline = time.monotonic() + 120
-        while "speech recognition ready" not in controller.log_path.read_text():
-            assert time.monotonic() < deadline, controller.log_path.read_text()
-            time.sleep(0.2)
+        wait_until_speech_ready(controller, 120)
         mark = ami.mark()
         results = run_calls(scripts, workdir / "sipp", at_once=1)
         records = {name: controller.record_of(scripts[name].caller) for name in scripts}
     finally:
         controller.stop()
-    answered = {e.get("Call"): e.get("CBS") for e in ami.find(mark, Event="UserEvent", UserEvent="MunicipalityAnswered")}
+    answered = answered_since(ami, mark)
     return results, records, answered
 
 

@@ -6,10 +6,9 @@ instead (a name is decided as the first answer to the name question)."""
 from __future__ import annotations
 
 import subprocess
-import time
 
 import pytest
-from e2e import SALT, run_calls, start_controller
+from e2e import SALT, run_calls, start_controller, wait_until_speech_ready, answered_since
 
 from ivr.config import load_settings
 from ivr_lab.pcap import wav_to_pcap
@@ -31,10 +30,7 @@ def calls(asterisk, ami, tmp_path_factory):
     workdir = tmp_path_factory.mktemp("e2e-suggestion-speech")
     controller = start_controller(workdir / "controller", salt=SALT, speech_engine=load_settings().speech_engine)
     try:
-        deadline = time.monotonic() + 180
-        while "speech recognition ready" not in controller.log_path.read_text():
-            assert time.monotonic() < deadline, controller.log_path.read_text()
-            time.sleep(0.2)
+        wait_until_speech_ready(controller, 180)
 
         def script(name, caller, text):
             wav, pcap = workdir / f"{name}.wav", workdir / f"{name}.pcap"
@@ -53,8 +49,7 @@ def calls(asterisk, ami, tmp_path_factory):
         again_records = {n: controller.record_of(c) for n, (c, _, _) in CALLERS.items()}
     finally:
         controller.stop()
-    answered = {e.get("Call"): e.get("CBS")
-                for e in ami.find(mark, Event="UserEvent", UserEvent="MunicipalityAnswered")}
+    answered = answered_since(ami, mark)
     return first, first_records, again, again_records, answered
 
 
