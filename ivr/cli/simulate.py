@@ -49,6 +49,8 @@ def register(subparsers) -> None:
                         "(default 0: the 2020 world)")
     p.add_argument("--no-second-pass", action="store_true",
                    help="decide spoken names only among the dialled code's municipalities (as before issue 11)")
+    p.add_argument("--confusable", action="store_true",
+                   help="hold thin accepts of listed confusable pairs to a confirmation, as live calls do")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_cmd_simulate)
@@ -89,7 +91,8 @@ def _cmd_simulate(args) -> int:
     cfg = SimConfig(calls=calls, days=days, seed=args.seed, profile=profile_name, model_path=model_path, db=db,
                     records=records, sample=args.sample, workers=args.workers, progress=not args.no_progress,
                     kpi_groups=args.kpi_groups, metrics=args.metrics,
-                    caller_profile=caller_profile, overflow=args.overflow, second_pass=not args.no_second_pass)
+                    caller_profile=caller_profile, overflow=args.overflow, second_pass=not args.no_second_pass,
+                    confusable=args.confusable)
     summary = simulate(cfg)
     kpis: Kpis = summary.pop("_kpis")
     summary.pop("_metrics", None)

@@ -50,6 +50,7 @@ from typing import Any, Iterable
 from ivr.core.callrecord import CallRecord, Outcome
 from ivr.core.histogram import LatencySummary, LogHistogram
 from ivr.core.signals import (
+    ASKED_BACK_PATHS,
     ATTEMPT_BUCKETS,
     ENTRIES,
     ERROR_KINDS,
@@ -62,6 +63,7 @@ from ivr.core.signals import (
     TRANSFER_RESULTS,
     Misroute,
     MisrouteTracker,
+    asked_back_paths,
     attempts_bucket,
     entry_of,
     error_kind,
@@ -79,7 +81,7 @@ from ivr.core.signals import (
 )
 
 # the KPIs' vocabulary, for the metrics and the tests (one place: ivr.core.signals / ivr.core.histogram)
-__all__ = ["ATTEMPT_BUCKETS", "BASELINE_2020", "ERROR_KINDS", "FAILOVER_PATHS", "SECOND_PASS_PATHS", "HANGUP_PHASES",
+__all__ = ["ASKED_BACK_PATHS", "ATTEMPT_BUCKETS", "BASELINE_2020", "ERROR_KINDS", "FAILOVER_PATHS", "SECOND_PASS_PATHS", "HANGUP_PHASES",
            "HEADLINE_KEYS",
            "HEADLINE_MODE",
            "LATENCIES", "MISROUTE_REASONS", "NONE_LABEL", "TRANSFER_RESULTS", "GroupKpis", "KpiAccumulator", "Kpis",
@@ -146,6 +148,7 @@ class GroupKpis:
     routed_by_language: dict[str, int] = field(default_factory=dict)
     routed_by_entry: dict[str, int] = field(default_factory=dict)
     second_pass: dict[str, int] = field(default_factory=dict)  # SECOND_PASS_PATHS: a name outside the dialled code
+    asked_back: dict[str, int] = field(default_factory=dict)  # ASKED_BACK_PATHS: same-name place, confusable held
 
 
 @dataclass
@@ -175,7 +178,7 @@ class Kpis:
 class _GroupAcc:
     __slots__ = ("calls", "outcomes", "modes", "asked", "attempts", "routed", "ground_truth", "misroutes",
                  "transfers", "hangups", "errors", "hist", "failover", "languages", "entries",
-                 "routed_by_language", "routed_by_entry", "second_pass")
+                 "routed_by_language", "routed_by_entry", "second_pass", "asked_back")
 
     def __init__(self) -> None:
         self.calls = 0
@@ -196,12 +199,13 @@ class _GroupAcc:
         self.routed_by_entry: Counter[str] = Counter()
         self.failover: Counter[str] = Counter()
         self.second_pass: Counter[str] = Counter()
+        self.asked_back: Counter[str] = Counter()
 
     def merge(self, other: "_GroupAcc") -> None:
         self.calls += other.calls
         for name in ("outcomes", "modes", "asked", "attempts", "routed", "ground_truth", "misroutes",
                      "transfers", "hangups", "errors", "failover", "languages", "entries", "routed_by_language",
-                     "routed_by_entry", "second_pass"):
+                     "routed_by_entry", "second_pass", "asked_back"):
             getattr(self, name).update(getattr(other, name))
         for name, hist in other.hist.items():
             self.hist[name].merge(hist)
@@ -235,6 +239,7 @@ class _GroupAcc:
             self.hist[name].add(seconds)
         self.failover.update(failover_paths(r))
         self.second_pass.update(second_pass_paths(r))
+        self.asked_back.update(asked_back_paths(r))
 
     def result(self) -> GroupKpis:
         g = GroupKpis(calls=self.calls)
@@ -264,6 +269,7 @@ class _GroupAcc:
         g.errors = {k: self.errors.get(k, 0) for k in ERROR_KINDS}
         g.failover = {k: self.failover.get(k, 0) for k in FAILOVER_PATHS}
         g.second_pass = {k: self.second_pass.get(k, 0) for k in SECOND_PASS_PATHS}
+        g.asked_back = {k: self.asked_back.get(k, 0) for k in ASKED_BACK_PATHS}
         g.latency = {name: h.summary() for name, h in self.hist.items()}
         g.languages = dict(sorted(self.languages.items()))
         g.entries = {e: self.entries.get(e, 0) for e in ENTRIES}
