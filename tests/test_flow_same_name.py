@@ -4,7 +4,7 @@ Events in, actions out (no Asterisk), with the real matcher and the shipped plan
 
 import pytest
 
-from ivr.core.actions import ChooseOfTwo, ConfirmOne, Transfer, choose_place_prompts, place_prompt
+from ivr.core.actions import ChooseOfTwo, ConfirmOne, DecideAgain, Transfer, choose_place_prompts, place_prompt
 from ivr.core.flow import CallFlow, CallStarted, Digit, SpeechHeard, same_name_place
 from ivr.core.matcher import ConfusableRule, Matcher, MatchResult, MatchVerdict, Scored
 from ivr.core.prompts import all_prompt_texts, localised, sentence, shared_places
@@ -36,9 +36,22 @@ def said(text):
     return Recognition.of_transcripts([(text, 0.9)])
 
 
+def speech_attempt(flow):
+    """The answer's own attempt (a national second pass adds one of its own after it)."""
+    return next(a for a in flow.record.attempts if a.kind == "speech")
+
+
+def hear(flow, at, recognition):
+    """A spoken answer, decided again among every municipality when the flow asks (as drivers do)."""
+    actions = flow.handle(SpeechHeard(at, recognition))
+    if len(actions) == 1 and isinstance(actions[0], DecideAgain):
+        actions = flow.handle(SpeechHeard(at, recognition))
+    return actions
+
+
 def test_a_place_of_two_municipalities_is_asked_back_by_name(plan, rule):
     flow = flow_for(plan, rule, "140342")  # Barneveld and Leusden both have a village Achterveld
-    [action] = flow.handle(SpeechHeard(1.0, said("ik wil Achterveld")))
+    [action] = hear(flow, 1.0, said("ik wil Achterveld"))
     assert isinstance(action, ChooseOfTwo)
     assert set(action.options) == {BARNEVELD, LEUSDEN}
     assert action.place == "Achterveld"
@@ -46,7 +59,7 @@ def test_a_place_of_two_municipalities_is_asked_back_by_name(plan, rule):
     text = sentence(action.prompts, plan)
     assert text.startswith("Bedoelt u Achterveld in de gemeente ")
     assert " of Achterveld in de gemeente " in text
-    assert flow.record.attempts[-1].asked == "same_name_place"
+    assert speech_attempt(flow).asked == "same_name_place"
     # the caller picks the second by digit: transferred there
     [transfer] = flow.handle(Digit(2.0, "2"))
     assert isinstance(transfer, Transfer) and transfer.municipality == action.options[1]
@@ -66,7 +79,7 @@ def test_engine_verdict_carries_the_phrase_it_matched(plan, rule):
     flow = flow_for(plan, rule, "140342")
     rec = Recognition((Candidate(BARNEVELD, "Barneveld", 0.5, said="Achterveld"),
                        Candidate(LEUSDEN, "Leusden", 0.49, said="Achterveld")), EngineVerdict.CHOOSE)
-    [action] = flow.handle(SpeechHeard(1.0, rec))
+    [action] = hear(flow, 1.0, rec)
     assert isinstance(action, ChooseOfTwo) and action.place == "Achterveld"
     assert action.options == (BARNEVELD, LEUSDEN)
 
@@ -126,26 +139,26 @@ def test_engine_accept_of_a_listed_pair_on_a_thin_margin_is_confirmed(plan, rule
     flow = flow_for(plan, rule, "140495")  # Weert and Nederweert share 0495
     rec = Recognition((Candidate(WEERT, "Weert", 0.6), Candidate(NEDERWEERT, "Nederweert", 0.38),
                        Candidate("GM1640", "Leudal", 0.02)), EngineVerdict.ACCEPT)
-    [action] = flow.handle(SpeechHeard(1.0, rec))
+    [action] = hear(flow, 1.0, rec)
     assert action == ConfirmOne(("bedoelt_u", f"gemeente/{WEERT}", "ja_nee"), WEERT, 4.0)
-    assert flow.record.attempts[-1].asked == "confusable_held"
-    assert flow.record.attempts[-1].verdict == "confirm"
+    assert speech_attempt(flow).asked == "confusable_held"
+    assert speech_attempt(flow).verdict == "confirm"
 
 
 def test_engine_accept_with_a_clear_margin_is_transferred(plan, rule):
     flow = flow_for(plan, rule, "140495")
     rec = Recognition((Candidate(WEERT, "Weert", 0.97), Candidate(NEDERWEERT, "Nederweert", 0.02)),
                       EngineVerdict.ACCEPT)
-    [action] = flow.handle(SpeechHeard(1.0, rec))
+    [action] = hear(flow, 1.0, rec)
     assert isinstance(action, Transfer) and action.municipality == WEERT
-    assert flow.record.attempts[-1].asked == ""
+    assert speech_attempt(flow).asked == ""
 
 
 def test_transcript_of_an_exact_name_is_still_accepted(plan, rule):
     flow = flow_for(plan, rule, "14023")
-    flow.handle(SpeechHeard(1.0, said("Haarlemmermeer")))  # decided at once (it is not connected: told so)
-    assert flow.record.attempts[-1].verdict == "accept" and flow.record.municipality == HAARLEMMERMEER
-    assert flow.record.attempts[-1].asked == ""
+    hear(flow, 1.0, said("Haarlemmermeer"))  # decided at once (it is not connected: told so)
+    assert speech_attempt(flow).verdict == "accept" and flow.record.municipality == HAARLEMMERMEER
+    assert speech_attempt(flow).asked == ""
 
 
 # --- counted: metrics and report ---------------------------------------------------------------
@@ -157,16 +170,16 @@ def test_asked_back_paths_are_counted_by_the_report_and_the_metrics(plan, rule):
 
     records = []
     same = flow_for(plan, rule, "140342")
-    [choose] = same.handle(SpeechHeard(1.0, said("Achterveld")))
+    [choose] = hear(same, 1.0, said("Achterveld"))
     same.handle(Digit(2.0, "1"))
     same.handle(TransferAnswered(3.0, choose.options[0]))
     held = flow_for(plan, rule, "140495")
-    held.handle(SpeechHeard(1.0, Recognition((Candidate(WEERT, "Weert", 0.6), Candidate(NEDERWEERT, "Nederweert", 0.4)),
-                                             EngineVerdict.ACCEPT)))
+    hear(held, 1.0, Recognition((Candidate(WEERT, "Weert", 0.6), Candidate(NEDERWEERT, "Nederweert", 0.4)),
+                                             EngineVerdict.ACCEPT))
     held.handle(Digit(2.0, "1"))
     held.handle(TransferAnswered(3.0, WEERT))
     plain = flow_for(plan, rule, "140342")
-    plain.handle(SpeechHeard(1.0, said("Barneveld")))
+    hear(plain, 1.0, said("Barneveld"))
     plain.handle(TransferAnswered(2.0, BARNEVELD))
     for flow in (same, held, plain):
         flow.handle(CallerHungUp(9.0, "16"))
@@ -181,3 +194,25 @@ def test_asked_back_paths_are_counted_by_the_report_and_the_metrics(plan, rule):
     assert total(snap, "ivr_asked_back_calls_total", path="same_name_place", area_code="0342") == 1
     assert total(snap, "ivr_asked_back_calls_total", path="confusable_held", area_code="0495") == 1
     assert reconcile(snap, kpis) == []
+
+
+def test_nationally_a_place_of_two_municipalities_outside_the_code_is_asked_back_by_name(plan, rule):
+    """"Velp" on 14 0113 (neither Velp's code): the national second pass finds the two Velps."""
+    flow = flow_for(plan, rule, "140113")
+    [action] = hear(flow, 1.0, said("Velp"))
+    assert isinstance(action, ChooseOfTwo), action
+    assert set(action.options) == {"GM0275", "GM1982"} and action.place == "Velp"
+    assert sentence(action.prompts, plan).startswith("Bedoelt u Velp in de gemeente ")
+    national = next(a for a in flow.record.attempts if a.kind == "national")
+    assert national.asked == "same_name_place"
+
+
+def test_a_national_accept_held_for_a_confusable_pair_is_still_proposed():
+    from ivr.core.second_pass import outside_the_code
+
+    rule = ConfusableRule(frozenset({frozenset((WEERT, NEDERWEERT))}), margin=45.0)
+    held = rule.apply(result(MatchVerdict.ACCEPT, (NEDERWEERT, 70.0), (WEERT, 30.0)), engine=True)
+    assert held.verdict is MatchVerdict.CONFIRM and held.held_by == WEERT
+    assert [s.cbs_code for s in outside_the_code(held, {"GM0392"})] == [NEDERWEERT]
+    plain_confirm = result(MatchVerdict.CONFIRM, (NEDERWEERT, 70.0), (WEERT, 30.0))
+    assert outside_the_code(plain_confirm, {"GM0392"}) == ()
