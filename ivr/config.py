@@ -47,6 +47,9 @@ class Settings(BaseSettings):
     suggest_days: int = Field(default=30, ge=0, le=365)
     # a caller whose landline area code belongs to one municipality is asked for it first
     suggest_landline: bool = True
+    # a listed confusable pair (ivr/data/confusable_names.csv) is accepted only this many share points
+    # (0..100) ahead of its partner; None: the core's default (ivr.core.matcher.ConfusableRule.margin)
+    confusable_margin: float | None = Field(default=None, ge=0.0, le=100.0)
     misroute_window_s: float = 300.0  # a second call to the same area code within this window counts as a retry
 
 

@@ -27,6 +27,7 @@ from ivr.core.plan import NumberingPlan, PlanError
 from ivr.core.routing import Verdict, route
 from ivr.core.suggestion import landline_area_code
 from ivr.plan_admin import PlanAdmin
+from ivr.plan_files import confusable_rule
 from ivr.speech.engines import load_recogniser  # loads the configured engine's modules only when called
 
 log = logging.getLogger(__name__)
@@ -154,7 +155,8 @@ class Service:
             return
         self._audiosocket = server
         path = AudioSocketSpeech(server, recogniser, PromptAudio(s.prompts_dir), lambda: self.plan)
-        self.enable_speech(path, lambda candidates: cached_matcher(tuple(candidates)), yes_no)
+        confusable = confusable_rule(s.confusable_margin)
+        self.enable_speech(path, lambda candidates: cached_matcher(tuple(candidates), confusable), yes_no)
         log.info("speech recognition ready (%s), AudioSocket on %s:%s", s.speech_engine, server.host, server.port)
 
     async def stop(self) -> None:

@@ -39,6 +39,7 @@ from ivr.core.signals import (
     failover_paths,
     second_pass_paths,
     suggestion_paths,
+    asked_back_paths,
     attempts_bucket,
     entry_of,
     error_kind,
@@ -130,6 +131,12 @@ class Metrics:
             "caller's area code is one municipality's) and path: made, accepted, refused, named (a name instead), "
             "no_answer (2020: callers waited through the whole dialogue on every call).",
             ["area_code", "source", "path"], namespace=ns, registry=r)
+        self.asked_back = Counter(
+            "asked_back_calls", "Calls asked a question where a name alone would have decided, by path: "
+            "same_name_place (a place of two municipalities, 'Velp in de gemeente A, of Velp in de gemeente B?'), "
+            "confusable_held (an accept of a listed confusable pair on a thin margin, confirmed instead; "
+            "2020: Haarlemmermeer -> Haarlem misroutes).",
+            ["area_code", "path"], namespace=ns, registry=r)
         self.admin_changes = Counter("admin_changes", "Admin write requests by action and result "
                                      "(applied, rejected, unauthorized, disabled).", ["action", "result"],
                                      namespace=ns, registry=r)
@@ -296,6 +303,8 @@ class MetricsObserver:
             m.second_pass.labels(area, path).inc()
         for path in suggestion_paths(record):
             m.suggestions.labels(area, label(record.suggestion_source), path).inc()
+        for path in asked_back_paths(record):
+            m.asked_back.labels(area, path).inc()
         for name, seconds in latencies(record):
             if name == "ivr_seconds":
                 m.ivr_time.labels(mode).observe(seconds)
@@ -425,6 +434,8 @@ def reconcile(snapshot: Snapshot, kpis: Kpis) -> list[str]:
         check(f"second pass path={path}", total(snapshot, f"{p}_second_pass_calls_total", path=path), n)
     for path, n in o.suggestions.items():
         check(f"suggestion path={path}", total(snapshot, f"{p}_suggestion_calls_total", path=path), n)
+    for path, n in o.asked_back.items():
+        check(f"asked back path={path}", total(snapshot, f"{p}_asked_back_calls_total", path=path), n)
     for name, metric in HISTOGRAM_NAMES.items():
         lat = o.latency[name]
         check(f"{name} count", total(snapshot, f"{p}_{metric}_count"), lat.count)

@@ -59,6 +59,8 @@ def register(subparsers) -> None:
     p.add_argument("--compare-suggestion", action="store_true",
                    help="run twice with the same seed, with and without the suggestion (all records; the second "
                         "in <db>.nosuggestion.sqlite), and compare the suggested calls: questions, IVR seconds")
+    p.add_argument("--confusable", action="store_true",
+                   help="hold thin accepts of listed confusable pairs to a confirmation, as live calls do")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_cmd_simulate)
@@ -101,7 +103,8 @@ def _cmd_simulate(args) -> int:
     cfg = SimConfig(calls=calls, days=days, seed=args.seed, profile=profile_name, model_path=model_path, db=db,
                     records=records, sample=args.sample, workers=args.workers, progress=not args.no_progress,
                     kpi_groups=args.kpi_groups, metrics=args.metrics,
-                    caller_profile=caller_profile, overflow=args.overflow, second_pass=not args.no_second_pass)
+                    caller_profile=caller_profile, overflow=args.overflow, second_pass=not args.no_second_pass,
+                    confusable=args.confusable)
     if args.compare_suggestion:
         return _compare_suggestion(cfg, args)
     summary = simulate(cfg)

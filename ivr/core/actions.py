@@ -11,7 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
+import re
+
 from ivr.core.routing import MORE_DIGIT, OPERATOR_DIGIT
+from ivr.core.words import normalise
 
 Prompt = tuple[str, ...]  # prompt keys, played in order (see ivr.core.prompts)
 
@@ -74,6 +77,8 @@ class ChooseOfTwo:
     timeout_s: float
     digits: str = "12"
     by_voice: ClassVar[bool] = True
+    # a place both options have ("Velp"): asked as "Velp in de gemeente A, of Velp in de gemeente B?"
+    place: str = ""
 
     @property
     def vocabulary_of(self) -> tuple[str, ...]:
@@ -180,3 +185,25 @@ def municipality_prompt(cbs_code: str) -> str:
 
 def digit_prompts(number: str) -> Prompt:
     return tuple(f"cijfer/{d}" for d in number if d.isdigit())
+
+
+_GEM_SUFFIX = re.compile(r"\s+gem\.?\s.*$", re.IGNORECASE)
+
+
+def spoken_place(name: str) -> str:
+    """A place as it is said: without the data's qualifiers ("Spaarndam gem. Haarlem", "Bergen (NH.)")."""
+    return _GEM_SUFFIX.sub("", name.split(" (")[0]).strip()
+
+
+def place_prompt(name: str) -> str:
+    """The prompt key of a place name (rendered for names of more than one municipality)."""
+    return "plaats/" + normalise(spoken_place(name)).replace(" ", "_")
+
+
+def choose_place_prompts(place: str, first: str, second: str) -> Prompt:
+    """"Bedoelt u Velp in de gemeente Rheden, of Velp in de gemeente Land van Cuijk?" about a place
+    of two municipalities (CBS codes): the question names the place and each one's municipality,
+    the only distinguishing word the data has for every pair."""
+    said = place_prompt(place)
+    return ("bedoelt_u_plaats", said, "in_de_gemeente", municipality_prompt(first), "of",
+            said, "in_de_gemeente", municipality_prompt(second), "een_of_twee_gemeente")

@@ -132,6 +132,9 @@ class Attempt:
     chosen: str = ""  # CBS code the attempt pointed to, if any
     recogniser_ms: float | None = None
     decision_ms: float | None = None  # end of speech -> decision
+    # why a question followed where it would not have: "same_name_place" (a place of two
+    # municipalities asked back by name), "confusable_held" (an accept of a listed pair held to confirm)
+    asked: str = ""
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "Attempt":

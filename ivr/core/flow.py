@@ -43,8 +43,11 @@ from ivr.core.actions import (
     RequestCallback,
     SuggestOne,
     Transfer,
+    choose_place_prompts,
     digit_prompts,
     municipality_prompt,
+    place_prompt,
+    spoken_place,
 )
 from ivr.core.callback import CONSENT_DIGIT, MAX_KEYED_DIGITS, callback_number
 from ivr.core.callrecord import (Attempt, AttemptKind, AttemptVerdict, CallbackResult, CallRecord, ErrorKind,
@@ -401,7 +404,9 @@ class CallFlow:
         if verdict in (AttemptVerdict.CONFIRM, AttemptVerdict.CHOOSE):
             pending = [by_code[s.cbs_code] for s in result.ranked[: 2 if verdict is AttemptVerdict.CHOOSE else 1]]
             attempt.chosen = pending[0].cbs_code
-            return self._ask_confirm(at, tuple(pending))
+            place = same_name_place(result.ranked, pending) if verdict is AttemptVerdict.CHOOSE else ""
+            attempt.asked = "same_name_place" if place else "confusable_held" if result.held_by else ""
+            return self._ask_confirm(at, tuple(pending), place=place)
         return self._speech_failed(at)
 
     # -- the national second pass (ivr.core.second_pass) ----------------------------------
@@ -419,16 +424,19 @@ class CallFlow:
         national = self._matcher_factory(self.plan.national_candidates()).decide(ev.recognition)
         in_code = {m.cbs_code for m in st.candidates}
         outside = outside_the_code(national, in_code)
-        rec.attempts.append(Attempt(
+        national_attempt = Attempt(
             AttemptKind.NATIONAL, InputKind.SPEECH, ev.recognition.heard, candidates=_ranked(national),
             verdict=AttemptVerdict(national.verdict), chosen=outside[0].cbs_code if outside else "",
-            recogniser_ms=ev.recogniser_ms, decision_ms=_ms(ev.at, ev.speech_ended_at)))
+            recogniser_ms=ev.recogniser_ms, decision_ms=_ms(ev.at, ev.speech_ended_at))
+        rec.attempts.append(national_attempt)
         if not outside:
             rec.second_pass = SecondPass.NOTHING if national.best is None else SecondPass.IN_CODE
             return self._act_on_match(first, attempt, ev.at)
         rec.second_pass = SecondPass.OUTSIDE
-        return self._ask_confirm(ev.at, tuple(self.plan.municipalities[s.cbs_code] for s in outside),
-                                 outside_code=True)
+        pending = tuple(self.plan.municipalities[s.cbs_code] for s in outside)
+        place = same_name_place(outside, pending)  # two outside the code: a place both have ("Velp")
+        national_attempt.asked = "same_name_place" if place else ""
+        return self._ask_confirm(ev.at, pending, outside_code=True, place=place)
 
     def _speech_failed(self, at: float) -> list[Action]:
         if self._state.speech_attempts < self.settings.max_speech_attempts:
@@ -437,7 +445,10 @@ class CallFlow:
             return self._ask_area_code(at, ("niet_verstaan", "toets_netnummer"), again=True)
         return self._ask_menu(at, prompts=("niet_verstaan",), again=True)
 
-    def _ask_confirm(self, at: float, pending: tuple[Municipality, ...], outside_code: bool = False) -> list[Action]:
+    def _ask_confirm(self, at: float, pending: tuple[Municipality, ...], outside_code: bool = False,
+                     place: str = "") -> list[Action]:
+        """Confirm one municipality, or ask which of two; ``place``: the place name both have
+        (a same-name place), said with each municipality's name."""
         self._enter(Phase.CONFIRM, at)
         self._state.pending = pending
         self.record.recognition_attempts += 1
@@ -451,9 +462,12 @@ class CallFlow:
         if len(pending) == 1:
             prompts = ("bedoelt_u", municipality_prompt(pending[0].cbs_code), "ja_nee")
             return [ConfirmOne(prompts, pending[0].cbs_code, self.settings.confirm_timeout_s)]
-        prompts = ("bedoelt_u", municipality_prompt(pending[0].cbs_code), "of",
-                   municipality_prompt(pending[1].cbs_code), "een_of_twee")
-        return [ChooseOfTwo(prompts, (pending[0].cbs_code, pending[1].cbs_code), self.settings.confirm_timeout_s)]
+        codes = (pending[0].cbs_code, pending[1].cbs_code)
+        if place:
+            return [ChooseOfTwo(choose_place_prompts(place, *codes), codes, self.settings.confirm_timeout_s,
+                                place=spoken_place(place))]
+        prompts = ("bedoelt_u", municipality_prompt(codes[0]), "of", municipality_prompt(codes[1]), "een_of_twee")
+        return [ChooseOfTwo(prompts, codes, self.settings.confirm_timeout_s)]
 
     def _confirm_answer(self, ev: SpeechHeard) -> list[Action]:
         pending = self._state.pending
@@ -850,6 +864,19 @@ class CallFlow:
 def _ranked(result: MatchResult) -> list[dict]:
     """The record's view of a decision: its three best, with their scores."""
     return [{"cbs_code": s.cbs_code, "score": round(s.score, 1)} for s in result.ranked[:3]]
+
+
+def same_name_place(ranked: Sequence, pending: Sequence[Municipality]) -> str:
+    """The place name two municipalities share, when the two best were matched on it ("Velp"
+    heard: Rheden's and Land van Cuijk's village); "" otherwise (two names that sound alike)."""
+    if len(ranked) < 2 or len(pending) < 2 or not ranked[0].heard:
+        return ""
+    key = place_prompt(ranked[0].heard)
+    if key == "plaats/" or place_prompt(ranked[1].heard) != key:
+        return ""
+    if all(any(place_prompt(p) == key for p in m.places) for m in pending[:2]):
+        return ranked[0].heard
+    return ""
 
 
 def _ms(at: float, since: float | None) -> float | None:

@@ -50,6 +50,7 @@ from typing import Any, Iterable
 from ivr.core.callrecord import CallRecord, Outcome
 from ivr.core.histogram import LatencySummary, LogHistogram
 from ivr.core.signals import (
+    ASKED_BACK_PATHS,
     ATTEMPT_BUCKETS,
     ENTRIES,
     ERROR_KINDS,
@@ -63,6 +64,7 @@ from ivr.core.signals import (
     TRANSFER_RESULTS,
     Misroute,
     MisrouteTracker,
+    asked_back_paths,
     attempts_bucket,
     entry_of,
     error_kind,
@@ -81,7 +83,7 @@ from ivr.core.signals import (
 )
 
 # the KPIs' vocabulary, for the metrics and the tests (one place: ivr.core.signals / ivr.core.histogram)
-__all__ = ["ATTEMPT_BUCKETS", "BASELINE_2020", "ERROR_KINDS", "FAILOVER_PATHS", "SECOND_PASS_PATHS", "HANGUP_PHASES",
+__all__ = ["ASKED_BACK_PATHS", "ATTEMPT_BUCKETS", "BASELINE_2020", "ERROR_KINDS", "FAILOVER_PATHS", "SECOND_PASS_PATHS", "HANGUP_PHASES",
            "HEADLINE_KEYS",
            "HEADLINE_MODE",
            "LATENCIES", "MISROUTE_REASONS", "NONE_LABEL", "TRANSFER_RESULTS", "GroupKpis", "KpiAccumulator", "Kpis",
@@ -150,6 +152,7 @@ class GroupKpis:
     second_pass: dict[str, int] = field(default_factory=dict)  # SECOND_PASS_PATHS: a name outside the dialled code
     suggestions: dict[str, int] = field(default_factory=dict)  # SUGGESTION_PATHS: made, accepted, refused, …
     questions: int = 0  # questions asked until a decision, summed over the calls (recognition_attempts)
+    asked_back: dict[str, int] = field(default_factory=dict)  # ASKED_BACK_PATHS: same-name place, confusable held
 
 
 @dataclass
@@ -179,7 +182,7 @@ class Kpis:
 class _GroupAcc:
     __slots__ = ("calls", "outcomes", "modes", "asked", "attempts", "routed", "ground_truth", "misroutes",
                  "transfers", "hangups", "errors", "hist", "failover", "languages", "entries",
-                 "routed_by_language", "routed_by_entry", "second_pass", "suggestions", "questions")
+                 "routed_by_language", "routed_by_entry", "second_pass", "suggestions", "questions", "asked_back")
 
     def __init__(self) -> None:
         self.calls = 0
@@ -202,13 +205,14 @@ class _GroupAcc:
         self.second_pass: Counter[str] = Counter()
         self.suggestions: Counter[str] = Counter()
         self.questions = 0
+        self.asked_back: Counter[str] = Counter()
 
     def merge(self, other: "_GroupAcc") -> None:
         self.calls += other.calls
         self.questions += other.questions
         for name in ("outcomes", "modes", "asked", "attempts", "routed", "ground_truth", "misroutes",
                      "transfers", "hangups", "errors", "failover", "languages", "entries", "routed_by_language",
-                     "routed_by_entry", "second_pass", "suggestions"):
+                     "routed_by_entry", "second_pass", "suggestions", "asked_back"):
             getattr(self, name).update(getattr(other, name))
         for name, hist in other.hist.items():
             self.hist[name].merge(hist)
@@ -244,6 +248,7 @@ class _GroupAcc:
         self.second_pass.update(second_pass_paths(r))
         self.suggestions.update(suggestion_paths(r))
         self.questions += r.recognition_attempts
+        self.asked_back.update(asked_back_paths(r))
 
     def result(self) -> GroupKpis:
         g = GroupKpis(calls=self.calls)
@@ -275,6 +280,7 @@ class _GroupAcc:
         g.second_pass = {k: self.second_pass.get(k, 0) for k in SECOND_PASS_PATHS}
         g.suggestions = {k: self.suggestions.get(k, 0) for k in SUGGESTION_PATHS}
         g.questions = self.questions
+        g.asked_back = {k: self.asked_back.get(k, 0) for k in ASKED_BACK_PATHS}
         g.latency = {name: h.summary() for name, h in self.hist.items()}
         g.languages = dict(sorted(self.languages.items()))
         g.entries = {e: self.entries.get(e, 0) for e in ENTRIES}

@@ -49,4 +49,6 @@ def outside_the_code(national: MatchResult, in_code: Collection[str]) -> tuple[S
         two = national.ranked[:2]
         same_phrase = len(two) == 2 and bool(two[0].heard) and two[0].heard == two[1].heard
         return two if same_phrase and all(s.cbs_code not in in_code for s in two) else ()
-    return (best,) if national.verdict is MatchVerdict.ACCEPT else ()
+    # an accept the confusable-pair rule held to a confirmation is as confident: it is proposed by a
+    # question anyway, as every outside municipality is
+    return (best,) if national.verdict is MatchVerdict.ACCEPT or national.held_by else ()

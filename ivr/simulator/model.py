@@ -13,7 +13,7 @@ from rapidfuzz import fuzz
 
 from ivr.simulator.confusion import ConfusionModel
 from ivr.core.flow import CallFlow, FlowSettings
-from ivr.core.matcher import Matcher
+from ivr.core.matcher import ConfusableRule, Matcher
 from ivr.core.recognition import Recognition
 from ivr.core.words import normalise, phonetic
 from ivr.core.yes_no import yes_no
@@ -148,8 +148,8 @@ class _MemoMatcher(Matcher):
     """The real Matcher, with the scoring of one transcript memoised (it is a pure function
     of the text). If the matcher's internals change, this only loses its speed-up."""
 
-    def __init__(self, candidates: Sequence[Municipality]):
-        super().__init__(candidates)
+    def __init__(self, candidates: Sequence[Municipality], confusable: ConfusableRule | None = None):
+        super().__init__(candidates, confusable=confusable)
         self._text_memo: dict = {}
 
     def _score_hypothesis(self, text):
@@ -167,8 +167,8 @@ class CachedMatcher:
     __slots__ = ("matcher", "_memo", "hits", "misses")
     MAX = 200_000
 
-    def __init__(self, candidates: Sequence[Municipality]):
-        self.matcher = _MemoMatcher(candidates)
+    def __init__(self, candidates: Sequence[Municipality], confusable: ConfusableRule | None = None):
+        self.matcher = _MemoMatcher(candidates, confusable)
         self._memo: dict = {}
         self.hits = self.misses = 0
 
@@ -195,11 +195,12 @@ class World:
     """Plan, traffic weights and per-area-code helpers, built once per process."""
 
     def __init__(self, plan: NumberingPlan, profile: CallerProfile, model: ConfusionModel, seed: int,
-                 settings: FlowSettings | None = None):
+                 settings: FlowSettings | None = None, confusable: ConfusableRule | None = None):
         if profile.abroad_share and not plan.access_numbers:
             plan = plan.with_changes(access_numbers=(SIM_ACCESS_NUMBER,))
         self.plan, self.profile, self.model = plan, profile, model
         self._matchers: dict[tuple[str, ...], CachedMatcher] = {}
+        self.confusable_rule = confusable  # listed pairs not accepted on a thin margin (None: as in 2020)
         self.dtmf_codes = _dtmf_codes(plan, profile.dtmf_area_share, seed)
         self.shared_codes = sorted(c for c, a in plan.area_codes.items() if a.shared)
         # (wanted municipality, dialled area code) pairs weighted by residents x status weight
@@ -228,7 +229,7 @@ class World:
         key = tuple(m.cbs_code for m in candidates)
         m = self._matchers.get(key)
         if m is None:
-            m = self._matchers[key] = CachedMatcher(candidates)
+            m = self._matchers[key] = CachedMatcher(candidates, self.confusable_rule)
         return m
 
     def cache_stats(self) -> tuple[int, int]:

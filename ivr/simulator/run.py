@@ -21,7 +21,7 @@ from ivr.adapters.metrics import MetricsObserver, metrics_snapshot, reconcile
 from ivr.adapters.store import CallStore
 from ivr.core.report import BASELINE_2020 as REPORT_BASELINE
 from ivr.core.report import KpiAccumulator, Kpis
-from ivr.plan_files import load_base_plan
+from ivr.plan_files import confusable_rule, load_base_plan
 
 from ivr.simulator.caller import SimulatedCall
 from ivr.simulator.model import CHUNK, DAY_WEIGHTS, PROFILES, WEEKDAY_HOURS, CallerProfile, World
@@ -67,6 +67,7 @@ def headline_table(kpis: Kpis) -> list[str]:
     ivr = g.latency["ivr_seconds"]
     lines.append(f"questions asked {g.questions:,} ({g.questions / calls:.4f} a call); time in the IVR "
                  f"{ivr.sum:,.0f} s ({ivr.sum / calls:.3f} s a call)")
+    lines.append("asked back instead of transferred: " + ", ".join(f"{k} {n:,}" for k, n in g.asked_back.items()))
     return lines
 
 
@@ -90,6 +91,9 @@ class SimConfig:
     caller_profile: CallerProfile | None = None
     overflow: str | None = None  # a destination every connected municipality overflows to
     second_pass: bool = True  # the flow's national second pass (FlowSettings.national_second_pass)
+    # the confusable-pair rule of live calls (ivr.core.matcher.ConfusableRule); off by default, so the
+    # baseline-2020 profile reproduces the 2020 service, which had none
+    confusable: bool = False
 
     def keep_every(self) -> int:
         if self.records == "all":
@@ -107,7 +111,8 @@ def _make_world(cfg: SimConfig) -> World:
             for cbs, m in plan.municipalities.items()})
     profile = cfg.caller_profile or PROFILES.get(cfg.profile, CallerProfile)()
     model = get_profile(cfg.model_path or (cfg.profile if cfg.profile in ("baseline-2020", "perfect") else cfg.profile))
-    world = World(plan, profile, model, cfg.seed, FlowSettings(national_second_pass=cfg.second_pass))
+    world = World(plan, profile, model, cfg.seed, FlowSettings(national_second_pass=cfg.second_pass),
+                  confusable=confusable_rule() if cfg.confusable else None)
     world.set_calendar(cfg.days)
     return world
 
