@@ -33,7 +33,7 @@ def run_calls(scripts: dict[str, CallScript], workdir: Path, at_once: int | None
         return {name: f.result() for name, f in futures.items()}
 
 
-def wait_until_speech_ready(controller: Controller, timeout_s: float = 180.0) -> None:
+def wait_until_speech_ready(controller: Controller, timeout_s: float = 400.0) -> None:
     """Until the controller's recogniser has warmed up (calls before it get the DTMF menu)."""
     import time
 

@@ -41,7 +41,7 @@ def calls(asterisk, ami, tmp_path_factory):
     }
     controller = start_controller(workdir / "controller", salt=SALT, speech_engine=load_settings().speech_engine)
     try:
-        wait_until_speech_ready(controller, 120)
+        wait_until_speech_ready(controller)
         mark = ami.mark()
         results = run_calls(scripts, workdir / "sipp", at_once=1)
         records = {name: controller.record_of(scripts[name].caller) for name in scripts}

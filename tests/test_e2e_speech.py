@@ -36,7 +36,7 @@ def speak(text: str, wav, voice: str = "nl") -> None:
 def controller(asterisk, tmp_path_factory):
     workdir = tmp_path_factory.mktemp("e2e-speech-controller")
     controller = start_controller(workdir, salt=SALT, speech_engine=load_settings().speech_engine)
-    wait_until_speech_ready(controller, 120)
+    wait_until_speech_ready(controller)
     yield controller
     controller.stop()
 

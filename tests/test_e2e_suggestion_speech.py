@@ -30,7 +30,7 @@ def calls(asterisk, ami, tmp_path_factory):
     workdir = tmp_path_factory.mktemp("e2e-suggestion-speech")
     controller = start_controller(workdir / "controller", salt=SALT, speech_engine=load_settings().speech_engine)
     try:
-        wait_until_speech_ready(controller, 180)
+        wait_until_speech_ready(controller)
 
         def script(name, caller, text):
             wav, pcap = workdir / f"{name}.wav", workdir / f"{name}.pcap"
