@@ -6,10 +6,9 @@ second one named."""
 
 from __future__ import annotations
 
-import time
 
 import pytest
-from e2e import SALT, run_calls, start_controller
+from e2e import SALT, run_calls, start_controller, wait_until_speech_ready, answered_since
 from test_e2e_speech import speak
 
 from ivr.config import load_settings
@@ -31,16 +30,13 @@ def call(asterisk, ami, tmp_path_factory):
     script = CallScript("140342", caller="0650000011", steps=[Pause(1500), Audio(pcap), Pause(6000), Dtmf("2")])
     controller = start_controller(workdir / "controller", salt=SALT, speech_engine=load_settings().speech_engine)
     try:
-        deadline = time.monotonic() + 400  # loading the engine on a busy shared machine takes minutes
-        while "speech recognition ready" not in controller.log_path.read_text():
-            assert time.monotonic() < deadline, controller.log_path.read_text()
-            time.sleep(0.2)
+        wait_until_speech_ready(controller)
         mark = ami.mark()
         results = run_calls({"achterveld": script}, workdir / "sipp", at_once=1)
         record = controller.record_of(script.caller)
     finally:
         controller.stop()
-    answered = {e.get("Call"): e.get("CBS") for e in ami.find(mark, Event="UserEvent", UserEvent="MunicipalityAnswered")}
+    answered = answered_since(ami, mark)
     return results["achterveld"], record, answered
 
 
