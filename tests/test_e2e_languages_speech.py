@@ -7,11 +7,10 @@ from __future__ import annotations
 
 
 import pytest
-from e2e import SALT, run_calls, start_controller, wait_until_speech_ready, answered_since
+from e2e import spoken_calls
 from test_e2e_languages import PLAN_OVERRIDES
 from test_e2e_speech import speak
 
-from ivr.config import load_settings
 from ivr_lab.pcap import wav_to_pcap
 from ivr_lab.sipp import Audio, CallScript, Dtmf, Pause
 
@@ -36,17 +35,7 @@ def calls(asterisk, ami, tmp_path_factory):
         "abroad_name": CallScript("+31885550114", caller="0640000002",
                                   steps=[Pause(1500), Audio(pcaps["utrecht"]), Pause(30000), Dtmf("1")]),
     }
-    controller = start_controller(workdir / "controller", salt=SALT, plan_overrides=PLAN_OVERRIDES,
-                                  speech_engine=load_settings().speech_engine)
-    try:
-        wait_until_speech_ready(controller)
-        mark = ami.mark()
-        results = run_calls(scripts, workdir / "sipp", at_once=1)
-        records = {name: controller.record_of(scripts[name].caller) for name in scripts}
-    finally:
-        controller.stop()
-    answered = answered_since(ami, mark)
-    return results, records, answered
+    return spoken_calls(scripts, workdir, ami, plan_overrides=PLAN_OVERRIDES)
 
 
 def test_saying_english_switches_the_dialogue(calls):

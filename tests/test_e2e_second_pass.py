@@ -10,10 +10,9 @@ from __future__ import annotations
 
 
 import pytest
-from e2e import SALT, run_calls, start_controller, wait_until_speech_ready, answered_since
+from e2e import spoken_calls
 from test_e2e_speech import speak
 
-from ivr.config import load_settings
 from ivr_lab.pcap import wav_to_pcap
 from ivr_lab.sipp import Audio, CallScript, Dtmf, Pause
 
@@ -39,16 +38,7 @@ def calls(asterisk, ami, tmp_path_factory):
                          steps=[Pause(1500), Audio(pcaps[name]), Pause(AFTER_NAME_MS), Dtmf("1"), Pause(8000)])
         for k, name in enumerate(pcaps)
     }
-    controller = start_controller(workdir / "controller", salt=SALT, speech_engine=load_settings().speech_engine)
-    try:
-        wait_until_speech_ready(controller)
-        mark = ami.mark()
-        results = run_calls(scripts, workdir / "sipp", at_once=1)
-        records = {name: controller.record_of(scripts[name].caller) for name in scripts}
-    finally:
-        controller.stop()
-    answered = answered_since(ami, mark)
-    return results, records, answered
+    return spoken_calls(scripts, workdir, ami)
 
 
 def test_a_name_outside_the_dialled_code_is_asked_about_and_reached(calls):
