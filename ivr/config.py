@@ -42,6 +42,14 @@ class Settings(BaseSettings):
     prompts_dir: Path = STATE_DIR / "prompts"  # the WAVs the speech path plays itself
     # callback requests (a caller's consented number) are purged this many days after the request
     callback_retention_days: int = Field(default=14, ge=1, le=365)
+    # a caller whose salted hash was routed to one of the dialled area code's municipalities within
+    # this many days is asked "Belt u weer voor de gemeente X?" first; 0 = never (see the README)
+    suggest_days: int = Field(default=30, ge=0, le=365)
+    # a caller whose landline area code belongs to one municipality is asked for it first
+    suggest_landline: bool = True
+    # a listed confusable pair (ivr/data/confusable_names.csv) is accepted only this many share points
+    # (0..100) ahead of its partner; None: the core's default (ivr.core.matcher.ConfusableRule.margin)
+    confusable_margin: float | None = Field(default=None, ge=0.0, le=100.0)
     misroute_window_s: float = 300.0  # a second call to the same area code within this window counts as a retry
 
     # self-learning speech routing (issue 12; README "Privacy"): off by default. On, a caller's confirmed

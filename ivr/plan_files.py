@@ -11,7 +11,13 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
+from itertools import combinations
+from typing import TYPE_CHECKING
+
 from ivr.core.plan import TABLE_FILES, NumberingPlan, PlanError, PlanTables, base_plan_from_tables
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ivr.core.matcher import ConfusableRule
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
 
@@ -33,3 +39,32 @@ def read_plan_tables(data_dir: Path = DATA_DIR) -> PlanTables:
 def load_base_plan(data_dir: Path = DATA_DIR) -> NumberingPlan:
     """The plan as derived from the shipped data, before operator overrides."""
     return base_plan_from_tables(read_plan_tables(data_dir))
+
+
+CONFUSABLE_FILE = "confusable_names.csv"
+
+
+def confusable_pairs(data_dir: Path = DATA_DIR) -> frozenset[frozenset[str]]:
+    """The report's confusable pairs as unordered CBS-code pairs. A row pairs ``code_a`` with
+    each code of ``code_b`` (``;``-separated); a woonplaats row (one official name in several
+    municipalities) pairs every municipality of that name with every other."""
+    pairs: set[frozenset[str]] = set()
+    for i, row in enumerate(read_rows(CONFUSABLE_FILE, data_dir), start=2):
+        a = (row.get("code_a") or "").strip()
+        others = [c.strip() for c in (row.get("code_b") or "").split(";") if c.strip()]
+        if not a or not others:
+            raise PlanError(f"{CONFUSABLE_FILE}:{i}: a pair needs code_a and code_b")
+        if row.get("type") == "woonplaats~woonplaats":
+            pairs.update(frozenset(p) for p in combinations(dict.fromkeys([a, *others]), 2))
+        else:
+            pairs.update(frozenset((a, b)) for b in others if b != a)
+    return frozenset(pairs)
+
+
+def confusable_rule(margin: float | None = None, data_dir: Path = DATA_DIR) -> "ConfusableRule":
+    """The rule holding a thin accept of a listed pair to a confirmation (default margin: the core's)."""
+    # imported here: the install script reads this module with a Python that has no matcher dependencies
+    from ivr.core.matcher import ConfusableRule
+
+    pairs = confusable_pairs(data_dir)
+    return ConfusableRule(pairs) if margin is None else ConfusableRule(pairs, margin)

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from ivr.adapters.api import run_api
-from ivr.adapters.asterisk.agi import CallController, CallObserver
+from ivr.adapters.asterisk.agi import CallController, CallerContext, CallObserver
 from ivr.adapters.asterisk.ami import AmiClient
 from ivr.adapters.asterisk.audiosocket import AudioSocketServer
 from ivr.adapters.asterisk.speech_path import AudioSocketSpeech, PromptAudio, cached_matcher
@@ -25,7 +25,10 @@ from ivr.core.callback import CallbackRequest
 from ivr.core.flow import CallFlow, RequestCallback
 from ivr.core.yes_no import yes_no
 from ivr.core.plan import NumberingPlan, PlanError
+from ivr.core.routing import Verdict, route
+from ivr.core.suggestion import landline_area_code
 from ivr.plan_admin import PlanAdmin
+from ivr.plan_files import confusable_rule
 from ivr.speech.engines import load_recogniser  # loads the configured engine's modules only when called
 
 log = logging.getLogger(__name__)
@@ -51,6 +54,7 @@ class Service:
             flow_factory=self.new_flow, save=self.writer.save,
             caller_salt=settings.caller_salt.get_secret_value(),
             observer=_Collecting(observer, self) if settings.learn_collect else observer, callbacks=self.add_callback,
+            caller_lookup=self.caller_context,
         )
         self._servers: list[asyncio.AbstractServer] = []
         self._audiosocket = None
@@ -83,6 +87,23 @@ class Service:
         self._yes_no = yes_no
         self.controller.speech = speech_path
         self.speech_error = ""
+
+    # -- what is known about a caller (the suggestion) -------------------------------
+
+    async def caller_context(self, number: str, caller: str, dialled: str) -> CallerContext:
+        """The municipality this caller was last routed to among the dialled shared area code's
+        (within ``suggest_days``) and their landline's area code; only for calls that will be asked."""
+        s, plan = self.settings, self.plan
+        decision = route(plan, dialled, speech_available=self.speech is not None)
+        if decision.verdict is not Verdict.ASK or decision.access is not None:
+            return CallerContext()  # straight through, told, or from abroad: nothing to suggest
+        area = landline_area_code(plan, number) if s.suggest_landline else None
+        known = None
+        if s.suggest_days > 0 and caller:
+            codes = tuple(m.cbs_code for m in decision.candidates)
+            since = time.time() - s.suggest_days * 86400
+            known = await asyncio.to_thread(self.store.last_routed_municipality, caller, codes, since)
+        return CallerContext(known, area)
 
     # -- callback requests --------------------------------------------------------
 
@@ -146,7 +167,8 @@ class Service:
         if hasattr(recogniser, "set_learned"):  # the fusion engine learns; the others only collect nothing
             self.learning.engine = recogniser
             self._learn_task = asyncio.create_task(self._refresh_learned())
-        self.enable_speech(path, lambda candidates: cached_matcher(tuple(candidates)), yes_no)
+        confusable = confusable_rule(s.confusable_margin)
+        self.enable_speech(path, lambda candidates: cached_matcher(tuple(candidates), confusable), yes_no)
         log.info("speech recognition ready (%s), AudioSocket on %s:%s", s.speech_engine, server.host, server.port)
 
     async def _refresh_learned(self) -> None:

@@ -34,7 +34,7 @@ from typing import Sequence
 from rapidfuzz import fuzz
 
 from ivr_lab.human_speech import Clip, convert_all, default_cache, ensure_unpacked, load_clips, speech_seconds
-from ivr.core.matcher import Matcher
+from ivr.core.matcher import ConfusableRule, Matcher
 from ivr.core.words import normalise, phonetic
 from ivr.core.plan import AreaCode, Municipality, NumberingPlan, RoutingMode, Status
 from ivr.plan_files import load_base_plan
@@ -69,6 +69,9 @@ class BenchSettings:
     # plan's municipalities (the real 342 and every phrase of the split), and each closed-set clip
     # is also asked once on a code without its own phrase (kind "outside": a caller on the wrong code)
     second_pass: bool = False
+    # the confusable-pair rule (ivr.core.matcher.ConfusableRule) with each clip's sound-alike
+    # phrases as its listed partners (the bench has no real names); None: the core's default margin
+    confusable_margin: float | None = None
 
 
 @dataclass(frozen=True)
@@ -78,6 +81,7 @@ class Task:
     area_code: str  # the question's key in the bench plan
     expected: str  # CBS code of the right answer; "" = names nothing (out of vocabulary)
     kind: str  # "closed" | "oov" | "outside"
+    alike: tuple[str, ...] = ()  # CBS codes of the phrases that sound most like the right one (closed set)
 
 
 def spoken_text(text: str) -> str:
@@ -118,7 +122,7 @@ def build_tasks(settings: BenchSettings, cache: Path | None = None) -> tuple[Num
         rng.shuffle(chosen)
         code = f"H{n:04d}"
         area_codes[code] = AreaCode(code, "bench", tuple(code_of[k] for k in chosen), RoutingMode.SPEECH, 1)
-        tasks.append(Task(c, wavs[c], code, code_of[own], "closed"))
+        tasks.append(Task(c, wavs[c], code, code_of[own], "closed", tuple(code_of[k] for k in alike)))
         if settings.second_pass:  # the same clip on a code that lacks its phrase: found only nationally
             area_codes["X" + code[1:]] = AreaCode("X" + code[1:], "bench", tuple(code_of[k] for k in chosen if k != own),
                                                   RoutingMode.SPEECH, 1)
@@ -160,20 +164,35 @@ class BenchItem(ItemResult):
     speaker: str = ""
     text: str = ""
     p_right: float = -1.0  # the engine's probability that its best answer is right (-1: none given)
+    partner_margin: float = -1.0  # best minus its listed (sound-alike) partner's score (-1: no partner ranked)
+    held: bool = False  # an accept the confusable-pair rule held to a confirmation
+
+
+def bench_rule(task: Task, margin: float | None) -> ConfusableRule:
+    """The confusable-pair rule of one closed-set question: the right phrase and each of its
+    sound-alikes are a listed pair (what confusable_names.csv is to real names)."""
+    pairs = frozenset(frozenset((task.expected, a)) for a in task.alike)
+    return ConfusableRule(pairs) if margin is None else ConfusableRule(pairs, margin)
 
 
 def run_task(task: Task, plan: NumberingPlan, recogniser, matchers: dict[str, Matcher],
-             national: "NationalPass | None" = None) -> BenchItem:
+             national: "NationalPass | None" = None, margin: float | None = None) -> BenchItem:
     """One clip as ``ivr replay`` plays one row: the listening module, the engine, the matcher."""
     item = BenchItem(path=str(task.wav), area_code=task.area_code, expected_cbs_code=task.expected, kind=task.kind,
                      speaker=task.clip.speaker, text=task.clip.text)
     try:
         slin = read_slin(task.wav)
         if task.area_code not in matchers:
-            matchers[task.area_code] = Matcher(plan.candidates(task.area_code))
+            matchers[task.area_code] = Matcher(plan.candidates(task.area_code), confusable=bench_rule(task, margin))
+        matcher = matchers[task.area_code]
         verdict = listen(recogniser, plan.area_codes[task.area_code].municipalities, slin)
-        fill_from_verdict(item, verdict, matchers[task.area_code], national)
+        fill_from_verdict(item, verdict, matcher, national)
         item.outside_code = task.kind == "outside"
+        if verdict.recognition is not None:
+            result = matcher.decide(verdict.recognition)
+            partner = matcher.confusable.partner(result)
+            item.partner_margin = round(result.best.score - partner.score, 2) if partner else -1.0
+            item.held = bool(result.held_by)
         p = verdict.recognition.p_right if verdict.recognition is not None else None
         item.p_right = round(float(p), 4) if p is not None else -1.0
     except Exception as exc:  # noqa: BLE001 - one bad clip must not end the run
@@ -233,6 +252,8 @@ def summarise(items: Sequence[BenchItem]) -> dict:
     metrics = compute_metrics(closed)
     return {"closed_set": metrics,
             "accepted_wrong_rate": metrics["misroute_rate"],
+            "confusable_held": {"right": sum(1 for i in closed if i.held and i.decided_cbs_code == i.expected_cbs_code),
+                                "wrong": sum(1 for i in closed if i.held and i.decided_cbs_code != i.expected_cbs_code)},
             "per_speaker": {s: compute_metrics([i for i in closed if i.speaker == s]) for s in speakers},
             "out_of_vocabulary": oov_metrics(oov),
             "calibration": calibration(closed + oov),
@@ -252,6 +273,8 @@ def format_text(summary: dict, settings: BenchSettings, engine: str) -> str:
              f"            accept {c['accept_rate']:.1%}  confirm {c['confirm_rate']:.1%}  "
              f"choose {c['choose_rate']:.1%}  reject {c['reject_rate']:.1%}  "
              f"latency p50 {c['latency_ms_p50']} ms p95 {c['latency_ms_p95']} ms",
+             f"            confusable pair held to confirm: {summary['confusable_held']['right']} right, "
+             f"{summary['confusable_held']['wrong']} wrong",
              f"out of vocabulary  n={o['n']}  accepted {o['accepted']:.1%}  confirmed {o['confirmed']:.1%}  "
              f"chose {o['chose']:.1%}  rejected {o['rejected']:.1%}  asked about one outside the code "
              f"{o['proposed_outside']}",
@@ -300,7 +323,7 @@ def run_bench(settings: BenchSettings, engine: str, cache: Path | None = None, p
     national = NationalPass(recogniser, plan) if settings.second_pass else None
     items = []
     for k, task in enumerate(tasks):
-        items.append(run_task(task, plan, recogniser, matchers, national))
+        items.append(run_task(task, plan, recogniser, matchers, national, settings.confusable_margin))
         if progress and (k + 1) % 25 == 0:
             print(f"  {k + 1}/{len(tasks)}", file=sys.stderr)
     return summarise(items), items
@@ -366,6 +389,9 @@ def register(sub) -> None:
     p.add_argument("--second-pass", action="store_true",
                    help="the flow's national second pass: answers not accepted are decided again among all "
                         "municipalities, and every clip is also asked on a code without its own phrase")
+    p.add_argument("--confusable-margin", type=float, default=None,
+                   help="hold accepts this close to a sound-alike to a confirmation (default: the core's; "
+                        "0: never)")
     p.add_argument("--fresh-oov", metavar="SEEDS", default="",
                    help="out of vocabulary only: the split's clips that the run with --seed never played, "
                         "sampled with these comma-separated seeds (e.g. 2,3,4,5)")
@@ -386,7 +412,8 @@ def _cmd_human(args) -> int:
 
     engine = args.engine or load_settings().speech_engine
     settings = BenchSettings(split=args.split, candidates=args.candidates, sound_alike=args.sound_alike,
-                             oov_items=args.oov, seed=args.seed, limit=args.limit, second_pass=args.second_pass)
+                             oov_items=args.oov, seed=args.seed, limit=args.limit, second_pass=args.second_pass,
+                             confusable_margin=args.confusable_margin)
     t0 = time.perf_counter()
     seeds = [int(x) for x in args.fresh_oov.split(",") if x.strip()]
     summary, items = run_bench(settings, engine, progress=True, fresh_oov_seeds=seeds)

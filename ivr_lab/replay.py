@@ -39,6 +39,7 @@ import argparse
 import json
 import sys
 import time
+from functools import lru_cache
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -46,7 +47,7 @@ from ivr.core.callrecord import SecondPass
 from ivr.core.matcher import Matcher, MatchResult
 from ivr.core.plan import NumberingPlan
 from ivr.core.second_pass import outside_the_code, worth_a_second_pass
-from ivr.plan_files import load_base_plan
+from ivr.plan_files import confusable_rule, load_base_plan
 from ivr.core.recognition import Recognition
 from ivr.speech.base import Recogniser
 from ivr.speech.endpoint import EndpointConfig, Endpointer
@@ -97,12 +98,18 @@ def run_item(row: dict[str, str], base: Path, plan: NumberingPlan, recogniser: R
         slin = read_slin(base / item.path)
         item.note = wav_shape(base / item.path)
         if item.area_code not in matchers:
-            matchers[item.area_code] = Matcher(plan.candidates(item.area_code))
+            # as live calls decide: listed confusable pairs are not accepted on a thin margin
+            matchers[item.area_code] = Matcher(plan.candidates(item.area_code), confusable=_confusable())
         verdict = listen(recogniser, area.municipalities, slin)
         fill_from_verdict(item, verdict, matchers[item.area_code], national)
     except Exception as exc:  # noqa: BLE001 - one bad item must not end the run
         mark_failed(item, exc)
     return item
+
+
+@lru_cache(maxsize=1)
+def _confusable():
+    return confusable_rule()
 
 
 def fill_from_verdict(item: ItemResult, verdict: Verdict, matcher: Matcher, national: NationalPass | None = None

@@ -34,11 +34,12 @@ def drive_sip(manifest: Path, args: argparse.Namespace) -> list[ItemResult]:
     salt = settings.caller_salt.get_secret_value()
     rows = read_manifest(manifest)
     workdir = Path(tempfile.mkdtemp(prefix="ivr14-replay-sip-"))
-    run_id = int(time.time()) % 10_000
+    # callers new to the controller (never a suggestion "Belt u weer voor …?" from an earlier run)
+    run_id = int(time.time() * 1000) % 10**9
 
     def one(index: int, row: dict[str, str]) -> ItemResult:
         item = new_item(row)
-        caller = f"09{run_id:04d}{index:05d}"
+        caller = f"09{run_id:09d}{index:05d}"
         try:
             check_row(item, plan)  # the same per-row errors as offline replay, before any call
             read_slin(manifest.parent / item.path)

@@ -31,3 +31,37 @@ def run_calls(scripts: dict[str, CallScript], workdir: Path, at_once: int | None
         futures = {name: pool.submit(run_sipp, script, 1, 1, None, None, "127.0.0.1:5060", workdir / name)
                    for name, script in scripts.items()}
         return {name: f.result() for name, f in futures.items()}
+
+
+def wait_until_speech_ready(controller: Controller, timeout_s: float = 400.0) -> None:
+    """Until the controller's recogniser has warmed up (calls before it get the DTMF menu)."""
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while "speech recognition ready" not in controller.log_path.read_text():
+        assert controller.proc.poll() is None, controller.log_path.read_text()  # it died: say why at once
+        assert time.monotonic() < deadline, controller.log_path.read_text()
+        time.sleep(0.2)
+
+
+def answered_since(ami, mark) -> dict[str, str]:
+    """Call id -> CBS code of every municipality (lab extension) that answered since ``mark``."""
+    return {e.get("Call"): e.get("CBS") for e in ami.find(mark, Event="UserEvent", UserEvent="MunicipalityAnswered")}
+
+
+def spoken_calls(scripts: dict[str, CallScript], workdir: Path, ami, **controller_options):
+    """One caller at a time (each utterance is heard the same way every run) through a real
+    controller with the configured recogniser: (SIPp results, each script's call record, who
+    answered each call)."""
+    from ivr.config import load_settings
+
+    controller_options.setdefault("speech_engine", load_settings().speech_engine)
+    controller = start_controller(workdir / "controller", salt=SALT, **controller_options)
+    try:
+        wait_until_speech_ready(controller)
+        mark = ami.mark()
+        results = run_calls(scripts, workdir / "sipp", at_once=1)
+        records = {name: controller.record_of(script.caller) for name, script in scripts.items()}
+    finally:
+        controller.stop()
+    return results, records, answered_since(ami, mark)

@@ -182,3 +182,67 @@ def test_record_writer_retries_a_failed_batch(tmp_path):
     assert writer.flush(5)
     assert store.get("c1") is not None and len(failures) == 2
     writer.close()
+
+
+async def run_with_lookup(tmp_path, lookup, answer):
+    from ivr.adapters.asterisk.agi import CallController
+
+    store = CallStore(tmp_path / "calls.sqlite")
+    seen = []
+
+    async def caller_lookup(number, caller, dialled):
+        seen.append((number, caller, dialled))
+        return await lookup()
+
+    controller = CallController(flow_factory=lambda: CallFlow(PLAN, speech_available=False), save=store.save,
+                                caller_salt="s", caller_lookup=caller_lookup)
+    server = await asyncio.start_server(controller.handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    commands = await asyncio.wait_for(fake_asterisk(port, "140113", answer), 10)
+    for _ in range(50):
+        if controller.active == 0:
+            break
+        await asyncio.sleep(0.02)
+    server.close()
+    await server.wait_closed()
+    return commands, store, seen
+
+
+def test_the_driver_puts_what_is_known_into_the_call_and_a_key_answers_the_suggestion(tmp_path):
+    from ivr.adapters.asterisk.agi import CallerContext
+    from ivr.core.callrecord import hash_caller
+
+    async def lookup():
+        return CallerContext("GM0664", None)
+
+    def answer(cmd, n):
+        if cmd.startswith("STREAM FILE ivr14/suggestie_toets"):
+            return "200 result=49 endpos=100"  # the caller keys 1 during the question
+        if cmd.startswith("GET VARIABLE DIALSTATUS"):
+            return "200 result=1 (ANSWER)"
+        return "200 result=0"
+
+    commands, store, seen = asyncio.run(run_with_lookup(tmp_path, lookup, answer))
+    assert seen == [("0612345678", hash_caller("0612345678", "s"), "140113")]
+    streams = [c.split()[2] for c in commands if c.startswith("STREAM FILE")]
+    assert streams[:4] == ["ivr14/welkom", "ivr14/suggestie_weer", "ivr14/gemeente/GM0664", "ivr14/suggestie_toets"]
+    assert any(c.startswith("EXEC Dial Local/GM0664@ivr14-lab") for c in commands)
+    [rec] = store.query()
+    assert (rec.suggested, rec.suggestion, rec.municipality, rec.digits) == ("GM0664", "accepted", "GM0664", "1")
+
+
+@pytest.mark.parametrize("how", ["slow", "broken"])
+def test_a_slow_or_broken_lookup_never_holds_up_the_call(tmp_path, how):
+    async def lookup():
+        if how == "broken":
+            raise sqlite3.OperationalError("database is locked")
+        await asyncio.sleep(5)
+
+    def answer(cmd, n):
+        return None if cmd.startswith("WAIT FOR DIGIT") else "200 result=0"
+
+    commands, store, _ = asyncio.run(run_with_lookup(tmp_path, lookup, answer))
+    streams = [c.split()[2] for c in commands if c.startswith("STREAM FILE")]
+    assert streams[:3] == ["ivr14/welkom", "ivr14/en/kies_engels", "ivr14/kies_menu"]  # the usual menu
+    [rec] = store.query()
+    assert rec.suggested is None

@@ -149,10 +149,11 @@ def test_run_sync_refuses_a_port_that_suspends():
 
 def test_answer_picks_the_handler_for_the_question_kind():
     from ivr.core.drive import answer
-    from ivr.core.flow import AskName, ChooseOfTwo, ConfirmOne
+    from ivr.core.flow import AskName, ChooseOfTwo, ConfirmOne, SuggestOne
 
     handlers = dict(name=lambda q: ("name", q.candidates), confirm=lambda q: ("confirm", q.municipality),
-                    choose=lambda q: ("choose", q.options))
+                    choose=lambda q: ("choose", q.options), suggest=lambda q: ("suggest", q.municipality))
     assert answer(AskName((), ("GM1",), 5.0), **handlers) == ("name", ("GM1",))
     assert answer(ConfirmOne((), "GM1", 4.0), **handlers) == ("confirm", "GM1")
     assert answer(ChooseOfTwo((), ("GM1", "GM2"), 4.0), **handlers) == ("choose", ("GM1", "GM2"))
+    assert answer(SuggestOne((), "GM1", ("GM1", "GM2"), 5.0), **handlers) == ("suggest", "GM1")

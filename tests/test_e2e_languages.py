@@ -10,7 +10,7 @@ import re
 
 import httpx
 import pytest
-from e2e import SALT, run_calls, start_controller
+from e2e import SALT, run_calls, start_controller, answered_since
 
 from ivr.plan_files import load_base_plan
 from ivr_lab.sipp import CallScript, Dtmf, Pause
@@ -70,7 +70,7 @@ def calls(asterisk, ami, tmp_path_factory):
         report = httpx.get(f"{controller.api_url}/v1/report").json()
     finally:
         controller.stop()
-    answered = {e.get("Call"): e.get("CBS") for e in ami.find(mark, Event="UserEvent", UserEvent="MunicipalityAnswered")}
+    answered = answered_since(ami, mark)
     played = _played_by_channel(asterisk.log_since(log_mark))
     return results, records, answered, played, metrics, report
 

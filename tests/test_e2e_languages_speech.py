@@ -5,14 +5,12 @@ municipality's name, which is decided among all 342."""
 
 from __future__ import annotations
 
-import time
 
 import pytest
-from e2e import SALT, run_calls, start_controller
+from e2e import spoken_calls
 from test_e2e_languages import PLAN_OVERRIDES
 from test_e2e_speech import speak
 
-from ivr.config import load_settings
 from ivr_lab.pcap import wav_to_pcap
 from ivr_lab.sipp import Audio, CallScript, Dtmf, Pause
 
@@ -37,20 +35,7 @@ def calls(asterisk, ami, tmp_path_factory):
         "abroad_name": CallScript("+31885550114", caller="0640000002",
                                   steps=[Pause(1500), Audio(pcaps["utrecht"]), Pause(30000), Dtmf("1")]),
     }
-    controller = start_controller(workdir / "controller", salt=SALT, plan_overrides=PLAN_OVERRIDES,
-                                  speech_engine=load_settings().speech_engine)
-    try:
-        deadline = time.monotonic() + 120
-        while "speech recognition ready" not in controller.log_path.read_text():
-            assert time.monotonic() < deadline, controller.log_path.read_text()
-            time.sleep(0.2)
-        mark = ami.mark()
-        results = run_calls(scripts, workdir / "sipp", at_once=1)
-        records = {name: controller.record_of(scripts[name].caller) for name in scripts}
-    finally:
-        controller.stop()
-    answered = {e.get("Call"): e.get("CBS") for e in ami.find(mark, Event="UserEvent", UserEvent="MunicipalityAnswered")}
-    return results, records, answered
+    return spoken_calls(scripts, workdir, ami, plan_overrides=PLAN_OVERRIDES)
 
 
 def test_saying_english_switches_the_dialogue(calls):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import httpx
 import pytest
-from e2e import SALT, run_calls, start_controller
+from e2e import SALT, run_calls, start_controller, answered_since
 
 from ivr.adapters.metrics import parse_exposition, total
 from ivr_lab.sipp import CallScript, Dtmf, Pause
@@ -60,8 +60,7 @@ def calls(asterisk, ami, tmp_path_factory):
         report = httpx.get(f"{controller.api_url}/v1/report").json()
     finally:
         controller.stop()
-    answered = {e.get("Call"): e.get("CBS")
-                for e in ami.find(mark, Event="UserEvent", UserEvent="MunicipalityAnswered")}
+    answered = answered_since(ami, mark)
     return results, records, answered, callbacks, unauthorised, metrics, report
 
 

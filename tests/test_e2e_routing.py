@@ -13,7 +13,7 @@ import sys
 
 import httpx
 import pytest
-from e2e import REPO, SALT, run_calls, start_controller
+from e2e import REPO, SALT, run_calls, start_controller, answered_since
 
 from ivr_lab.sipp import CallScript, Dtmf, HangUp, Pause
 from ivr.plan_files import load_base_plan
@@ -65,7 +65,7 @@ def calls(asterisk, ami, tmp_path_factory):
         published["db"] = controller.db_path
     finally:
         controller.stop()
-    answered = {e.get("Call"): e.get("CBS") for e in ami.find(mark, Event="UserEvent", UserEvent="MunicipalityAnswered")}
+    answered = answered_since(ami, mark)
     return results, records, answered
 
 

@@ -8,13 +8,11 @@ never called."""
 
 from __future__ import annotations
 
-import time
 
 import pytest
-from e2e import SALT, run_calls, start_controller
+from e2e import spoken_calls
 from test_e2e_speech import speak
 
-from ivr.config import load_settings
 from ivr_lab.pcap import wav_to_pcap
 from ivr_lab.sipp import Audio, CallScript, Dtmf, Pause
 
@@ -40,19 +38,7 @@ def calls(asterisk, ami, tmp_path_factory):
                          steps=[Pause(1500), Audio(pcaps[name]), Pause(AFTER_NAME_MS), Dtmf("1"), Pause(8000)])
         for k, name in enumerate(pcaps)
     }
-    controller = start_controller(workdir / "controller", salt=SALT, speech_engine=load_settings().speech_engine)
-    try:
-        deadline = time.monotonic() + 120
-        while "speech recognition ready" not in controller.log_path.read_text():
-            assert time.monotonic() < deadline, controller.log_path.read_text()
-            time.sleep(0.2)
-        mark = ami.mark()
-        results = run_calls(scripts, workdir / "sipp", at_once=1)
-        records = {name: controller.record_of(scripts[name].caller) for name in scripts}
-    finally:
-        controller.stop()
-    answered = {e.get("Call"): e.get("CBS") for e in ami.find(mark, Event="UserEvent", UserEvent="MunicipalityAnswered")}
-    return results, records, answered
+    return spoken_calls(scripts, workdir, ami)
 
 
 def test_a_name_outside_the_dialled_code_is_asked_about_and_reached(calls):

@@ -8,10 +8,9 @@ import json
 import os
 import subprocess
 import sys
-import time
 
 import pytest
-from e2e import REPO, SALT, run_calls, start_controller
+from e2e import REPO, SALT, run_calls, start_controller, wait_until_speech_ready, answered_since
 
 from ivr.config import load_settings
 from ivr_lab.pcap import wav_to_pcap
@@ -37,10 +36,7 @@ def speak(text: str, wav, voice: str = "nl") -> None:
 def controller(asterisk, tmp_path_factory):
     workdir = tmp_path_factory.mktemp("e2e-speech-controller")
     controller = start_controller(workdir, salt=SALT, speech_engine=load_settings().speech_engine)
-    deadline = time.monotonic() + 120
-    while "speech recognition ready" not in controller.log_path.read_text():
-        assert time.monotonic() < deadline, controller.log_path.read_text()
-        time.sleep(0.2)
+    wait_until_speech_ready(controller)
     yield controller
     controller.stop()
 
@@ -64,7 +60,7 @@ def calls(controller, ami, tmp_path_factory):
     # each utterance the same way every run
     results = run_calls(scripts, workdir / "sipp", at_once=1)
     records = {name: controller.record_of(UTTERANCES[name][2]) for name in UTTERANCES}
-    answered = {e.get("Call"): e.get("CBS") for e in ami.find(mark, Event="UserEvent", UserEvent="MunicipalityAnswered")}
+    answered = answered_since(ami, mark)
     return results, records, answered
 
 

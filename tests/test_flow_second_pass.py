@@ -54,8 +54,8 @@ def call(flow, number="140113"):
 
 # --- the pure rule -------------------------------------------------------------------
 
-def result(verdict, *codes):
-    return MatchResult(verdict, tuple(Scored(c, c, 90.0 - i, c) for i, c in enumerate(codes)), 5.0)
+def result(verdict, *codes, heard=None):
+    return MatchResult(verdict, tuple(Scored(c, c, 90.0 - i, heard or c) for i, c in enumerate(codes)), 5.0)
 
 
 def test_only_an_unsure_first_decision_is_decided_again():
@@ -69,8 +69,9 @@ def test_only_an_unsure_first_decision_is_decided_again():
     (result(MatchVerdict.CONFIRM, "X", "A"), ()),  # unsure nationally: the code's decision stands
     (result(MatchVerdict.ACCEPT, "A", "X"), ()),  # a name of the code is the best nationally too
     (result(MatchVerdict.REJECT), ()),
-    (result(MatchVerdict.CHOOSE, "X", "Y"), ("X", "Y")),  # a place both have: "X of Y?"
-    (result(MatchVerdict.CHOOSE, "X", "A"), ()),  # one of them is the code's: the code asks
+    (result(MatchVerdict.CHOOSE, "X", "Y", heard="Velp"), ("X", "Y")),  # a place both have: "X of Y?"
+    (result(MatchVerdict.CHOOSE, "X", "Y"), ()),  # two names that merely sound alike: not sure enough
+    (result(MatchVerdict.CHOOSE, "X", "A", heard="Velp"), ()),  # one of them is the code's: the code asks
 ])
 def test_what_the_national_decision_proposes(national, proposed):
     assert tuple(s.cbs_code for s in outside_the_code(national, {"A", "B"})) == proposed

@@ -14,12 +14,11 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
-from e2e import REPO, SALT, start_controller
+from e2e import REPO, SALT, start_controller, wait_until_speech_ready
 
 from ivr.config import Settings
 from ivr_lab.corpus import write_wav
@@ -59,11 +58,7 @@ def as_on_the_line(slin: bytes) -> np.ndarray:
 def controller(asterisk, tmp_path_factory):
     workdir = tmp_path_factory.mktemp("replay-live-controller")
     controller = start_controller(workdir, salt=SALT, speech_engine=engine_name())
-    deadline = time.monotonic() + 180
-    while "speech recognition ready" not in controller.log_path.read_text():
-        assert controller.proc.poll() is None, controller.log_path.read_text()
-        assert time.monotonic() < deadline, controller.log_path.read_text()
-        time.sleep(0.2)
+    wait_until_speech_ready(controller)
     yield controller
     controller.stop()
 

@@ -105,7 +105,8 @@ def test_accumulator_equals_compute_kpis_and_json_keys_are_stable():
                        "misroute_window_s", "unfinished", "by_month"]
     assert list(a["overall"]) == ["calls", "headline", "outcomes", "modes", "recognition", "routing", "transfer",
                                   "hangups_by_phase", "errors", "latency", "failover", "languages", "entries",
-                                  "routed_by_language", "routed_by_entry", "second_pass"]
+                                  "routed_by_language", "routed_by_entry", "second_pass", "suggestions",
+                                  "questions", "asked_back"]
     json.dumps(a)  # serialisable as is
 
 

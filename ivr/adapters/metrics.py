@@ -38,6 +38,8 @@ from ivr.core.signals import (
     MisrouteTracker,
     failover_paths,
     second_pass_paths,
+    suggestion_paths,
+    asked_back_paths,
     attempts_bucket,
     entry_of,
     error_kind,
@@ -123,6 +125,18 @@ class Metrics:
             "followed: run, outside_proposed (a municipality outside the dialled code was asked about), "
             "outside_accepted / outside_refused (2020: such names went to the nearest name inside the code, "
             "Haarlemmermeer -> Haarlem).", ["area_code", "path"], namespace=ns, registry=r)
+        self.suggestions = Counter(
+            "suggestion_calls", "Calls asked first for a municipality known about the caller ('Belt u weer voor de "
+            "gemeente X?'), by source (history: this caller's hash reached it within N days; landline: the "
+            "caller's area code is one municipality's) and path: made, accepted, refused, named (a name instead), "
+            "no_answer (2020: callers waited through the whole dialogue on every call).",
+            ["area_code", "source", "path"], namespace=ns, registry=r)
+        self.asked_back = Counter(
+            "asked_back_calls", "Calls asked a question where a name alone would have decided, by path: "
+            "same_name_place (a place of two municipalities, 'Velp in de gemeente A, of Velp in de gemeente B?'), "
+            "confusable_held (an accept of a listed confusable pair on a thin margin, confirmed instead; "
+            "2020: Haarlemmermeer -> Haarlem misroutes).",
+            ["area_code", "path"], namespace=ns, registry=r)
         self.learning = Counter(
             "learning_utterances", "Self-learning (issue 12): callers' spoken answers by step: collected (labelled "
             "by the caller's confirmation or choice), candidate (kept, within the caps), capped (not kept), "
@@ -292,6 +306,10 @@ class MetricsObserver:
             m.failover.labels(area, path).inc()
         for path in second_pass_paths(record):
             m.second_pass.labels(area, path).inc()
+        for path in suggestion_paths(record):
+            m.suggestions.labels(area, label(record.suggestion_source), path).inc()
+        for path in asked_back_paths(record):
+            m.asked_back.labels(area, path).inc()
         for name, seconds in latencies(record):
             if name == "ivr_seconds":
                 m.ivr_time.labels(mode).observe(seconds)
@@ -422,6 +440,10 @@ def reconcile(snapshot: Snapshot, kpis: Kpis) -> list[str]:
         check(f"failover path={path}", total(snapshot, f"{p}_failover_calls_total", path=path), n)
     for path, n in o.second_pass.items():
         check(f"second pass path={path}", total(snapshot, f"{p}_second_pass_calls_total", path=path), n)
+    for path, n in o.suggestions.items():
+        check(f"suggestion path={path}", total(snapshot, f"{p}_suggestion_calls_total", path=path), n)
+    for path, n in o.asked_back.items():
+        check(f"asked back path={path}", total(snapshot, f"{p}_asked_back_calls_total", path=path), n)
     for name, metric in HISTOGRAM_NAMES.items():
         lat = o.latency[name]
         check(f"{name} count", total(snapshot, f"{p}_{metric}_count"), lat.count)

@@ -99,9 +99,15 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
     (3, "calls: second_pass", [
         "ALTER TABLE calls ADD COLUMN second_pass {text}",
     ]),
+    # the suggestion asked first ("Belt u weer voor de gemeente X?"): what, from what, and the answer
+    (4, "suggestion of the municipality", [
+        "ALTER TABLE calls ADD COLUMN suggested {text}",
+        "ALTER TABLE calls ADD COLUMN suggestion_source {text}",
+        "ALTER TABLE calls ADD COLUMN suggestion {text}",
+    ]),
     # callers' confirmed utterances of municipality names, as the engine's features (issue 12:
     # ivr.adapters.learning); personal data: each row expires (IVR_LEARN_RETENTION_DAYS)
-    (4, "learned utterances", [
+    (5, "learned utterances", [
         "CREATE TABLE IF NOT EXISTS learned (id {serial_pk}, call_id {text} NOT NULL, cbs_code {text} NOT NULL,"
         " phrase {text} NOT NULL, area_code {text}, caller {text} NOT NULL, how {text} NOT NULL,"
         " collected_at {real} NOT NULL, expires_at {real} NOT NULL, status {text} NOT NULL,"
@@ -152,7 +158,8 @@ def migrate(execute: Callable[..., Any], dialect: Dialect, begin: str = "BEGIN")
             number, description, statements = pending[0]
             legacy = number == 1 and bool(_columns(execute, dialect, "calls"))
             for statement in statements:
-                execute(dialect.ddl(statement))
+                if not _adds_a_column_it_has(execute, dialect, statement):
+                    execute(dialect.ddl(statement))
             if legacy:
                 _add_v1_columns(execute, dialect)
             execute(dialect.sql("INSERT INTO schema_version (version, description, applied_at) VALUES (?, ?, ?)"),
@@ -161,6 +168,16 @@ def migrate(execute: Callable[..., Any], dialect: Dialect, begin: str = "BEGIN")
         except BaseException:
             execute("ROLLBACK")
             raise
+
+
+def _adds_a_column_it_has(execute, dialect: Dialect, statement: str) -> bool:
+    """Whether ``statement`` adds a column the table already has: files from before versioning
+    were given every CallRecord field of the build that wrote them, so they may hold a later
+    migration's columns (neither database has ADD COLUMN IF NOT EXISTS in common)."""
+    words = statement.split()
+    if [w.upper() for w in words[:2]] + [w.upper() for w in words[3:5]] != ["ALTER", "TABLE", "ADD", "COLUMN"]:
+        return False
+    return words[5] in _columns(execute, dialect, words[2])
 
 
 def _columns(execute, dialect: Dialect, table: str) -> set[str]:

@@ -80,6 +80,8 @@ def render_table(kpis: Kpis, names: dict[str, str] | None = None) -> str:
     w("hang-ups by phase: " + ", ".join(f"{k} {v}" for k, v in o.hangups_by_phase.items()) + "\n")
     w("municipality not reachable, then: " + ", ".join(f"{k} {v}" for k, v in o.failover.items()) + "\n")
     w("national second pass: " + ", ".join(f"{k} {v}" for k, v in o.second_pass.items()) + "\n")
+    w("suggestion asked first: " + ", ".join(f"{k} {v}" for k, v in o.suggestions.items()) + "\n")
+    w("asked back instead of transferred: " + ", ".join(f"{k} {v}" for k, v in o.asked_back.items()) + "\n")
     w(_languages_line(o) + "\n")
     r = o.routing["all"]
     w(f"routed {r.routed}, misrouted {r.misrouted} (" +

@@ -49,6 +49,18 @@ def register(subparsers) -> None:
                         "(default 0: the 2020 world)")
     p.add_argument("--no-second-pass", action="store_true",
                    help="decide spoken names only among the dialled code's municipalities (as before issue 11)")
+    p.add_argument("--repeat-share", type=float, default=0.0,
+                   help="share of callers whose hash reached a municipality of the dialled code within N days "
+                        "(default 0: the 2020 world); with --landline-share: the suggestion is asked first")
+    p.add_argument("--landline-share", type=float, default=0.0,
+                   help="share of callers on a Dutch landline (default 0: the 2020 world)")
+    p.add_argument("--no-suggestion", action="store_true",
+                   help="the same callers, but no suggestion is asked (compare with the same --seed)")
+    p.add_argument("--compare-suggestion", action="store_true",
+                   help="run twice with the same seed, with and without the suggestion (all records; the second "
+                        "in <db>.nosuggestion.sqlite), and compare the suggested calls: questions, IVR seconds")
+    p.add_argument("--confusable", action="store_true",
+                   help="hold thin accepts of listed confusable pairs to a confirmation, as live calls do")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_cmd_simulate)
@@ -80,16 +92,21 @@ def _cmd_simulate(args) -> int:
         if not Path(model_path).is_file():
             print(f"unknown profile {args.profile!r}", file=sys.stderr)
             return 2
-    for name in ("english_share", "abroad_share", "wrong_code_share"):
+    for name in ("english_share", "abroad_share", "wrong_code_share", "repeat_share", "landline_share"):
         if not 0.0 <= getattr(args, name) <= 1.0:
             print(f"--{name.replace('_', '-')} must be between 0 and 1", file=sys.stderr)
             return 2
     caller_profile = CallerProfile(calls_per_year=int(args.rate), english_share=args.english_share,
-                                   abroad_share=args.abroad_share, wrong_code_share=args.wrong_code_share)
+                                   abroad_share=args.abroad_share, wrong_code_share=args.wrong_code_share,
+                                   repeat_share=args.repeat_share, landline_share=args.landline_share,
+                                   suggest=not args.no_suggestion)
     cfg = SimConfig(calls=calls, days=days, seed=args.seed, profile=profile_name, model_path=model_path, db=db,
                     records=records, sample=args.sample, workers=args.workers, progress=not args.no_progress,
                     kpi_groups=args.kpi_groups, metrics=args.metrics,
-                    caller_profile=caller_profile, overflow=args.overflow, second_pass=not args.no_second_pass)
+                    caller_profile=caller_profile, overflow=args.overflow, second_pass=not args.no_second_pass,
+                    confusable=args.confusable)
+    if args.compare_suggestion:
+        return _compare_suggestion(cfg, args)
     summary = simulate(cfg)
     kpis: Kpis = summary.pop("_kpis")
     summary.pop("_metrics", None)
@@ -109,6 +126,30 @@ def _cmd_simulate(args) -> int:
         print("metrics (ivr.adapters.metrics) vs KPIs: " + ("agree" if agree == "agree" else "; ".join(agree[:5])))
     if db is not None:
         print(f"the same KPIs from the stored records: ivr report --db {db}")
+    return 0
+
+
+def _compare_suggestion(cfg: SimConfig, args) -> int:
+    from dataclasses import replace
+
+    from ivr.simulator.run import savings_table, suggestion_savings
+
+    if cfg.db is None or not (cfg.caller_profile.repeat_share or cfg.caller_profile.landline_share):
+        print("--compare-suggestion needs a --db and --repeat-share or --landline-share", file=sys.stderr)
+        return 2
+    without_db = cfg.db.with_suffix(".nosuggestion.sqlite")
+    _remove_db(without_db)
+    runs = {}
+    for db, suggest in ((cfg.db, True), (without_db, False)):
+        run = replace(cfg, db=db, records="all", caller_profile=replace(cfg.caller_profile, suggest=suggest))
+        runs[suggest] = simulate(run)["_kpis"].overall
+    for suggest, o in runs.items():
+        ivr = o.latency["ivr_seconds"]
+        print(f"{'with' if suggest else 'without'} suggestion: questions {o.questions / o.calls:.4f} a call, "
+              f"IVR {ivr.sum / o.calls:.3f} s a call, p50 {ivr.p50:.1f} s, p95 {ivr.p95:.1f} s; "
+              + ", ".join(f"{k} {v:,}" for k, v in o.suggestions.items()))
+    for line in savings_table(suggestion_savings(cfg.db, without_db)):
+        print("  " + line)
     return 0
 
 

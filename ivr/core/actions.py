@@ -9,8 +9,12 @@ Only the drive loop (:mod:`ivr.core.drive`) branches on these types.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
+
+import re
 
 from ivr.core.routing import MORE_DIGIT, OPERATOR_DIGIT
+from ivr.core.words import normalise
 
 Prompt = tuple[str, ...]  # prompt keys, played in order (see ivr.core.prompts)
 
@@ -32,6 +36,7 @@ class AskName:
     again: bool = False  # asked again after an answer that was not understood
     digits: str = "0123456789"  # digits accepted as an answer as well
     phrases: tuple[str, ...] = ()  # words heard besides the names: a language offered ("English")
+    by_voice: ClassVar[bool] = True
 
     @property
     def vocabulary_of(self) -> tuple[str, ...]:
@@ -56,6 +61,7 @@ class ConfirmOne:
     municipality: str  # CBS code
     timeout_s: float
     digits: str = "12"
+    by_voice: ClassVar[bool] = True
 
     @property
     def vocabulary_of(self) -> tuple[str, ...]:
@@ -70,10 +76,32 @@ class ChooseOfTwo:
     options: tuple[str, str]  # CBS codes
     timeout_s: float
     digits: str = "12"
+    by_voice: ClassVar[bool] = True
+    # a place both options have ("Velp"): asked as "Velp in de gemeente A, of Velp in de gemeente B?"
+    place: str = ""
 
     @property
     def vocabulary_of(self) -> tuple[str, ...]:
         return self.options
+
+
+@dataclass(frozen=True, slots=True)
+class SuggestOne:
+    """Calling for ``municipality`` (again)? Yes/no by voice or 1 (yes) / 2 (no), or by voice
+    the name of any of ``candidates`` instead. Asked before the name question when something
+    is known about the caller (:mod:`ivr.core.suggestion`); never a silent transfer."""
+
+    prompts: Prompt
+    municipality: str  # CBS code suggested
+    candidates: tuple[str, ...]  # the names heard besides yes/no (empty when answered by key only)
+    timeout_s: float
+    by_voice: bool = True  # False: the area code uses the DTMF menu, answered by key only
+    digits: str = "12"
+    phrases: tuple[str, ...] = ("ja", "nee")  # the yes/no words heard besides the names
+
+    @property
+    def vocabulary_of(self) -> tuple[str, ...]:
+        return self.candidates
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,11 +166,11 @@ class Goodbye:
 
 
 #: The questions answered by voice (or a digit): the driver listens.
-Question = AskName | ConfirmOne | ChooseOfTwo
+Question = AskName | ConfirmOne | ChooseOfTwo | SuggestOne
 Listen = Question  # the name drivers and tests knew
 CollectDigit = MenuPage
-Action = (Play | AskName | ConfirmOne | ChooseOfTwo | MenuPage | Transfer | Goodbye | AskDigits | RequestCallback
-          | DecideAgain)
+Action = (Play | AskName | ConfirmOne | ChooseOfTwo | SuggestOne | MenuPage | Transfer | Goodbye | AskDigits
+          | RequestCallback | DecideAgain)
 
 
 # --- prompt keys (texts in ivr/core/prompts.py) -----------------------------------
@@ -157,3 +185,25 @@ def municipality_prompt(cbs_code: str) -> str:
 
 def digit_prompts(number: str) -> Prompt:
     return tuple(f"cijfer/{d}" for d in number if d.isdigit())
+
+
+_GEM_SUFFIX = re.compile(r"\s+gem\.?\s.*$", re.IGNORECASE)
+
+
+def spoken_place(name: str) -> str:
+    """A place as it is said: without the data's qualifiers ("Spaarndam gem. Haarlem", "Bergen (NH.)")."""
+    return _GEM_SUFFIX.sub("", name.split(" (")[0]).strip()
+
+
+def place_prompt(name: str) -> str:
+    """The prompt key of a place name (rendered for names of more than one municipality)."""
+    return "plaats/" + normalise(spoken_place(name)).replace(" ", "_")
+
+
+def choose_place_prompts(place: str, first: str, second: str) -> Prompt:
+    """"Bedoelt u Velp in de gemeente Rheden, of Velp in de gemeente Land van Cuijk?" about a place
+    of two municipalities (CBS codes): the question names the place and each one's municipality,
+    the only distinguishing word the data has for every pair."""
+    said = place_prompt(place)
+    return ("bedoelt_u_plaats", said, "in_de_gemeente", municipality_prompt(first), "of",
+            said, "in_de_gemeente", municipality_prompt(second), "een_of_twee_gemeente")

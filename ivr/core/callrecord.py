@@ -32,6 +32,7 @@ class Phase(StrEnum):
     TRANSFER = "transfer"
     CONNECTED = "connected"
     CALLBACK = "callback"  # the transfer failed: alternative number and the offer to call back
+    SUGGEST = "suggest"  # "Belt u weer voor de gemeente X?" before the name question
 
 
 class AttemptKind(StrEnum):
@@ -42,6 +43,7 @@ class AttemptKind(StrEnum):
     MENU = "menu"  # a DTMF menu page
     TRANSFER = "transfer"  # "*" while hearing where the call goes
     NATIONAL = "national"  # the same spoken answer decided again among every municipality
+    SUGGEST = "suggest"  # "Belt u weer voor de gemeente X?": yes or no (a name goes to SPEECH)
 
 
 class InputKind(StrEnum):
@@ -93,6 +95,20 @@ class SecondPass(StrEnum):
     OUTSIDE = "outside"  # a municipality outside the dialled area code: proposed by a question
     IN_CODE = "in_code"  # a municipality of the dialled code, or nothing sure: the code's own decision stands
     NOTHING = "nothing"  # nothing recognised nationally either
+class SuggestionSource(StrEnum):
+    """What a suggested municipality was known from."""
+
+    HISTORY = "history"  # this caller's salted hash was routed there within the last N days
+    LANDLINE = "landline"  # the caller's landline area code belongs to one municipality
+
+
+class SuggestionResult(StrEnum):
+    """How the caller answered a suggestion (None in the record: hung up during it)."""
+
+    ACCEPTED = "accepted"  # ja / 1: the announced transfer
+    REFUSED = "refused"  # nee / 2 / another key: the normal question
+    NAMED = "named"  # answered with a name: decided as the first answer to the name question
+    NO_ANSWER = "no_answer"  # nothing heard: the normal question
 
 
 class MisrouteSignal(StrEnum):
@@ -116,6 +132,9 @@ class Attempt:
     chosen: str = ""  # CBS code the attempt pointed to, if any
     recogniser_ms: float | None = None
     decision_ms: float | None = None  # end of speech -> decision
+    # why a question followed where it would not have: "same_name_place" (a place of two
+    # municipalities asked back by name), "confusable_held" (an accept of a listed pair held to confirm)
+    asked: str = ""
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "Attempt":
@@ -164,6 +183,9 @@ class CallRecord:
     alt_number_given: bool = False  # the caller was told the municipality's alternative number
     callback: CallbackResult | None = None  # the offer to call back, when it was made and answered
     second_pass: SecondPass | None = None  # the last national second pass of the call, when one ran
+    suggested: str | None = None  # CBS code asked first ("Belt u weer voor de gemeente X?"), when one was
+    suggestion_source: SuggestionSource | None = None
+    suggestion: SuggestionResult | None = None  # the caller's answer to it
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -176,7 +198,8 @@ class CallRecord:
         d["phase_seconds"] = {Phase(k): v for k, v in (d.get("phase_seconds") or {}).items()}
         for key, enum in (("mode", RoutingMode), ("outcome", Outcome), ("hangup_phase", Phase),
                           ("error_kind", ErrorKind), ("callback", CallbackResult),
-                          ("second_pass", SecondPass)):
+                          ("second_pass", SecondPass),
+                          ("suggestion_source", SuggestionSource), ("suggestion", SuggestionResult)):
             d[key] = enum(d[key]) if d.get(key) else None
         d["phase"] = Phase(d.get("phase") or Phase.GREETING)
         d["decision"] = Verdict(d["decision"]) if d.get("decision") else ""

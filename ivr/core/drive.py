@@ -31,6 +31,7 @@ from ivr.core.flow import (
     Prompt,
     Question,
     RequestCallback,
+    SuggestOne,
     Transfer,
 )
 
@@ -101,7 +102,7 @@ async def carry_out(flow: CallFlow, port: CallPort, actions: Sequence[Action],
             await port.play(action.prompts)
         elif isinstance(action, MenuPage):
             return [await port.collect_digit(action)]
-        elif isinstance(action, (AskName, ConfirmOne, ChooseOfTwo)):
+        elif isinstance(action, (AskName, ConfirmOne, ChooseOfTwo, SuggestOne)):
             return [await port.listen(action)]
         elif isinstance(action, DecideAgain):
             return [await port.decide_again(action)]
@@ -128,7 +129,7 @@ async def carry_out(flow: CallFlow, port: CallPort, actions: Sequence[Action],
 
 
 def answer(question: Question, *, name: Callable[[AskName], T], confirm: Callable[[ConfirmOne], T],
-           choose: Callable[[ChooseOfTwo], T]) -> T:
+           choose: Callable[[ChooseOfTwo], T], suggest: Callable[[SuggestOne], T]) -> T:
     """The handler for the question's kind, for a port that answers questions itself (the
     simulated caller): the branching on action types stays in this module."""
     if isinstance(question, AskName):
@@ -137,6 +138,8 @@ def answer(question: Question, *, name: Callable[[AskName], T], confirm: Callabl
         return confirm(question)
     if isinstance(question, ChooseOfTwo):
         return choose(question)
+    if isinstance(question, SuggestOne):
+        return suggest(question)
     raise TypeError(f"not a question: {question!r}")  # pragma: no cover
 
 

@@ -17,6 +17,9 @@ class CallStarted:
     caller: str = ""  # already pseudonymised by the driver
     wall_time: float = 0.0
     expected: str | None = None  # ground truth where the driver knows it (simulator, replay): a CBS code
+    # what the driver knows about the caller, for a suggestion (ivr.core.suggestion); never the number itself
+    known_municipality: str | None = None  # CBS code this caller's hash was last routed to (within N days)
+    caller_area_code: str | None = None  # the area code of the caller's Dutch landline number
 
 
 @dataclass(frozen=True, slots=True)

@@ -41,13 +41,17 @@ from ivr.core.actions import (
     Prompt,
     Question,
     RequestCallback,
+    SuggestOne,
     Transfer,
+    choose_place_prompts,
     digit_prompts,
     municipality_prompt,
+    place_prompt,
+    spoken_place,
 )
 from ivr.core.callback import CONSENT_DIGIT, MAX_KEYED_DIGITS, callback_number
 from ivr.core.callrecord import (Attempt, AttemptKind, AttemptVerdict, CallbackResult, CallRecord, ErrorKind,
-                                 InputKind, Outcome, Phase, SecondPass)
+                                 InputKind, Outcome, Phase, SecondPass, SuggestionSource, SuggestionResult)
 from ivr.core.events import (
     CallEnded,
     CallerHungUp,
@@ -65,6 +69,7 @@ from ivr.core.events import (
 from ivr.core.matcher import MatchResult
 from ivr.core.plan import Municipality, NumberingPlan, RoutingMode, is_cbs_code
 from ivr.core.prompts import DEFAULT_LANGUAGE, LANGUAGES, language_said, localised
+from ivr.core.suggestion import suggestion_for
 from ivr.core.routing import (
     MORE_DIGIT,
     OPERATOR_DIGIT,
@@ -82,7 +87,7 @@ from ivr.core.second_pass import outside_the_code, worth_a_second_pass
 __all__ = ["Action", "AskDigits", "AskName", "BACK_DIGIT", "CallEnded", "CallFlow", "CallStarted", "CallerHungUp",
            "ChooseOfTwo", "CollectDigit", "ConfirmOne", "DecideAgain", "Dialling", "Digit", "DigitsEntered", "DriverLost",
            "Event", "FlowError", "FlowSettings", "Goodbye", "Listen", "MenuEntry", "MenuPage", "NoInput", "Play",
-           "Prompt", "Question", "RequestCallback", "SpeechHeard", "Transfer", "TransferAnswered",
+           "Prompt", "Question", "RequestCallback", "SpeechHeard", "SuggestOne", "Transfer", "TransferAnswered",
            "TransferFailed", "digit_prompts", "municipality_prompt"]
 
 
@@ -217,6 +222,10 @@ class CallFlow:
             self._state.national = True
         if decision.verdict is Verdict.ASK:
             self._state.candidates = decision.candidates
+            suggested = None if self._state.national else suggestion_for(
+                self.plan, decision.candidates, known=ev.known_municipality, caller_area_code=ev.caller_area_code)
+            if suggested:
+                return self._ask_suggestion(ev.at, *suggested)
             if decision.mode is RoutingMode.SPEECH:
                 return self._ask_speech(ev.at, first=True)
             if self._state.national:
@@ -360,6 +369,8 @@ class CallFlow:
         st = self._state
         if st.phase is Phase.CONFIRM:
             return self._confirm_answer(ev)
+        if st.phase is Phase.SUGGEST:
+            return self._suggestion_answer(ev)
         if st.phase is not Phase.SPEECH:
             raise FlowError(f"speech result in phase {st.phase}")
         if st.first_pass is not None:
@@ -393,7 +404,9 @@ class CallFlow:
         if verdict in (AttemptVerdict.CONFIRM, AttemptVerdict.CHOOSE):
             pending = [by_code[s.cbs_code] for s in result.ranked[: 2 if verdict is AttemptVerdict.CHOOSE else 1]]
             attempt.chosen = pending[0].cbs_code
-            return self._ask_confirm(at, tuple(pending))
+            place = same_name_place(result.ranked, pending) if verdict is AttemptVerdict.CHOOSE else ""
+            attempt.asked = "same_name_place" if place else "confusable_held" if result.held_by else ""
+            return self._ask_confirm(at, tuple(pending), place=place)
         return self._speech_failed(at)
 
     # -- the national second pass (ivr.core.second_pass) ----------------------------------
@@ -411,16 +424,19 @@ class CallFlow:
         national = self._matcher_factory(self.plan.national_candidates()).decide(ev.recognition)
         in_code = {m.cbs_code for m in st.candidates}
         outside = outside_the_code(national, in_code)
-        rec.attempts.append(Attempt(
+        national_attempt = Attempt(
             AttemptKind.NATIONAL, InputKind.SPEECH, ev.recognition.heard, candidates=_ranked(national),
             verdict=AttemptVerdict(national.verdict), chosen=outside[0].cbs_code if outside else "",
-            recogniser_ms=ev.recogniser_ms, decision_ms=_ms(ev.at, ev.speech_ended_at)))
+            recogniser_ms=ev.recogniser_ms, decision_ms=_ms(ev.at, ev.speech_ended_at))
+        rec.attempts.append(national_attempt)
         if not outside:
             rec.second_pass = SecondPass.NOTHING if national.best is None else SecondPass.IN_CODE
             return self._act_on_match(first, attempt, ev.at)
         rec.second_pass = SecondPass.OUTSIDE
-        return self._ask_confirm(ev.at, tuple(self.plan.municipalities[s.cbs_code] for s in outside),
-                                 outside_code=True)
+        pending = tuple(self.plan.municipalities[s.cbs_code] for s in outside)
+        place = same_name_place(outside, pending)  # two outside the code: a place both have ("Velp")
+        national_attempt.asked = "same_name_place" if place else ""
+        return self._ask_confirm(ev.at, pending, outside_code=True, place=place)
 
     def _speech_failed(self, at: float) -> list[Action]:
         if self._state.speech_attempts < self.settings.max_speech_attempts:
@@ -429,7 +445,10 @@ class CallFlow:
             return self._ask_area_code(at, ("niet_verstaan", "toets_netnummer"), again=True)
         return self._ask_menu(at, prompts=("niet_verstaan",), again=True)
 
-    def _ask_confirm(self, at: float, pending: tuple[Municipality, ...], outside_code: bool = False) -> list[Action]:
+    def _ask_confirm(self, at: float, pending: tuple[Municipality, ...], outside_code: bool = False,
+                     place: str = "") -> list[Action]:
+        """Confirm one municipality, or ask which of two; ``place``: the place name both have
+        (a same-name place), said with each municipality's name."""
         self._enter(Phase.CONFIRM, at)
         self._state.pending = pending
         self.record.recognition_attempts += 1
@@ -443,9 +462,12 @@ class CallFlow:
         if len(pending) == 1:
             prompts = ("bedoelt_u", municipality_prompt(pending[0].cbs_code), "ja_nee")
             return [ConfirmOne(prompts, pending[0].cbs_code, self.settings.confirm_timeout_s)]
-        prompts = ("bedoelt_u", municipality_prompt(pending[0].cbs_code), "of",
-                   municipality_prompt(pending[1].cbs_code), "een_of_twee")
-        return [ChooseOfTwo(prompts, (pending[0].cbs_code, pending[1].cbs_code), self.settings.confirm_timeout_s)]
+        codes = (pending[0].cbs_code, pending[1].cbs_code)
+        if place:
+            return [ChooseOfTwo(choose_place_prompts(place, *codes), codes, self.settings.confirm_timeout_s,
+                                place=spoken_place(place))]
+        prompts = ("bedoelt_u", municipality_prompt(codes[0]), "of", municipality_prompt(codes[1]), "een_of_twee")
+        return [ChooseOfTwo(prompts, codes, self.settings.confirm_timeout_s)]
 
     def _confirm_answer(self, ev: SpeechHeard) -> list[Action]:
         pending = self._state.pending
@@ -489,6 +511,69 @@ class CallFlow:
         attempt.verdict = AttemptVerdict.INVALID
         return self._speech_failed(ev.at)
 
+    # -- the suggestion ("Belt u weer voor de gemeente X?") -----------------------------
+
+    def _ask_suggestion(self, at: float, m: Municipality, source: SuggestionSource) -> list[Action]:
+        """Ask the municipality known about the caller first: yes (1), no (2), or a name instead."""
+        st, rec = self._state, self.record
+        self._enter(Phase.SUGGEST, at)
+        st.pending = (m,)
+        rec.suggested, rec.suggestion_source = m.cbs_code, source
+        rec.recognition_attempts += 1
+        by_voice = rec.mode is RoutingMode.SPEECH
+        question = "suggestie_weer" if source is SuggestionSource.HISTORY else "suggestie_vast"
+        prompts = ("welkom", question, municipality_prompt(m.cbs_code),
+                   "suggestie_antwoord" if by_voice else "suggestie_toets")
+        names = tuple(c.cbs_code for c in st.candidates) if by_voice else ()
+        timeout = self.settings.speech_timeout_s if by_voice else self.settings.menu_timeout_s
+        return [SuggestOne(prompts, m.cbs_code, names, timeout, by_voice=by_voice)]
+
+    def _suggestion_digit(self, ev: Digit) -> list[Action]:
+        rec = self.record
+        rec.digits += ev.digit
+        attempt = Attempt(AttemptKind.SUGGEST, InputKind.DTMF, ev.digit)
+        rec.attempts.append(attempt)
+        if ev.digit == "1":
+            attempt.verdict = AttemptVerdict.YES
+            return self._suggestion_accepted(ev.at, attempt)
+        if ev.digit == OPERATOR_DIGIT:  # 0 is a person everywhere in the dialogue
+            attempt.verdict = AttemptVerdict.OPERATOR
+            rec.suggestion = SuggestionResult.REFUSED
+            return self._to_operator(ev.at, reason="caller asked for a person")
+        attempt.verdict = AttemptVerdict.NO if ev.digit == "2" else AttemptVerdict.INVALID
+        return self._after_suggestion(ev.at, SuggestionResult.REFUSED)
+
+    def _suggestion_answer(self, ev: SpeechHeard) -> list[Action]:
+        """Yes or no when the best hypothesis is one; anything else is the answer to the name question."""
+        st, rec = self._state, self.record
+        nbest = ev.recognition.nbest
+        answer = self._yes_no(nbest) if self._yes_no and self._yes_no(nbest[:1]) is not None else None
+        if answer is None:
+            rec.suggestion = SuggestionResult.NAMED
+            self._enter(Phase.SPEECH, ev.at)
+            st.speech_attempts += 1  # the suggestion was the first name question
+            return self._speech(ev)
+        attempt = Attempt(AttemptKind.SUGGEST, InputKind.SPEECH, ev.recognition.heard,
+                          verdict=AttemptVerdict.YES if answer else AttemptVerdict.NO,
+                          recogniser_ms=ev.recogniser_ms, decision_ms=_ms(ev.at, ev.speech_ended_at))
+        rec.attempts.append(attempt)
+        if answer:
+            return self._suggestion_accepted(ev.at, attempt)
+        return self._after_suggestion(ev.at, SuggestionResult.REFUSED)
+
+    def _suggestion_accepted(self, at: float, attempt: Attempt) -> list[Action]:
+        m = self._state.pending[0]
+        attempt.chosen = m.cbs_code
+        self.record.suggestion = SuggestionResult.ACCEPTED
+        return self._chosen(m, at, how="suggestion accepted")  # announced, with * to go back
+
+    def _after_suggestion(self, at: float, result: SuggestionResult) -> list[Action]:
+        """Not that one (or no answer): the question the caller would have had without a suggestion."""
+        self.record.suggestion = result
+        if self.record.mode is RoutingMode.SPEECH:
+            return self._ask_speech(at, first=True, prompts=(*self._language_offers(), "zeg_gemeente"))
+        return self._ask_menu(at)
+
     # -- shared event handlers -----------------------------------------------------
 
     def _digit(self, ev: Digit) -> list[Action]:
@@ -499,6 +584,8 @@ class CallFlow:
             return self._menu_digit(ev)
         if phase is Phase.CONFIRM:
             return self._confirm_digit(ev)
+        if phase is Phase.SUGGEST:
+            return self._suggestion_digit(ev)
         if phase is Phase.SPEECH and self._language_of_digit(ev.digit):
             self.record.digits += ev.digit
             return self._switch_language(ev.at, self._language_of_digit(ev.digit),
@@ -557,6 +644,9 @@ class CallFlow:
             return self._speech_failed(ev.at)
         if phase is Phase.CALLBACK:
             return self._digits_entered(DigitsEntered(ev.at, ""))
+        if phase is Phase.SUGGEST:
+            self.record.attempts.append(Attempt(AttemptKind.SUGGEST, InputKind.NO_INPUT))
+            return self._after_suggestion(ev.at, SuggestionResult.NO_ANSWER)
         return []
 
     def _answered(self, ev: TransferAnswered) -> list[Action]:
@@ -774,6 +864,19 @@ class CallFlow:
 def _ranked(result: MatchResult) -> list[dict]:
     """The record's view of a decision: its three best, with their scores."""
     return [{"cbs_code": s.cbs_code, "score": round(s.score, 1)} for s in result.ranked[:3]]
+
+
+def same_name_place(ranked: Sequence, pending: Sequence[Municipality]) -> str:
+    """The place name two municipalities share, when the two best were matched on it ("Velp"
+    heard: Rheden's and Land van Cuijk's village); "" otherwise (two names that sound alike)."""
+    if len(ranked) < 2 or len(pending) < 2 or not ranked[0].heard:
+        return ""
+    key = place_prompt(ranked[0].heard)
+    if key == "plaats/" or place_prompt(ranked[1].heard) != key:
+        return ""
+    if all(any(place_prompt(p) == key for p in m.places) for m in pending[:2]):
+        return ranked[0].heard
+    return ""
 
 
 def _ms(at: float, since: float | None) -> float | None:

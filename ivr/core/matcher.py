@@ -27,12 +27,16 @@ Scoring, in short:
 :meth:`Matcher.decide` takes a :class:`~ivr.core.recognition.Recognition`: a closed-set
 engine's own verdict is carried out as given (its candidates ranked in its order, scored
 by their share), and only a result without one (transcripts) is scored as above.
+
+Either way one rule has the last word (:class:`ConfusableRule`): an ACCEPT of one of a listed
+confusable pair (Haarlem/Haarlemmermeer, Weert/Nederweert ...) on a thin margin over its partner
+is held to a CONFIRM.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import TYPE_CHECKING, Iterable, Sequence
 
@@ -51,6 +55,7 @@ __all__ = [
     "MatchResult",
     "Matcher",
     "Thresholds",
+    "ConfusableRule",
     "matcher_for",
 ]
 
@@ -76,6 +81,8 @@ class MatchResult:
     verdict: MatchVerdict
     ranked: tuple[Scored, ...]
     margin: float  # best - runner-up score (best score if there is no runner-up)
+    # an ACCEPT held to CONFIRM by the confusable-pair rule: the CBS code of the best's listed partner
+    held_by: str = ""
 
     @property
     def best(self) -> Scored | None:
@@ -99,6 +106,44 @@ class Thresholds:
     choose_margin: float = 6.0  # ... and closer than this: ask "A of B?"
     containment_penalty: float = 15.0  # "Bergen" inside "Bergen op Zoom"
     containment_floor: float = 80.0  # the longer match must be at least this good
+
+
+@dataclass(frozen=True, slots=True)
+class ConfusableRule:
+    """Known confusable pairs (Haarlem/Haarlemmermeer, Epe/Ede ...) are never accepted on a thin
+    margin: an ACCEPT whose best and another ranked candidate form a listed pair, with the best
+    less than ``margin`` points (0..100, the matcher's and the engines' shared scale) ahead of that
+    partner, becomes a CONFIRM. The pairs come from the plan's data, read outside the core
+    (``ivr.plan_files.confusable_rule``)."""
+
+    pairs: frozenset[frozenset[str]] = frozenset()  # unordered CBS-code pairs
+    # on an engine's verdict: share points (100 x softmax share); tuned on the human bench's dev split
+    margin: float = 45.0
+    # on the transcript matcher's scores (another scale: an exact name scores ~98, a sound-alike
+    # ~65): twice its accept margin; not tuned on data (no transcript engine runs the human bench)
+    transcript_margin: float = 15.0
+
+    def within(self, codes: Iterable[str]) -> "ConfusableRule":
+        """The pairs of one question's candidates only (a matcher keeps just those)."""
+        codes = set(codes)
+        return replace(self, pairs=frozenset(p for p in self.pairs if p <= codes))
+
+    def partner(self, result: "MatchResult") -> Scored | None:
+        """The best's highest-ranked listed partner among the other ranked candidates."""
+        if result.best is None:
+            return None
+        best = result.best.cbs_code
+        return next((s for s in result.ranked[1:] if frozenset((best, s.cbs_code)) in self.pairs), None)
+
+    def apply(self, result: "MatchResult", engine: bool) -> "MatchResult":
+        """``result`` with a thin ACCEPT of a listed pair held to CONFIRM; ``engine``: the scores
+        are an engine's shares (else the transcript matcher's)."""
+        if result.verdict is not MatchVerdict.ACCEPT or not self.pairs:
+            return result
+        partner = self.partner(result)
+        if partner is None or result.best.score - partner.score >= (self.margin if engine else self.transcript_margin):
+            return result
+        return MatchResult(MatchVerdict.CONFIRM, result.ranked, result.margin, held_by=partner.cbs_code)
 
 
 # --- candidate keys ------------------------------------------------------------------------
@@ -173,9 +218,11 @@ class _Window:
 class Matcher:
     """Scores n-best transcripts against one candidate set (one area code)."""
 
-    def __init__(self, candidates: Sequence["Municipality"], thresholds: Thresholds | None = None):
+    def __init__(self, candidates: Sequence["Municipality"], thresholds: Thresholds | None = None,
+                 confusable: ConfusableRule | None = None):
         self.candidates: tuple["Municipality", ...] = tuple(candidates)
         self.thresholds = thresholds or Thresholds()
+        self.confusable = (confusable or ConfusableRule()).within(m.cbs_code for m in self.candidates)
         best: dict[tuple[int, str], _Key] = {}
         for i, m in enumerate(self.candidates):
             sources: list[tuple[int, str]] = [(_Kind.NAME, m.name)]
@@ -275,7 +322,7 @@ class Matcher:
         if verdict is EngineVerdict.NOTHING:
             return MatchResult(MatchVerdict.REJECT, (), 0.0)
         names = {m.cbs_code: m.name for m in self.candidates}
-        ranked = tuple(Scored(c.key, names[c.key], round(100.0 * c.share, 2), heard=c.phrase)
+        ranked = tuple(Scored(c.key, names[c.key], round(100.0 * c.share, 2), heard=c.said or c.phrase)
                        for c in recognition.candidates if c.key in names)
         if verdict is EngineVerdict.CHOOSE:
             ranked = ranked[:2]
@@ -284,7 +331,7 @@ class Matcher:
             # again rather than sent somewhere nobody decided
             return MatchResult(MatchVerdict.REJECT, (), 0.0)
         margin = round(ranked[0].score - (ranked[1].score if len(ranked) > 1 else 0.0), 2)
-        return MatchResult(MatchVerdict(verdict.value), ranked, margin)
+        return self.confusable.apply(MatchResult(MatchVerdict(verdict.value), ranked, margin), engine=True)
 
     def match(self, nbest: Sequence[tuple[str, float]]) -> MatchResult:
         best: dict[int, tuple[float, int, str]] = {}
@@ -328,7 +375,7 @@ class Matcher:
             verdict = MatchVerdict.ACCEPT
         else:
             verdict = MatchVerdict.CONFIRM
-        return MatchResult(verdict, ranked, margin)
+        return self.confusable.apply(MatchResult(verdict, ranked, margin), engine=False)
 
 
 # --- per-area-code cache ---------------------------------------------------------------------

@@ -9,13 +9,16 @@ Dutch is the default language: its files sit at the top of the prompt folder. Ev
 language has one folder of its own, named by its code (``en/welkom`` is the English
 ``welkom``), rendered with that language's espeak-ng voice at install. The flow composes
 its prompts in Dutch keys and :func:`localised` moves them into the caller's language;
-municipality names (``gemeente/…``) are proper names and keep their Dutch recording.
+municipality and place names (``gemeente/…``, ``plaats/…``) are proper names and keep their
+Dutch recording. Place names are rendered only for places of more than one municipality
+(:func:`shared_places`): they are said only when the caller is asked which of two is meant.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ivr.core.actions import place_prompt, spoken_place
 from ivr.core.plan import NumberingPlan
 
 PHRASES: dict[str, str] = {
@@ -35,6 +38,10 @@ PHRASES: dict[str, str] = {
     "ja_nee": "Zegt u ja of nee. Of toets 1 voor ja, en 2 voor nee.",
     "of": "of",
     "een_of_twee": "Zegt u de naam. Of toets 1 voor de eerste, en 2 voor de tweede.",
+    # a place of two municipalities: "Bedoelt u Velp in de gemeente Rheden, of Velp in de gemeente ...?"
+    "bedoelt_u_plaats": "Bedoelt u",
+    "in_de_gemeente": "in de gemeente",
+    "een_of_twee_gemeente": "Zegt u de naam van de gemeente. Of toets 1 voor de eerste, en 2 voor de tweede.",
     "de_gemeente": "De gemeente",
     "niet_aangesloten": "is niet bereikbaar via het veertien-plus-nummer.",
     "belt_u": "U kunt de gemeente bellen op nummer",
@@ -59,6 +66,14 @@ PHRASES.update({
     "valt_niet_onder": "valt niet onder veertien",
     "verbinden_met": "Ik verbind u door met de gemeente",
     "klopt_dat": "Klopt dat? Zegt u ja of nee. Of toets 1 voor ja, en 2 voor nee.",
+})
+
+# The suggestion asked before the name question (issue 11, item 3)
+PHRASES.update({
+    "suggestie_weer": "Belt u weer voor de gemeente",
+    "suggestie_vast": "Belt u voor de gemeente",
+    "suggestie_antwoord": "Zeg ja, of noem de gemeente. Of toets 1 voor ja, en 2 voor nee.",
+    "suggestie_toets": "Toets 1 voor ja, en 2 voor nee.",
 })
 
 # Sentences of the access numbers (a call from abroad: no area code dialled)
@@ -86,6 +101,9 @@ PHRASES_EN: dict[str, str] = {
     "ja_nee": "Please say yes or no. Or press 1 for yes, and 2 for no.",
     "of": "or",
     "een_of_twee": "Please say the name. Or press 1 for the first, and 2 for the second.",
+    "bedoelt_u_plaats": "Do you mean",
+    "in_de_gemeente": "in the municipality of",
+    "een_of_twee_gemeente": "Please say the name of the municipality. Or press 1 for the first, and 2 for the second.",
     "de_gemeente": "The municipality of",
     "niet_aangesloten": "cannot be reached through the fourteen plus number.",
     "belt_u": "You can call the municipality on",
@@ -108,6 +126,10 @@ PHRASES_EN: dict[str, str] = {
     "valt_niet_onder": "is not part of fourteen",
     "verbinden_met": "I will put you through to the municipality of",
     "klopt_dat": "Is that right? Please say yes or no. Or press 1 for yes, and 2 for no.",
+    "suggestie_weer": "Are you calling the municipality of",
+    "suggestie_vast": "Are you calling the municipality of",
+    "suggestie_antwoord": "Say yes, or say the name of the municipality. Or press 1 for yes, and 2 for no.",
+    "suggestie_toets": "Press 1 for yes, and 2 for no.",
     # said in the Dutch dialogue, in English, so an English speaker understands it
     "kies_engels": "For English, press 9.",
 }
@@ -155,7 +177,10 @@ def localised(keys: tuple[str, ...], language: str) -> tuple[str, ...]:
     if language == DEFAULT_LANGUAGE:
         return keys
     prefix = language + "/"
-    return tuple(k if k.startswith("gemeente/") or k.split("/", 1)[0] in LANGUAGES else prefix + k for k in keys)
+    return tuple(k if k.startswith(_PROPER_NAMES) or k.split("/", 1)[0] in LANGUAGES else prefix + k for k in keys)
+
+
+_PROPER_NAMES = ("gemeente/", "plaats/")
 
 
 def language_said(text: str) -> str | None:
@@ -173,11 +198,34 @@ def all_prompt_texts(plan: NumberingPlan) -> dict[str, str]:
     texts = dict(PHRASES)
     texts.update({f"cijfer/{d}": word for d, word in enumerate(DIGIT_WORDS)})
     texts.update({f"gemeente/{m.cbs_code}": spoken_name(m.name) for m in plan.municipalities.values()})
+    texts.update(shared_places(plan))
     for lang in LANGUAGES.values():
         if lang.code != DEFAULT_LANGUAGE:
             texts.update({f"{lang.code}/{k}": v for k, v in lang.phrases.items()})
             texts.update({f"{lang.code}/cijfer/{d}": w for d, w in enumerate(lang.digit_words)})
     return texts
+
+
+_SHARED: dict[str, dict[str, str]] = {}
+
+
+def shared_places(plan: NumberingPlan) -> dict[str, str]:
+    """Prompt key -> spoken text of every place name that more than one municipality has (the two
+    Velps, "Heikant" ...): the names a "which of two?" question may say. Cached per plan version."""
+    cached = _SHARED.get(plan.version)
+    if cached is None:
+        owners: dict[str, set[str]] = {}
+        spoken: dict[str, str] = {}
+        for m in plan.municipalities.values():
+            for p in m.places:
+                key = place_prompt(p)
+                if key != "plaats/":
+                    owners.setdefault(key, set()).add(m.cbs_code)
+                    spoken.setdefault(key, spoken_place(p))
+        if len(_SHARED) > 16:
+            _SHARED.clear()
+        cached = _SHARED[plan.version] = {k: spoken[k] for k in sorted(owners) if len(owners[k]) > 1}
+    return cached
 
 
 def voice_of(key: str) -> str:

@@ -37,6 +37,9 @@ class Candidate:
     key: str  # CBS code, "ja" or "nee"
     phrase: str  # as the record shows what was heard: the municipality's name, "ja" or "nee"
     share: float  # the engine's softmax share over the question's choices (0..1; not a calibrated probability)
+    # the choice's phrase that matched best (a village, an alias), where the engine knows it: a
+    # village of two candidates ("Velp") is asked back by that name
+    said: str = ""
 
 
 @dataclass(frozen=True, slots=True)

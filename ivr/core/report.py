@@ -50,6 +50,7 @@ from typing import Any, Iterable
 from ivr.core.callrecord import CallRecord, Outcome
 from ivr.core.histogram import LatencySummary, LogHistogram
 from ivr.core.signals import (
+    ASKED_BACK_PATHS,
     ATTEMPT_BUCKETS,
     ENTRIES,
     ERROR_KINDS,
@@ -57,11 +58,13 @@ from ivr.core.signals import (
     SECOND_PASS_PATHS,
     HANGUP_PHASES,
     LATENCIES,
+    SUGGESTION_PATHS,
     MISROUTE_REASONS,
     NONE_LABEL,
     TRANSFER_RESULTS,
     Misroute,
     MisrouteTracker,
+    asked_back_paths,
     attempts_bucket,
     entry_of,
     error_kind,
@@ -74,12 +77,13 @@ from ivr.core.signals import (
     label,
     language_of,
     latencies,
+    suggestion_paths,
     transfer_result,
     transfer_target,
 )
 
 # the KPIs' vocabulary, for the metrics and the tests (one place: ivr.core.signals / ivr.core.histogram)
-__all__ = ["ATTEMPT_BUCKETS", "BASELINE_2020", "ERROR_KINDS", "FAILOVER_PATHS", "SECOND_PASS_PATHS", "HANGUP_PHASES",
+__all__ = ["ASKED_BACK_PATHS", "ATTEMPT_BUCKETS", "BASELINE_2020", "ERROR_KINDS", "FAILOVER_PATHS", "SECOND_PASS_PATHS", "HANGUP_PHASES",
            "HEADLINE_KEYS",
            "HEADLINE_MODE",
            "LATENCIES", "MISROUTE_REASONS", "NONE_LABEL", "TRANSFER_RESULTS", "GroupKpis", "KpiAccumulator", "Kpis",
@@ -146,6 +150,9 @@ class GroupKpis:
     routed_by_language: dict[str, int] = field(default_factory=dict)
     routed_by_entry: dict[str, int] = field(default_factory=dict)
     second_pass: dict[str, int] = field(default_factory=dict)  # SECOND_PASS_PATHS: a name outside the dialled code
+    suggestions: dict[str, int] = field(default_factory=dict)  # SUGGESTION_PATHS: made, accepted, refused, …
+    questions: int = 0  # questions asked until a decision, summed over the calls (recognition_attempts)
+    asked_back: dict[str, int] = field(default_factory=dict)  # ASKED_BACK_PATHS: same-name place, confusable held
 
 
 @dataclass
@@ -178,7 +185,7 @@ class Kpis:
 class _GroupAcc:
     __slots__ = ("calls", "outcomes", "modes", "asked", "attempts", "routed", "ground_truth", "misroutes",
                  "transfers", "hangups", "errors", "hist", "failover", "languages", "entries",
-                 "routed_by_language", "routed_by_entry", "second_pass")
+                 "routed_by_language", "routed_by_entry", "second_pass", "suggestions", "questions", "asked_back")
 
     def __init__(self) -> None:
         self.calls = 0
@@ -199,12 +206,16 @@ class _GroupAcc:
         self.routed_by_entry: Counter[str] = Counter()
         self.failover: Counter[str] = Counter()
         self.second_pass: Counter[str] = Counter()
+        self.suggestions: Counter[str] = Counter()
+        self.questions = 0
+        self.asked_back: Counter[str] = Counter()
 
     def merge(self, other: "_GroupAcc") -> None:
         self.calls += other.calls
+        self.questions += other.questions
         for name in ("outcomes", "modes", "asked", "attempts", "routed", "ground_truth", "misroutes",
                      "transfers", "hangups", "errors", "failover", "languages", "entries", "routed_by_language",
-                     "routed_by_entry", "second_pass"):
+                     "routed_by_entry", "second_pass", "suggestions", "asked_back"):
             getattr(self, name).update(getattr(other, name))
         for name, hist in other.hist.items():
             self.hist[name].merge(hist)
@@ -238,6 +249,9 @@ class _GroupAcc:
             self.hist[name].add(seconds)
         self.failover.update(failover_paths(r))
         self.second_pass.update(second_pass_paths(r))
+        self.suggestions.update(suggestion_paths(r))
+        self.questions += r.recognition_attempts
+        self.asked_back.update(asked_back_paths(r))
 
     def result(self) -> GroupKpis:
         g = GroupKpis(calls=self.calls)
@@ -267,6 +281,9 @@ class _GroupAcc:
         g.errors = {k: self.errors.get(k, 0) for k in ERROR_KINDS}
         g.failover = {k: self.failover.get(k, 0) for k in FAILOVER_PATHS}
         g.second_pass = {k: self.second_pass.get(k, 0) for k in SECOND_PASS_PATHS}
+        g.suggestions = {k: self.suggestions.get(k, 0) for k in SUGGESTION_PATHS}
+        g.questions = self.questions
+        g.asked_back = {k: self.asked_back.get(k, 0) for k in ASKED_BACK_PATHS}
         g.latency = {name: h.summary() for name, h in self.hist.items()}
         g.languages = dict(sorted(self.languages.items()))
         g.entries = {e: self.entries.get(e, 0) for e in ENTRIES}

@@ -30,7 +30,13 @@ FAILOVER_PATHS = ("overflow_taken", "overflow_answered", "alternative_number", "
 #: The national second pass (2020: a name outside the dialled code went to the nearest name
 #: inside it, Haarlemmermeer -> Haarlem). A call can take several.
 SECOND_PASS_PATHS = ("run", "outside_proposed", "outside_accepted", "outside_refused")
+# a question asked instead of a transfer (issue 11 item 2; 2020: Haarlemmermeer -> Haarlem misroutes):
+# a place of two municipalities asked back by name, an accept of a listed confusable pair held to confirm
+ASKED_BACK_PATHS = ("same_name_place", "confusable_held")
 NONE_LABEL = "none"  # label value for a missing area code or mode
+#: The suggestion asked first ("Belt u weer voor de gemeente X?"): made, and how it was answered
+#: (a call that hung up during it is made and nothing else).
+SUGGESTION_PATHS = ("made", "accepted", "refused", "named", "no_answer")
 
 
 # --- classifying one record (shared with ivr.adapters.metrics) ---------------------------------
@@ -103,6 +109,13 @@ def error_kind(record: CallRecord) -> ErrorKind | None:
     return ErrorKind.OTHER if record.error else None
 
 
+def suggestion_paths(record: CallRecord) -> list[str]:
+    """The :data:`SUGGESTION_PATHS` a call took: none, or "made" and its answer."""
+    if not record.suggested:
+        return []
+    return ["made", record.suggestion.value] if record.suggestion else ["made"]
+
+
 def failover_paths(record: CallRecord) -> list[str]:
     """The :data:`FAILOVER_PATHS` a call took (none for most calls)."""
     paths = []
@@ -135,6 +148,12 @@ def second_pass_paths(record: CallRecord) -> list[str]:
                         for a in record.attempts)
         paths.append("outside_accepted" if confirmed else "outside_refused")
     return paths
+
+
+def asked_back_paths(record: CallRecord) -> list[str]:
+    """The :data:`ASKED_BACK_PATHS` a call took, once each (the flow marks the attempt: ``Attempt.asked``)."""
+    asked = {a.asked for a in record.attempts if getattr(a, "asked", "")}
+    return [p for p in ASKED_BACK_PATHS if p in asked]
 
 
 def immediate_misroute(record: CallRecord) -> MisrouteSignal | None:

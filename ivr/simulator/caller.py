@@ -27,6 +27,7 @@ from ivr.core.flow import (
     Question,
     RequestCallback,
     SpeechHeard,
+    SuggestOne,
     Transfer,
     TransferAnswered,
     TransferFailed,
@@ -55,6 +56,8 @@ class Caller:
     abroad: bool = False  # calls an access number from outside the Netherlands
     keyed: int = 0  # digits of the area code keyed in so far (from abroad)
     wrong_code: bool = False  # dials a shared area code that is not the wanted municipality's
+    known: str | None = None  # the municipality this caller's hash was routed to within N days
+    landline: str | None = None  # the area code of the caller's landline
 
 
 def _lognormal(rng: random.Random, median: float, sigma: float = 0.5) -> float:
@@ -92,7 +95,21 @@ class SimulatedCall:
         if p.wrong_code_share and not caller.abroad and rng.random() < p.wrong_code_share:
             others = [c for c in w.shared_codes if wanted not in w.plan.area_codes[c].municipalities]
             caller.wrong_code, caller.area_code = True, rng.choice(others)
+        if p.repeat_share or p.landline_share:
+            self._known_about(caller)
         return caller
+
+    def _known_about(self, caller: Caller) -> None:
+        """What a driver would know about this caller: where their hash was routed before, their landline."""
+        rng, p, w = self.rng, self.w.profile, self.w
+        others = [c for c in w.plan.area_codes[caller.area_code].municipalities if c != caller.wanted]
+        u, v = rng.random(), rng.random()
+        if u < p.repeat_share:
+            caller.known = caller.wanted if v < p.repeat_same or not others else rng.choice(others)
+        u, v = rng.random(), rng.random()
+        if u < p.landline_share:
+            home = caller.wanted if v < p.landline_home or not others else rng.choice(others)
+            caller.landline = w.plan.municipalities[home].area_codes[0]
 
     def _choose_words(self, caller: Caller, kind: str) -> None:
         rng, m = self.rng, self.w.plan.municipalities[caller.wanted]
@@ -139,9 +156,9 @@ class SimulatedCall:
             return caller.said_name
         return self.w.plan.municipalities[others[bisect(cum, self.rng.random())]].name
 
-    def _answer_text(self, text: str) -> tuple[tuple[str, float], ...] | None:
+    def _answer_text(self, text: str, rng: random.Random | None = None) -> tuple[tuple[str, float], ...] | None:
         """A short answer (ja/nee) through the recogniser's yes/no error rate."""
-        rng = self.rng
+        rng = rng or self.rng
         if rng.random() < self.w.model.yes_no_error:
             return None if rng.random() < 0.5 else ((rng.choice(NO if text in YES else YES), 0.6),)
         return ((text, 0.9),)
@@ -150,6 +167,10 @@ class SimulatedCall:
 
     def run(self, index: int, call_id: str) -> CallRecord:
         rng, w = self.rng, self.w
+        if w.profile.repeat_share or w.profile.landline_share:
+            # each call its own stream: with and without suggestions (same seed) the same callers
+            # call, and a call's questions change only that call
+            rng.seed(f"ivr-sim/{call_id}")
         caller = self.new_caller()
         if caller is None:
             dialled = "14" + rng.choice(("0999", "09", "06", "0800", "1"))
@@ -165,8 +186,11 @@ class SimulatedCall:
         self.asked_once = False  # the name question was asked before
         self.asked = False  # any question was asked
         self.last_said: SpeechHeard | None = None  # the last spoken answer, for DecideAgain
+        told = caller is not None and not caller.abroad and w.profile.suggest
         actions = flow.handle(CallStarted(0.0, call_id, dialled, caller=f"{rng.getrandbits(48):012x}", wall_time=wall,
-                                          expected=caller.wanted if caller else None))
+                                          expected=caller.wanted if caller else None,
+                                          known_municipality=caller.known if told else None,
+                                          caller_area_code=caller.landline if told else None))
         run_sync(drive(flow, self, actions, observe=self._fed))
         t = self.last_at
         if not flow.ended:  # e.g. a flow that stopped asking: the caller gives up
@@ -192,7 +216,8 @@ class SimulatedCall:
 
     async def listen(self, question: Question):
         self.asked = True
-        return answer(question, name=self._say_name, confirm=self._confirm, choose=self._choose)
+        return answer(question, name=self._say_name, confirm=self._confirm, choose=self._choose,
+                      suggest=self._suggested)
 
     async def decide_again(self, again: DecideAgain):
         """The same words decided again (a transcript does not depend on the candidates), after
@@ -231,15 +256,15 @@ class SimulatedCall:
     async def hang_up(self) -> None:
         return None
 
-    def _hang_up_in(self, t: float, span: float):
-        return CallerHungUp(t + self.rng.random() * span, "16")
+    def _hang_up_in(self, t: float, span: float, rng: random.Random | None = None):
+        return CallerHungUp(t + (rng or self.rng).random() * span, "16")
 
-    def _answering(self, question: Question, p_hang: float):
+    def _answering(self, question: Question, p_hang: float, rng: random.Random | None = None):
         """(hang-up event, None) if the caller hangs up during the question, else (None, when they answer)."""
-        rng = self.rng
+        rng = rng or self.rng
         prompt_time = sum(prompt_s(k) for k in question.prompts)
         if rng.random() < p_hang:
-            return self._hang_up_in(self.t, prompt_time + 2.0), None
+            return self._hang_up_in(self.t, prompt_time + 2.0, rng), None
         return None, self.t + (prompt_time + _lognormal(rng, 0.8, 0.4))  # listen, then start speaking
 
     def _say_name(self, question: AskName):
@@ -293,6 +318,27 @@ class SimulatedCall:
             return Digit(t, "1" if meant == caller.wanted else "2")
         text = rng.choice(YES) if meant == caller.wanted else rng.choice(NO)
         return self._heard(self._answer_text(text), 250.0, t, 0.5)
+
+    def _suggested(self, question: SuggestOne):
+        """"Belt u weer voor X?": yes when X is wanted (some by key); else no, or the name said instead.
+
+        How the caller answers is drawn from a generator of the call's own: which calls accept,
+        refuse or name another does not depend on the draws the same call makes without the
+        suggestion, so the paired comparison per answer (suggestion_savings) is not skewed."""
+        rng, caller, p = random.Random(f"suggest/{self.call_id}"), self.caller, self.w.profile
+        hung_up, t = self._answering(question, p.hangup_confirm, rng)
+        if hung_up:
+            return hung_up
+        wanted = question.municipality == caller.wanted
+        if not question.by_voice or rng.random() < 0.15:  # by key
+            return Digit(t, "1" if wanted else "2")
+        if wanted:
+            return self._heard(self._answer_text(rng.choice(YES), rng), 250.0, t, 0.5)
+        if rng.random() < p.suggestion_named:
+            self.asked_once = True
+            nbest, latency_ms = self.recognise(caller)  # the name, as the name question would hear it
+            return self._heard(nbest, latency_ms, t, 1.0 + 0.1 * len(caller.said_name) / 2)
+        return self._heard(self._answer_text(rng.choice(NO), rng), 250.0, t, 0.5)
 
     def _heard(self, nbest, latency_ms: float, t: float, speech_s: float):
         ended = t + speech_s + 0.4  # end of speech + endpointer hangover

@@ -13,7 +13,7 @@ from rapidfuzz import fuzz
 
 from ivr.simulator.confusion import ConfusionModel
 from ivr.core.flow import CallFlow, FlowSettings
-from ivr.core.matcher import Matcher
+from ivr.core.matcher import ConfusableRule, Matcher
 from ivr.core.recognition import Recognition
 from ivr.core.words import normalise, phonetic
 from ivr.core.yes_no import yes_no
@@ -83,6 +83,17 @@ class CallerProfile:
     abroad_share: float = 0.0
     # callers on a shared area code who name a municipality outside it (the national second pass)
     wrong_code_share: float = 0.0
+    # the suggestion (issue 11, item 3), off in the 2020 world: callers whose hash reached a
+    # municipality of the dialled area code within N days (of whom repeat_same want that one
+    # again, the rest another), and callers on a landline (landline_home of them in the area code of
+    # the municipality they call, the rest in another candidate's). suggest=False: the same callers,
+    # but the driver tells the flow nothing (the comparison, with the same seed)
+    repeat_share: float = 0.0
+    repeat_same: float = 0.8
+    landline_share: float = 0.0
+    landline_home: float = 0.8
+    suggest: bool = True
+    suggestion_named: float = 0.4  # a caller who does not want the suggestion says the name instead of "nee"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -113,7 +124,8 @@ NEITHER = ("nee geen van beide", "nee", "allebei niet")
 _PROMPT_S = {"welkom": 3.0, "zeg_gemeente": 2.5, "niet_verstaan": 2.0, "kies_menu": 1.5, "voor": 0.3,
              "toets": 0.3, "medewerker_keuze": 2.0, "meer_keuzes": 1.5, "bedoelt_u": 0.8, "ja_nee": 2.0,
              "een_of_twee": 2.0, "of": 0.3, "doorverbinden": 1.2, "medewerker": 2.0, "kies_engels": 2.0,
-             "welke_gemeente": 4.5, "toets_netnummer": 3.5, "onbekend_netnummer": 1.5}
+             "welke_gemeente": 4.5, "toets_netnummer": 3.5, "onbekend_netnummer": 1.5,
+             "suggestie_weer": 1.5, "suggestie_vast": 1.2, "suggestie_antwoord": 3.5, "suggestie_toets": 2.0}
 
 #: the access number the simulated callers from abroad dial (added to the plan only when they exist)
 SIM_ACCESS_NUMBER = AccessNumber("+31 88 000 1414", "31880001414")
@@ -136,8 +148,8 @@ class _MemoMatcher(Matcher):
     """The real Matcher, with the scoring of one transcript memoised (it is a pure function
     of the text). If the matcher's internals change, this only loses its speed-up."""
 
-    def __init__(self, candidates: Sequence[Municipality]):
-        super().__init__(candidates)
+    def __init__(self, candidates: Sequence[Municipality], confusable: ConfusableRule | None = None):
+        super().__init__(candidates, confusable=confusable)
         self._text_memo: dict = {}
 
     def _score_hypothesis(self, text):
@@ -155,8 +167,8 @@ class CachedMatcher:
     __slots__ = ("matcher", "_memo", "hits", "misses")
     MAX = 200_000
 
-    def __init__(self, candidates: Sequence[Municipality]):
-        self.matcher = _MemoMatcher(candidates)
+    def __init__(self, candidates: Sequence[Municipality], confusable: ConfusableRule | None = None):
+        self.matcher = _MemoMatcher(candidates, confusable)
         self._memo: dict = {}
         self.hits = self.misses = 0
 
@@ -183,11 +195,12 @@ class World:
     """Plan, traffic weights and per-area-code helpers, built once per process."""
 
     def __init__(self, plan: NumberingPlan, profile: CallerProfile, model: ConfusionModel, seed: int,
-                 settings: FlowSettings | None = None):
+                 settings: FlowSettings | None = None, confusable: ConfusableRule | None = None):
         if profile.abroad_share and not plan.access_numbers:
             plan = plan.with_changes(access_numbers=(SIM_ACCESS_NUMBER,))
         self.plan, self.profile, self.model = plan, profile, model
         self._matchers: dict[tuple[str, ...], CachedMatcher] = {}
+        self.confusable_rule = confusable  # listed pairs not accepted on a thin margin (None: as in 2020)
         self.dtmf_codes = _dtmf_codes(plan, profile.dtmf_area_share, seed)
         self.shared_codes = sorted(c for c, a in plan.area_codes.items() if a.shared)
         # (wanted municipality, dialled area code) pairs weighted by residents x status weight
@@ -216,7 +229,7 @@ class World:
         key = tuple(m.cbs_code for m in candidates)
         m = self._matchers.get(key)
         if m is None:
-            m = self._matchers[key] = CachedMatcher(candidates)
+            m = self._matchers[key] = CachedMatcher(candidates, self.confusable_rule)
         return m
 
     def cache_stats(self) -> tuple[int, int]:

@@ -21,7 +21,7 @@ from ivr.adapters.metrics import MetricsObserver, metrics_snapshot, reconcile
 from ivr.adapters.store import CallStore
 from ivr.core.report import BASELINE_2020 as REPORT_BASELINE
 from ivr.core.report import KpiAccumulator, Kpis
-from ivr.plan_files import load_base_plan
+from ivr.plan_files import confusable_rule, load_base_plan
 
 from ivr.simulator.caller import SimulatedCall
 from ivr.simulator.model import CHUNK, DAY_WEIGHTS, PROFILES, WEEKDAY_HOURS, CallerProfile, World
@@ -63,6 +63,11 @@ def headline_table(kpis: Kpis) -> list[str]:
     lines.append("outcomes: " + ", ".join(f"{o} {n / calls:.1%}" for o, n in g.outcomes.items() if n))
     lines.append("municipality not reachable, then: " + ", ".join(f"{k} {n:,}" for k, n in g.failover.items()))
     lines.append("national second pass: " + ", ".join(f"{k} {n:,}" for k, n in g.second_pass.items()))
+    lines.append("suggestion asked first: " + ", ".join(f"{k} {n:,}" for k, n in g.suggestions.items()))
+    ivr = g.latency["ivr_seconds"]
+    lines.append(f"questions asked {g.questions:,} ({g.questions / calls:.4f} a call); time in the IVR "
+                 f"{ivr.sum:,.0f} s ({ivr.sum / calls:.3f} s a call)")
+    lines.append("asked back instead of transferred: " + ", ".join(f"{k} {n:,}" for k, n in g.asked_back.items()))
     return lines
 
 
@@ -86,6 +91,9 @@ class SimConfig:
     caller_profile: CallerProfile | None = None
     overflow: str | None = None  # a destination every connected municipality overflows to
     second_pass: bool = True  # the flow's national second pass (FlowSettings.national_second_pass)
+    # the confusable-pair rule of live calls (ivr.core.matcher.ConfusableRule); off by default, so the
+    # baseline-2020 profile reproduces the 2020 service, which had none
+    confusable: bool = False
 
     def keep_every(self) -> int:
         if self.records == "all":
@@ -103,7 +111,8 @@ def _make_world(cfg: SimConfig) -> World:
             for cbs, m in plan.municipalities.items()})
     profile = cfg.caller_profile or PROFILES.get(cfg.profile, CallerProfile)()
     model = get_profile(cfg.model_path or (cfg.profile if cfg.profile in ("baseline-2020", "perfect") else cfg.profile))
-    world = World(plan, profile, model, cfg.seed, FlowSettings(national_second_pass=cfg.second_pass))
+    world = World(plan, profile, model, cfg.seed, FlowSettings(national_second_pass=cfg.second_pass),
+                  confusable=confusable_rule() if cfg.confusable else None)
     world.set_calendar(cfg.days)
     return world
 
@@ -302,3 +311,51 @@ def _merge_shards(db: Path, shards: list[Path]) -> None:
             _remove_db(shard)
     finally:
         con.close()
+
+
+# --- the suggestion's savings: the same calls with and without it -------------------------------
+
+
+def suggestion_savings(with_db: Path, without_db: Path) -> dict:
+    """Pair the calls of two runs with the same seed (one with suggestions, one without: each
+    call has its own random stream, so call i is the same caller in both) and compare the calls
+    that were asked a suggestion: questions asked and seconds in the IVR, overall and by answer."""
+    without = {}
+    store = CallStore(without_db)
+    try:
+        for r in store.iter_query():
+            without[r.call_id] = r
+    finally:
+        store.close()
+    groups: dict[str, dict[str, float]] = {}
+    store = CallStore(with_db)
+    try:
+        for r in store.iter_query():
+            other = without.get(r.call_id)
+            if not r.suggested or other is None:
+                continue
+            for key in ("all", r.suggestion.value if r.suggestion else "hung_up"):
+                g = groups.setdefault(key, {"calls": 0, "questions_with": 0, "questions_without": 0,
+                                            "ivr_s_with": 0.0, "ivr_s_without": 0.0, "routed_right_with": 0,
+                                            "routed_right_without": 0})
+                g["calls"] += 1
+                g["questions_with"] += r.recognition_attempts
+                g["questions_without"] += other.recognition_attempts
+                g["ivr_s_with"] += r.ivr_seconds or 0.0
+                g["ivr_s_without"] += other.ivr_seconds or 0.0
+                g["routed_right_with"] += r.outcome == "routed" and r.municipality == r.expected_municipality
+                g["routed_right_without"] += other.outcome == "routed" and other.municipality == other.expected_municipality
+    finally:
+        store.close()
+    return groups
+
+
+def savings_table(groups: dict) -> list[str]:
+    lines = [f"{'suggested calls':<16}{'calls':>8}{'questions':>18}{'IVR seconds (mean)':>22}{'routed right':>18}",
+             f"{'':<16}{'':>8}{'without -> with':>18}{'without -> with':>22}{'without -> with':>18}"]
+    for key, g in sorted(groups.items(), key=lambda kv: -kv[1]["calls"]):
+        n = g["calls"]
+        lines.append(f"{key:<16}{n:>8,}{g['questions_without'] / n:>9.2f} -> {g['questions_with'] / n:<5.2f}"
+                     f"{g['ivr_s_without'] / n:>12.1f} -> {g['ivr_s_with'] / n:<6.1f}"
+                     f"{g['routed_right_without'] / n:>9.1%} -> {g['routed_right_with'] / n:.1%}")
+    return lines

@@ -427,6 +427,7 @@ class FusionEngine:
         }
         p_right = calibrated(features, s.calibration)
         decision = None
+        said = {i: texts[scored_idx[k]] for i, k in best_of.items()}  # each choice's best phrase
         if names and choices[order[0]].key not in ("ja", "nee"):
             decision = ("reject" if p_right < s.reject_p else "accept" if p_right >= s.accept_p
                         else "choose" if len(names) > 1 and margin < s.choose_margin else "confirm")
@@ -436,6 +437,7 @@ class FusionEngine:
             if shared and decision != "reject":
                 decision = "choose"
                 per_choice[shared[0]] = per_choice[order[0]] - 1e-3
+                said[shared[0]] = texts[i1]  # both were heard by that one phrase: the question names it
                 order = [order[0], shared[0], *[ci for ci in order[1:] if ci != shared[0]]]
         ranked = tuple((choices[i].key, texts[scored_idx[best_of[i]]], round(float(per_choice[i]), 3))
                        for i in order[:5])
@@ -443,7 +445,7 @@ class FusionEngine:
         if decision == "reject":  # out of vocabulary: the evidence stays for the bench and the logs
             return nothing((time.perf_counter() - t0) * 1000, p_right)
         scores = np.where(np.isfinite(per_choice), per_choice, np.min(per_choice[np.isfinite(per_choice)]) - 50)
-        return decided(scores, choices, decision, s.temperature, (time.perf_counter() - t0) * 1000, p_right,
+        return decided(scores, choices, decision, s.temperature, (time.perf_counter() - t0) * 1000, p_right, said,
                        margin if len(names) > 1 else None)
 
     def _nothing(self, t0: float, reason: str) -> Recognition:

@@ -119,7 +119,10 @@ def run_load(cfg: LoadConfig, log=print) -> dict[str, Any]:
         wav = utterance[0]
         wav_to_pcap(wav, speech_pcap)
         result["speech_utterance"] = str(wav.relative_to(REPO))
-    ctl = start_controller(workdir / "controller", salt=SALT, speech_engine=engine, plan_overrides=PLAN_OVERRIDES)
+    # the scenarios script the plain dialogue, and every step's callers repeat the last step's
+    # numbers: a suggestion ("Belt u weer voor …?") would take their menu digit as its answer
+    ctl = start_controller(workdir / "controller", salt=SALT, speech_engine=engine, plan_overrides=PLAN_OVERRIDES,
+                           extra_env={"IVR_SUGGEST_DAYS": "0"})
     sampler = Sampler({"controller": ctl.pid, "asterisk": a_pid}, ctl)
     sampler.start()
     t_start = time.monotonic()

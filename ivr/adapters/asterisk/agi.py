@@ -45,6 +45,19 @@ PROMPT_DIR = "ivr14"
 ALL_DIGITS = "0123456789*#"
 DIAL_TIMEOUT_S = 30
 INTER_DIGIT_TIMEOUT_S = 5.0  # a keyed number is complete when the caller stops keying this long
+CALLER_LOOKUP_TIMEOUT_S = 0.5  # what is known about a caller must never hold up the call
+
+
+@dataclass(frozen=True, slots=True)
+class CallerContext:
+    """What the driver knows about a caller for a suggestion (see ivr.core.suggestion)."""
+
+    known_municipality: str | None = None
+    caller_area_code: str | None = None
+
+
+#: (the caller's number as Asterisk gave it, its salted hash, the dialled number) -> what is known
+CallerLookup = Callable[[str, str, str], Awaitable[CallerContext]]
 
 
 class ChannelHungUp(Exception):
@@ -155,8 +168,10 @@ class CallController:
                  caller_salt: str = "", speech: SpeechPath | None = None,
                  answered_by: Callable[[str], Awaitable[tuple[str, float] | None]] | None = None,
                  observer: CallObserver | None = None, clock: Callable[[], float] = time.monotonic,
-                 callbacks: Callable[[str, RequestCallback], None] | None = None):
+                 callbacks: Callable[[str, RequestCallback], None] | None = None,
+                 caller_lookup: CallerLookup | None = None):
         self.flow_factory = flow_factory
+        self.caller_lookup = caller_lookup
         self.callbacks = callbacks
         self.save = save
         self.caller_salt = caller_salt
@@ -185,8 +200,11 @@ class CallController:
         flow = self.flow_factory()
         call_id = h.get("agi_uniqueid") or uuid.uuid4().hex
         dialled = h.get("agi_extension", "")
-        started = CallStarted(self.clock(), call_id, dialled,
-                              caller=hash_caller(h.get("agi_callerid", ""), self.caller_salt), wall_time=time.time())
+        number = h.get("agi_callerid", "")
+        caller = hash_caller(number, self.caller_salt)
+        known = await self._caller_context(number, caller, dialled)
+        started = CallStarted(self.clock(), call_id, dialled, caller=caller, wall_time=time.time(),
+                              known_municipality=known.known_municipality, caller_area_code=known.caller_area_code)
         actions = flow.handle(started)
         record = flow.record
         self._persist(record)
@@ -218,6 +236,16 @@ class CallController:
             if self.observer:
                 self.observer.call_ended(record)
         return record
+
+    async def _caller_context(self, number: str, caller: str, dialled: str) -> CallerContext:
+        """What is known about the caller; nothing when the lookup is slow or fails (no suggestion then)."""
+        if self.caller_lookup is None:
+            return CallerContext()
+        try:
+            return await asyncio.wait_for(self.caller_lookup(number, caller, dialled), CALLER_LOOKUP_TIMEOUT_S)
+        except Exception:
+            log.warning("caller lookup for a call to %s failed: no suggestion", dialled, exc_info=True)
+            return CallerContext()
 
     def _observe(self, record: CallRecord, event: Event, actions: list[Action]) -> None:
         if self.observer:
@@ -265,6 +293,10 @@ class AgiPort:
         return Digit(self.now(), digit) if digit else NoInput(self.now())
 
     async def listen(self, question: Question) -> Event:
+        if not question.by_voice:  # a question of a DTMF-menu area code: a key answers it
+            digit = await self.play(question.prompts, ALL_DIGITS) or await self.channel.wait_for_digit(
+                question.timeout_s)
+            return Digit(self.now(), digit) if digit else NoInput(self.now())
         if self.speech is None:
             raise AsteriskLost("Listen action without a speech path")
         return await self.speech.listen(self.channel, self.call_id, question)

@@ -21,7 +21,7 @@ from typing import Callable, Sequence
 
 from ivr.core.flow import DecideAgain, Digit, Event, NoInput, Question, SpeechHeard
 from ivr.speech.grammar import YES_NO_PHRASES
-from ivr.core.matcher import Matcher
+from ivr.core.matcher import ConfusableRule, Matcher
 from ivr.core.plan import NumberingPlan
 from ivr.speech.base import Recogniser
 from ivr.speech.listening import hear_again
@@ -159,8 +159,8 @@ class AudioSocketSpeech:
 
 
 @lru_cache(maxsize=512)
-def cached_matcher(candidates: tuple) -> Matcher:
+def cached_matcher(candidates: tuple, confusable: ConfusableRule | None = None) -> Matcher:
     """One matcher per candidate set: building one precomputes every name's keys."""
-    return Matcher(candidates)
+    return Matcher(candidates, confusable=confusable)
 
 
