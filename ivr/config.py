@@ -52,6 +52,17 @@ class Settings(BaseSettings):
     confusable_margin: float | None = Field(default=None, ge=0.0, le=100.0)
     misroute_window_s: float = 300.0  # a second call to the same area code within this window counts as a retry
 
+    # self-learning speech routing (issue 12; README "Privacy"): off by default. On, a caller's confirmed
+    # spoken answer is kept as the engine's features (not audio) for learn_retention_days
+    learn_collect: bool = False
+    learn_retention_days: int = Field(default=90, ge=1, le=730)
+    learn_cap_municipality: int = Field(default=200, ge=1)  # rows kept per municipality (any status)
+    learn_cap_caller: int = Field(default=3, ge=1)  # rows kept per caller hash: one caller cannot flood a name
+    # candidates of one municipality from this many distinct callers become active without an operator
+    # (each still passes the held-back check); 0: only an operator's approval promotes
+    learn_agreement: int = Field(default=3, ge=0)
+    learn_refresh_s: float = Field(default=60.0, gt=0)  # the engine re-reads the active references this often
+
 
     @property
     def records_db(self) -> str:

@@ -17,6 +17,7 @@ from ivr.adapters.asterisk.agi import CallController, CallerContext, CallObserve
 from ivr.adapters.asterisk.ami import AmiClient
 from ivr.adapters.asterisk.audiosocket import AudioSocketServer
 from ivr.adapters.asterisk.speech_path import AudioSocketSpeech, PromptAudio, cached_matcher
+from ivr.adapters.learning import Learning
 from ivr.adapters.metrics import MetricsObserver
 from ivr.adapters.store import RecordStore, RecordWriter, open_store
 from ivr.config import Settings
@@ -47,15 +48,19 @@ class Service:
         self._matcher_factory = None
         self._yes_no = None
         self.writer = RecordWriter(self.store)
+        self.learning = Learning(self.store, settings, plan=lambda: self.plan,
+                                 metrics=observer if hasattr(observer, "learning_step") else None)
         self.controller = CallController(
             flow_factory=self.new_flow, save=self.writer.save,
-            caller_salt=settings.caller_salt.get_secret_value(), observer=observer, callbacks=self.add_callback,
+            caller_salt=settings.caller_salt.get_secret_value(),
+            observer=_Collecting(observer, self) if settings.learn_collect else observer, callbacks=self.add_callback,
             caller_lookup=self.caller_context,
         )
         self._servers: list[asyncio.AbstractServer] = []
         self._audiosocket = None
         self._speech_task: asyncio.Task | None = None
         self._purge_task: asyncio.Task | None = None
+        self._learn_task: asyncio.Task | None = None
 
     # -- plan (administered by ivr.plan_admin) --------------------------------------
 
@@ -113,12 +118,15 @@ class Service:
         return callback_id
 
     async def _purge_callbacks(self, every_s: float = 3600.0) -> None:
-        """Expired callback requests go even when nobody lists or adds one."""
+        """Expired callback requests and learned utterances go even when nobody lists or adds one."""
         while True:
             try:
                 gone = await asyncio.to_thread(self.store.purge_callbacks)
                 if gone:
                     log.info("purged %d expired callback request(s)", gone)
+                gone = await asyncio.to_thread(self.store.purge_learned)
+                if gone:  # the engine lets them go at its next refresh (IVR_LEARN_REFRESH_S)
+                    log.info("purged %d expired learned utterance(s)", gone)
             except Exception:  # a locked or broken file: try again at the next round
                 log.exception("purging callback requests failed")
             await asyncio.sleep(every_s)
@@ -155,11 +163,30 @@ class Service:
             return
         self._audiosocket = server
         path = AudioSocketSpeech(server, recogniser, PromptAudio(s.prompts_dir), lambda: self.plan)
+        path.keep_spoken = s.learn_collect
+        if hasattr(recogniser, "set_learned"):  # the fusion engine learns; the others only collect nothing
+            self.learning.engine = recogniser
+            self._learn_task = asyncio.create_task(self._refresh_learned())
         confusable = confusable_rule(s.confusable_margin)
         self.enable_speech(path, lambda candidates: cached_matcher(tuple(candidates), confusable), yes_no)
         log.info("speech recognition ready (%s), AudioSocket on %s:%s", s.speech_engine, server.host, server.port)
 
+    async def _refresh_learned(self) -> None:
+        """The active learned references into the engine, now and every ``learn_refresh_s`` (an
+        approval by ``ivr learn`` in another process, expiry, a purge)."""
+        while True:
+            try:
+                n = await asyncio.to_thread(self.learning.refresh)
+                log.debug("learned references in use: %d", n)
+            except Exception:
+                log.exception("reading the learned references failed")
+            await asyncio.sleep(self.settings.learn_refresh_s)
+
     async def stop(self) -> None:
+        if self._learn_task is not None:
+            self._learn_task.cancel()
+            await asyncio.gather(self._learn_task, return_exceptions=True)
+        self.learning.close()
         if self._purge_task is not None:
             self._purge_task.cancel()
             await asyncio.gather(self._purge_task, return_exceptions=True)
@@ -188,6 +215,33 @@ class Service:
         """The call store, once every record saved so far has been written."""
         self.writer.flush(2.0)
         return self.store
+
+
+class _Collecting:
+    """The call observer when collecting: the service's own observer, then, at the end of a call,
+    the call's spoken answers to the self-learning loop."""
+
+    def __init__(self, inner: CallObserver | None, service: Service):
+        self.inner, self.service = inner, service
+
+    def call_started(self, record) -> None:
+        if self.inner:
+            self.inner.call_started(record)
+
+    def call_event(self, record, event, actions) -> None:
+        if self.inner:
+            self.inner.call_event(record, event, actions)
+
+    def call_ended(self, record) -> None:
+        if self.inner:
+            self.inner.call_ended(record)
+        speech = self.service.speech
+        if speech is None:
+            return
+        try:
+            self.service.learning.call_ended(record, speech.spoken(record.call_id))
+        except Exception:  # learning must never disturb calls
+            log.exception("call %s: handing its answers to the learning loop failed", record.call_id)
 
 
 async def serve(settings: Settings) -> None:

@@ -403,6 +403,8 @@ def register(sub) -> None:
                    "(default: the engine's CALIBRATION_FEATURES)")
     p.add_argument("--json", type=Path, help="write every row here")
     p.set_defaults(func=_cmd_calibrate)
+    from ivr_lab.bench_learn import register_bench
+    register_bench(bench)
 
 
 def _cmd_human(args) -> int:

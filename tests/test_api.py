@@ -346,3 +346,25 @@ def test_admin_changes_survive_a_restart(client, service, tmp_path):
         assert restarted.plan.version == service.plan.version
     finally:
         restarted.store.close()
+
+
+def test_learning_candidates_need_the_token_and_every_decision_is_audited(client, service):
+    from test_learning import FixedFeatures, confirmed_call, collect
+    service.learning.engine = FixedFeatures()
+    service.learning.plan = None  # the stand-in has no spoken references: the check reads the kept answers only
+    service.learning.settings = service.settings.model_copy(update={"learn_agreement": 0})
+    first, = collect(service.learning, confirmed_call("aa11"), b"\x05one")
+    second, = collect(service.learning, confirmed_call("bb22"), b"\x06two")
+    assert client.get("/v1/learning").status_code == 401
+    assert client.post(f"/v1/learning/{first}/approve", headers={"Authorization": "Bearer wrong"}).status_code == 403
+    rows = client.get("/v1/learning", headers=AUTH).json()
+    assert [r["id"] for r in rows] == [first, second] and "features" not in rows[0]
+    r = client.post(f"/v1/learning/{first}/approve", headers={**AUTH, "X-Admin-User": "ops"})
+    assert r.status_code == 200 and r.json()["status"] == "active" and len(service.learning.engine.learned) == 1
+    assert client.post(f"/v1/learning/{first}/approve", headers=AUTH).status_code == 422  # already active
+    assert client.post("/v1/learning/999/approve", headers=AUTH).status_code == 404
+    assert client.post(f"/v1/learning/{second}/reject", headers=AUTH).json()["status"] == "rejected"
+    assert client.delete("/v1/learning/callers/aa11", headers=AUTH).json() == {"deleted": 1}
+    assert service.learning.engine.learned == []
+    actions = [(e["action"], e["who"].split("@")[0]) for e in client.get("/v1/audit", headers=AUTH).json()]
+    assert actions[:3] == [("learn_purge", "admin"), ("learn_reject", "admin"), ("learn_approve", "ops")]

@@ -102,7 +102,7 @@ def test_accumulator_equals_compute_kpis_and_json_keys_are_stable():
     a.pop("generated_at"), b.pop("generated_at")
     assert a == b
     assert list(a) == ["schema", "baseline", "overall", "by_area_code", "by_municipality", "filters",
-                       "misroute_window_s", "unfinished"]
+                       "misroute_window_s", "unfinished", "by_month"]
     assert list(a["overall"]) == ["calls", "headline", "outcomes", "modes", "recognition", "routing", "transfer",
                                   "hangups_by_phase", "errors", "latency", "failover", "languages", "entries",
                                   "routed_by_language", "routed_by_entry", "second_pass", "suggestions",
@@ -232,3 +232,16 @@ def test_records_in_progress_are_left_out():
     live = CallRecord(call_id="x", dialled="140113", area_code="0113", mode="speech", recognition_attempts=1)
     k = compute_kpis([live])
     assert (k.overall.calls, k.unfinished) == (0, 1)
+
+
+def test_kpis_per_month_show_recognition_change_over_time():
+    from kpi_records import rec
+    nov = [rec(f"n{i}", i * 600.0, attempts=2 if i < 2 else 1) for i in range(4)]  # 2023-11: 2 of 4 at once
+    dec = [rec(f"d{i}", 30 * 86400 + i * 600.0, attempts=1) for i in range(3)]  # 2023-12: 3 of 3
+    k = compute_kpis(nov + dec)
+    assert list(k.by_month) == ["2023-11", "2023-12"]
+    assert [g.calls for g in k.by_month.values()] == [4, 3]
+    assert k.by_month["2023-11"].headline["first_attempt"] == pytest.approx(0.5)
+    assert k.by_month["2023-12"].headline["first_attempt"] == pytest.approx(1.0)
+    from ivr.cli.report import render_table
+    assert "per month (UTC)" in render_table(k) and "2023-12" in render_table(k)

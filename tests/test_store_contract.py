@@ -267,3 +267,28 @@ def test_an_open_store_outlives_a_postgresql_restart(postgres, pg_url):
         assert store.count() == 2
     finally:
         store.close()
+
+
+def _learned_row(code: str, caller: str, at: float, **kw) -> dict:
+    return {"call_id": f"c-{caller}-{at}", "cbs_code": code, "phrase": "Haarlem", "area_code": "023", "caller": caller,
+            "how": "confirmed", "collected_at": at, "expires_at": at + 100, "status": "candidate", "p_right": 0.5,
+            "margin": 1.25, "space": "fusion-x", "features": "AAAA", **kw}
+
+
+def test_learned_utterances_are_capped_listed_decided_and_purged(store):
+    import time as _time
+    now = _time.time()
+    add = lambda code, caller, at=now: store.add_learned(_learned_row(code, caller, at), per_municipality=3,
+                                                         per_caller=2)
+    first = add("GM0392", "a")
+    assert first is not None and add("GM0392", "a") is not None
+    assert add("GM0394", "a") is None  # the caller's cap (2), whatever the municipality
+    assert add("GM0392", "b") is not None and add("GM0392", "c") is None  # the municipality's cap (3)
+    assert add("GM0394", "") is not None and add("GM0394", "") is not None and add("GM0394", "") is not None
+    rows = store.learned(cbs_code="GM0392")
+    assert [r["caller"] for r in rows] == ["a", "a", "b"] and "features" not in rows[0]
+    assert store.learned(features=True)[0]["features"] == "AAAA"
+    assert store.set_learned_status(first, "active", "op") and store.learned(status="active")[0]["id"] == first
+    assert store.learned_item(first)["decided_by"] == "op"
+    assert store.purge_learned(caller="a") == 2 and store.learned(caller="a") == []
+    assert store.purge_learned(now=now + 101) == 4 and store.learned() == []  # past retention

@@ -375,6 +375,42 @@ def _admin_routes(app: FastAPI, service: Any, metrics: MetricsObserver) -> None:
         log.info("admin %s: callback request %s cleared", user.who, callback_id)
         return Response(status_code=204)
 
+    # -- self-learning (issue 12): callers' confirmed answers, promoted by an operator (audited) --
+    @app.get("/v1/learning", tags=["admin"], responses=denied)
+    def list_learning(status: Annotated[str | None, Query(pattern="^(candidate|active|rejected)$")] = None,
+                      municipality: MunQ = None,
+                      user: AdminUser = Depends(admin("learning_read"))) -> list[dict[str, Any]]:
+        """Kept utterances (without their features), oldest first; expired ones are purged."""
+        return service.store.learned(status=status, cbs_code=municipality)
+
+    @app.post("/v1/learning/{item_id}/approve", tags=["admin"], responses=denied)
+    def approve_learning(item_id: Annotated[int, Path(ge=1)],
+                         user: AdminUser = Depends(admin("learn_approve"))) -> dict[str, Any]:
+        """Make a candidate a reference of the engine, if the held-back check does not get worse (422 if it does)."""
+        done = service.learning.approve(item_id, user.who)
+        if not done["ok"]:
+            metrics.admin_change("learn_approve", "rejected")
+            raise HTTPException(404 if "no such" in done["reason"] else 422, done["reason"])
+        metrics.admin_change("learn_approve", "applied")
+        return done
+
+    @app.post("/v1/learning/{item_id}/reject", tags=["admin"], responses=denied)
+    def reject_learning(item_id: Annotated[int, Path(ge=1)],
+                        user: AdminUser = Depends(admin("learn_reject"))) -> dict[str, Any]:
+        done = service.learning.reject(item_id, user.who)
+        if not done["ok"]:
+            raise HTTPException(404, done["reason"])
+        metrics.admin_change("learn_reject", "applied")
+        return done
+
+    @app.delete("/v1/learning/callers/{caller}", tags=["admin"], responses=denied)
+    def purge_learning(caller: Annotated[str, Path(pattern=r"^[0-9a-f]{1,64}$")],
+                       user: AdminUser = Depends(admin("learn_purge"))) -> dict[str, Any]:
+        """Delete every kept utterance of one caller hash (a caller's request)."""
+        gone = service.learning.purge(caller, user.who)
+        metrics.admin_change("learn_purge", "applied")
+        return {"deleted": gone}
+
     @app.get("/v1/audit", response_model=list[AuditEntry], tags=["admin"], responses=denied)
     def audit_log(limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100,
                   user: AdminUser = Depends(admin("audit_read"))) -> list[AuditEntry]:

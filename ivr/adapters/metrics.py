@@ -137,6 +137,11 @@ class Metrics:
             "confusable_held (an accept of a listed confusable pair on a thin margin, confirmed instead; "
             "2020: Haarlemmermeer -> Haarlem misroutes).",
             ["area_code", "path"], namespace=ns, registry=r)
+        self.learning = Counter(
+            "learning_utterances", "Self-learning (issue 12): callers' spoken answers by step: collected (labelled "
+            "by the caller's confirmation or choice), candidate (kept, within the caps), capped (not kept), "
+            "promoted_approval / promoted_agreement (now a reference of the engine), rejected_operator / "
+            "rejected_check (the held-back check got worse).", ["step"], namespace=ns, registry=r)
         self.admin_changes = Counter("admin_changes", "Admin write requests by action and result "
                                      "(applied, rejected, unauthorized, disabled).", ["action", "result"],
                                      namespace=ns, registry=r)
@@ -316,6 +321,9 @@ class MetricsObserver:
             m.misrouted.labels(mis.area_code, mis.municipality, mis.mode, mis.reason).inc()
 
     # -- API hooks --------------------------------------------------------------------------
+
+    def learning_step(self, step: str, n: int = 1) -> None:
+        self.metrics.learning.labels(step).inc(n)
 
     def admin_change(self, action: str, result: str) -> None:
         self.metrics.admin_changes.labels(action, result).inc()

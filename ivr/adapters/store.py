@@ -59,6 +59,12 @@ class RecordStore(Protocol):
     def callbacks(self, *, municipality: str | None = None, now: float | None = None) -> list[dict[str, Any]]: ...
     def delete_callback(self, callback_id: int) -> bool: ...
     def purge_callbacks(self, now: float | None = None) -> int: ...
+    def add_learned(self, row: dict[str, Any], *, per_municipality: int, per_caller: int) -> int | None: ...
+    def learned(self, *, status: str | None = None, cbs_code: str | None = None, caller: str | None = None,
+                features: bool = False) -> list[dict[str, Any]]: ...
+    def learned_item(self, item_id: int) -> dict[str, Any] | None: ...
+    def set_learned_status(self, item_id: int, status: str, who: str) -> bool: ...
+    def purge_learned(self, *, caller: str | None = None, now: float | None = None) -> int: ...
 
 
 def open_store(target: str | Path) -> RecordStore:
@@ -230,6 +236,68 @@ class SqlCallStore:
 
     def _purge(self, db, now: float) -> int:
         return db.execute(self._sql("DELETE FROM callbacks WHERE expires_at <= ?"), (now,)).rowcount
+
+    # -- learned utterances (personal data: kept until they expire or are purged) ----
+
+    _LEARNED_FIELDS = ("call_id", "cbs_code", "phrase", "area_code", "caller", "how", "collected_at", "expires_at",
+                       "status", "p_right", "margin", "space", "features")
+
+    def add_learned(self, row: dict[str, Any], *, per_municipality: int, per_caller: int) -> int | None:
+        """Keep one labelled utterance as a candidate; None (nothing kept) when its municipality
+        already has ``per_municipality`` rows, or its caller (a non-empty hash) ``per_caller``,
+        counting every row not yet expired whatever its status: a rejected one still used a place."""
+        names = self._LEARNED_FIELDS
+        insert = self._sql(f"INSERT INTO learned ({', '.join(names)}) VALUES ({', '.join('?' for _ in names)})"
+                           " RETURNING id")
+        by_code = self._sql("SELECT COUNT(*) AS n FROM learned WHERE cbs_code = ?")
+        by_caller = self._sql("SELECT COUNT(*) AS n FROM learned WHERE caller = ?")
+
+        def add(db) -> int | None:
+            with _transaction(db):
+                self._purge_learned(db, row["collected_at"], None)
+                if db.execute(by_code, (row["cbs_code"],)).fetchone()["n"] >= per_municipality:
+                    return None
+                if row["caller"] and db.execute(by_caller, (row["caller"],)).fetchone()["n"] >= per_caller:
+                    return None
+                return int(db.execute(insert, tuple(row[n] for n in names)).fetchone()["id"])
+        return self._run(add, retry=False)
+
+    def learned(self, *, status: str | None = None, cbs_code: str | None = None, caller: str | None = None,
+                features: bool = False) -> list[dict[str, Any]]:
+        """Rows not yet expired, oldest first (``features``: with the stored features)."""
+        cols = "*" if features else ("id, decided_at, decided_by, " + ", ".join(
+            n for n in self._LEARNED_FIELDS if n != "features"))
+        clauses, args = [], []
+        for clause, value in (("status = ?", status), ("cbs_code = ?", cbs_code), ("caller = ?", caller)):
+            if value is not None:
+                clauses.append(clause)
+                args.append(value)
+        where = ("WHERE " + " AND ".join(clauses)) if clauses else ""
+        sql = self._sql(f"SELECT {cols} FROM learned {where} ORDER BY id")
+
+        def read(db) -> list[dict[str, Any]]:
+            self._purge_learned(db, time.time(), None)
+            return [dict(r) for r in db.execute(sql, args).fetchall()]
+        return self._run(read)
+
+    def learned_item(self, item_id: int) -> dict[str, Any] | None:
+        row = self._run(lambda db: db.execute(self._sql("SELECT * FROM learned WHERE id = ?"),
+                                              (int(item_id),)).fetchone())
+        return dict(row) if row else None
+
+    def set_learned_status(self, item_id: int, status: str, who: str) -> bool:
+        sql = self._sql("UPDATE learned SET status = ?, decided_at = ?, decided_by = ? WHERE id = ?")
+        return self._run(lambda db: db.execute(sql, (status, time.time(), who, int(item_id))).rowcount > 0,
+                         retry=False)
+
+    def purge_learned(self, *, caller: str | None = None, now: float | None = None) -> int:
+        """Delete the expired rows, or (``caller``) every row of that caller hash; how many went."""
+        return self._run(lambda db: self._purge_learned(db, time.time() if now is None else now, caller))
+
+    def _purge_learned(self, db, now: float, caller: str | None) -> int:
+        if caller is not None:
+            return db.execute(self._sql("DELETE FROM learned WHERE caller = ?"), (caller,)).rowcount
+        return db.execute(self._sql("DELETE FROM learned WHERE expires_at <= ?"), (now,)).rowcount
 
 
 class CallStore(SqlCallStore):

@@ -105,6 +105,18 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
         "ALTER TABLE calls ADD COLUMN suggestion_source {text}",
         "ALTER TABLE calls ADD COLUMN suggestion {text}",
     ]),
+    # callers' confirmed utterances of municipality names, as the engine's features (issue 12:
+    # ivr.adapters.learning); personal data: each row expires (IVR_LEARN_RETENTION_DAYS)
+    (5, "learned utterances", [
+        "CREATE TABLE IF NOT EXISTS learned (id {serial_pk}, call_id {text} NOT NULL, cbs_code {text} NOT NULL,"
+        " phrase {text} NOT NULL, area_code {text}, caller {text} NOT NULL, how {text} NOT NULL,"
+        " collected_at {real} NOT NULL, expires_at {real} NOT NULL, status {text} NOT NULL,"
+        " p_right {real}, margin {real}, space {text} NOT NULL, features {text} NOT NULL,"
+        " decided_at {real}, decided_by {text})",
+        "CREATE INDEX IF NOT EXISTS learned_status ON learned(status, cbs_code)",
+        "CREATE INDEX IF NOT EXISTS learned_caller ON learned(caller)",
+        "CREATE INDEX IF NOT EXISTS learned_expiry ON learned(expires_at)",
+    ]),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 

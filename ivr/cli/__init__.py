@@ -14,7 +14,7 @@ import sys
 from importlib.metadata import entry_points
 from pathlib import Path
 
-from ivr.cli import plan, report, serve, simulate, speech
+from ivr.cli import learn, plan, report, serve, simulate, speech
 from ivr.core.plan import PlanError
 
 ENTRY_POINTS = "ivr14.commands"  # register(subparsers) functions of other packages (the lab)
@@ -25,7 +25,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--plan-file", type=Path, help="operator override file (TOML); default: $IVR_PLAN_FILE")
     parser.add_argument("-v", "--verbose", action="store_true")
     sub = parser.add_subparsers(dest="command", required=True)
-    for group in (serve, plan, speech, simulate, report):
+    for group in (serve, plan, speech, simulate, report, learn):
         group.register(sub)
     for ep in entry_points(group=ENTRY_POINTS):
         try:

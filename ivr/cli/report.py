@@ -55,6 +55,7 @@ def _rows(kpis: Kpis, names: dict[str, str]) -> list[tuple[str, str, str, GroupK
     rows = [("overall", "", "", kpis.overall)]
     rows += [("area_code", code, names.get(code, ""), g) for code, g in kpis.by_area_code.items()]
     rows += [("municipality", cbs, names.get(cbs, ""), g) for cbs, g in kpis.by_municipality.items()]
+    rows += [("month", month, "", g) for month, g in kpis.by_month.items()]
     return rows
 
 
@@ -91,8 +92,10 @@ def render_table(kpis: Kpis, names: dict[str, str] | None = None) -> str:
             w(f"  {name:<26} n={lat.count:<7} p50={lat.p50:<8g} p95={lat.p95:<8g} max={lat.max:g}\n")
     head = (f"{'':<8}{'':<22}{'calls':>7}{'1st':>7}{'+1':>7}{'more':>7}{'right':>7}{'hangT':>7}"
             f"{'p50 s':>7}{'p95 s':>7}\n")
-    for scope, title in (("area_code", "per area code"), ("municipality", "per municipality (decided)")):
-        groups = kpis.by_area_code if scope == "area_code" else kpis.by_municipality
+    for scope, title in (("area_code", "per area code"), ("municipality", "per municipality (decided)"),
+                         ("month", "per month (UTC): does recognition improve as the service learns?")):
+        groups = {"area_code": kpis.by_area_code, "municipality": kpis.by_municipality,
+                  "month": kpis.by_month}[scope]
         if not groups:
             continue
         w(f"\n{title}:\n{head}")
@@ -292,6 +295,7 @@ Baseline: I&amp;O Research 2020/110. Misroute window {kpis.misroute_window_s:g} 
 <div class="plots">{attempts_svg}{hang_svg}{cdf_svg}{cdf2_svg}</div>
 {group_table("Per area code", kpis.by_area_code)}
 {group_table("Per municipality (decided)", kpis.by_municipality)}
+{group_table("Per month (UTC)", kpis.by_month)}
 </body></html>
 """
 

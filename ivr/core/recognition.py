@@ -51,6 +51,7 @@ class Recognition:
     transcripts: tuple[tuple[str, float], ...] = ()  # (text, confidence 0..1) from transcript engines
     engine_ms: float = 0.0  # time spent in the engine for this utterance
     p_right: float | None = None  # calibrated P(the best candidate is right), from engines that know it
+    margin: float | None = None  # the engine's score margin of the best name over the runner-up (fusion: nats)
     final: bool = True  # False: a partial result while the caller still talks
 
     @property

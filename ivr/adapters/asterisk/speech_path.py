@@ -63,6 +63,12 @@ class AudioSocketSpeech:
         self.max_speech_s = max_speech_s
         # each call's last spoken answer, until it is decided again or pushed out by newer calls
         self._utterances: OrderedDict[str, bytes] = OrderedDict()
+        # self-learning (ivr.adapters.learning), when collecting: each call's spoken answers (names, and
+        # "ja"/"nee" to a confirmation) in order, until the call ends (``spoken``) or newer calls push them out
+        self.keep_spoken = False
+        self._spoken: OrderedDict[str, list[tuple[bytes, float | None, float | None]]] = OrderedDict()
+
+    SPOKEN_PER_CALL = 8  # spoken answers kept per call: names 2-3 times, each maybe confirmed
 
     KEPT_UTTERANCES = 256  # at most ~6 s of slin each: a bound on memory, not a per-call limit
 
@@ -96,6 +102,7 @@ class AudioSocketSpeech:
         at = result.decided_at or time.monotonic()
         if result.outcome == "speech":
             self._keep(call_id, result.utterance)
+            self._answered(call_id, result.utterance, result.recognition)
             return SpeechHeard(at, result.recognition, result.speech_ended_at, result.recogniser_ms)
         if result.outcome == "dtmf" and result.digits:
             return Digit(at, result.digits[0])
@@ -120,6 +127,28 @@ class AudioSocketSpeech:
             log.exception("call %s: deciding the answer again failed", call_id)
             return NoInput(time.monotonic())
         return SpeechHeard(time.monotonic(), recognition, started, recognition.engine_ms)
+
+    def _answered(self, call_id: str, utterance: bytes, recognition) -> None:
+        """A spoken answer: logged with the engine's certainty (for a name, what the self-learning
+        loop improves) and, when collecting, kept for the end of the call."""
+        best = recognition.candidates[0].key if recognition is not None and recognition.candidates else ""
+        if recognition is not None:
+            log.info("call %s spoken answer: verdict %s best %s p_right %s margin %s", call_id,
+                     recognition.verdict or "-", best or "-",
+                     "-" if recognition.p_right is None else f"{recognition.p_right:.4f}",
+                     "-" if recognition.margin is None else f"{recognition.margin:.3f}")
+        if not self.keep_spoken:
+            return
+        kept = self._spoken.setdefault(call_id, [])
+        if len(kept) < self.SPOKEN_PER_CALL:
+            kept.append((utterance, recognition.p_right if recognition else None,
+                         recognition.margin if recognition else None))
+        while len(self._spoken) > self.KEPT_UTTERANCES:
+            self._spoken.popitem(last=False)
+
+    def spoken(self, call_id: str) -> list[tuple[bytes, float | None, float | None]]:
+        """The call's kept spoken answers (slin, p_right, margin), in order, handed over once (the call ended)."""
+        return self._spoken.pop(call_id, [])
 
     def _keep(self, call_id: str, utterance: bytes) -> None:
         self._utterances.pop(call_id, None)
