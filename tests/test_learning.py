@@ -67,6 +67,13 @@ def test_a_spoken_confirmation_counts_among_the_spoken_answers():
     assert labels(r) == [Label(2, HAARLEM, "Haarlem", "confirmed")]  # answers: name, "eh", name, "ja"
 
 
+def test_a_spoken_answer_to_the_suggestion_counts_among_the_spoken_answers():
+    # "Belt u weer voor Heemstede?" "nee" (kept by the speech path as answer 0), then the name and "ja"
+    r = call(attempt("suggest", "speech", "no"), attempt("speech", "speech", "confirm", HAARLEM, "Haarlem"),
+             attempt("confirm", "speech", "yes", HAARLEM))
+    assert labels(r) == [Label(1, HAARLEM, "Haarlem", "confirmed")]
+
+
 def test_the_national_second_pass_between_answer_and_confirmation_keeps_the_label():
     r = call(attempt("speech", "speech", "confirm", "GM0453"), attempt("national", "speech", "accept", "GM0344"),
              attempt("confirm", "dtmf", "yes", "GM0344"), municipality="GM0344")

@@ -2,8 +2,9 @@
 
 Pure: a final :class:`~ivr.core.callrecord.CallRecord` in, labels out. A label points at a
 spoken answer to "which municipality?" by its ordinal among *all* the call's spoken answers
-(every listen that heard speech gives one attempt with input ``speech``: kind ``speech`` or
-``confirm``; the national second pass decides a kept answer again and listens to nothing),
+(every listen that heard speech gives one attempt with input ``speech``: kind ``speech``,
+``confirm`` or ``suggest``; the national second pass decides a kept answer again and listens
+to nothing),
 which is the order in which the speech path keeps the call's utterances; the collector
 pairs the two.
 
@@ -29,6 +30,9 @@ from ivr.core.callrecord import AttemptKind, AttemptVerdict, CallRecord, InputKi
 
 __all__ = ["Label", "labels"]
 
+# every attempt that is one heard answer, as the speech path keeps them in order: a name (or a
+# language's name), "ja"/"nee" to a confirmation, and "ja"/"nee" to a suggestion asked first
+_LISTENED = (AttemptKind.SPEECH, AttemptKind.CONFIRM, AttemptKind.SUGGEST)
 _CONFIRMED = (AttemptVerdict.YES, AttemptVerdict.CHOSEN, AttemptVerdict.ACCEPT)
 _ASKED_BACK = (AttemptVerdict.CONFIRM, AttemptVerdict.CHOOSE)
 _NOT_HEARD = (AttemptVerdict.REJECT, AttemptVerdict.UNCLEAR)
@@ -59,7 +63,7 @@ def labels(record: CallRecord) -> list[Label]:
     attempts = record.attempts
     spoken = -1
     for i, a in enumerate(attempts):
-        if a.input is not InputKind.SPEECH or a.kind not in (AttemptKind.SPEECH, AttemptKind.CONFIRM):
+        if a.input is not InputKind.SPEECH or a.kind not in _LISTENED:
             continue
         spoken += 1
         if a.kind is not AttemptKind.SPEECH:
