@@ -105,6 +105,24 @@ def test_saying_english_switches_too(plan):
     assert transfer.municipality == "GM0664" and transfer.prompts[0] == "en/doorverbinden"
 
 
+def test_an_unsure_english_is_no_language_switch(plan):
+    from ivr.core.recognition import Candidate, EngineVerdict
+
+    flow = speech_flow(plan)
+    start(flow, "140113")
+    # a closed-set engine heard "Utrecht" as "English", unsure: the Dutch dialogue goes on
+    unsure = Recognition((Candidate("English", "English", 0.5), Candidate("GM0664", "Goes", 0.3)),
+                         EngineVerdict.CONFIRM, p_right=0.46)
+    [next_action] = flow.handle(SpeechHeard(3.0, unsure, 2.7, 50.0))
+    assert flow.record.language == "nl" and AttemptVerdict.LANGUAGE not in [a.verdict for a in flow.record.attempts]
+    assert not any(p.startswith("en/") for p in getattr(next_action, "prompts", ()))
+    sure = Recognition((Candidate("English", "English", 0.99),), EngineVerdict.ACCEPT, p_right=1.0)
+    flow = speech_flow(plan)
+    start(flow, "140113")
+    flow.handle(SpeechHeard(3.0, sure, 2.7, 50.0))
+    assert flow.record.language == "en"
+
+
 def test_the_dtmf_menu_offers_english_where_9_is_free(plan):
     flow = dtmf_flow(plan)
     [menu] = start(flow, "140113")

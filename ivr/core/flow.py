@@ -67,6 +67,7 @@ from ivr.core.events import (
     TransferFailed,
 )
 from ivr.core.matcher import MatchResult
+from ivr.core.recognition import EngineVerdict
 from ivr.core.plan import Municipality, NumberingPlan, RoutingMode, is_cbs_code
 from ivr.core.prompts import DEFAULT_LANGUAGE, LANGUAGES, language_said, localised
 from ivr.core.suggestion import suggestion_for
@@ -376,7 +377,10 @@ class CallFlow:
         if st.first_pass is not None:
             return self._second_pass_heard(ev)
         heard = ev.recognition.heard
-        language = language_said(heard) if heard else None
+        # a language is switched to only on a sure hearing of its name: "Utrecht" heard unsurely as
+        # "English" must not turn a Dutch caller's dialogue into English
+        sure = ev.recognition.verdict in (None, EngineVerdict.ACCEPT)
+        language = language_said(heard) if heard and sure else None
         if language in self._offered():
             return self._switch_language(ev.at, language, Attempt(
                 AttemptKind.SPEECH, InputKind.SPEECH, heard, recogniser_ms=ev.recogniser_ms,
