@@ -66,6 +66,7 @@ class Cluster:
     nodes: tuple[Node, ...] = NODES
     sip_port: int = 5090  # Kamailio: where callers send their INVITEs
     pg_port: int = 55433
+    extra_env: dict[str, str] = field(default_factory=dict)  # for the controllers (tests: a known salt)
 
     @property
     def sip_target(self) -> str:
@@ -203,7 +204,7 @@ class Cluster:
         return {**os.environ, "IVR_DB_URL": self.db_url, "IVR_AGI_PORT": str(node.agi_port),
                 "IVR_AMI_PORT": str(node.ami_port), "IVR_API_PORT": str(node.api_port),
                 "IVR_AUDIOSOCKET_PORT": str(node.audiosocket_port),
-                "IVR_SPEECH_ENGINE": os.environ.get("IVR_SPEECH_ENGINE", "none")}
+                "IVR_SPEECH_ENGINE": os.environ.get("IVR_SPEECH_ENGINE", "none"), **self.extra_env}
 
     def start_controller(self, node: Node) -> None:
         if self.ctl_pid(node):
@@ -304,13 +305,15 @@ class Cluster:
 
     # -- the whole ----------------------------------------------------------------------------------
 
-    def up(self) -> None:
+    def up(self, install: bool = True) -> None:
+        """Everything, in order; ``install=False`` when the caller ran scripts/asterisk-install.sh already."""
         self.run.mkdir(parents=True, exist_ok=True)
         (self.dir / "logs").mkdir(exist_ok=True)
         self.dir.chmod(0o755)  # PostgreSQL (user postgres) must reach its folder below it
-        inst = subprocess.run(["bash", str(REPO / "scripts/asterisk-install.sh")], capture_output=True, text=True)
-        if inst.returncode != 0:
-            raise RuntimeError(f"asterisk-install.sh failed:\n{inst.stderr[-2000:]}")
+        if install:
+            inst = subprocess.run(["bash", str(REPO / "scripts/asterisk-install.sh")], capture_output=True, text=True)
+            if inst.returncode != 0:
+                raise RuntimeError(f"asterisk-install.sh failed:\n{inst.stderr[-2000:]}")
         pg = subprocess.run(["bash", str(REPO / "scripts/postgres-start.sh"), str(self.pg_dir), str(self.pg_port)],
                             capture_output=True, text=True)
         if pg.returncode != 0:
@@ -367,6 +370,8 @@ def _wait_gone(pid: int, timeout_s: float) -> None:
 
 def _port_free(port: int, udp: bool = False) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM if udp else socket.SOCK_STREAM) as s:
+        if not udp:  # as the servers do: a TIME_WAIT left by the last run does not count as taken
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind(("127.0.0.1", port))
             return True
