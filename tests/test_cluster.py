@@ -108,6 +108,24 @@ def test_calls_through_kamailio_land_on_both_nodes_recorded_once(cluster):
     assert all(r.outcome == "routed" and r.municipality == "GM0703" for r in done.values())
 
 
+def test_a_node_without_its_controller_uses_the_other_nodes(cluster):
+    """Controller n1 stopped: n1's Asterisk still answers Kamailio's OPTIONS, so it keeps getting calls;
+    its dialplan hands them to n2's controller (the channel was not answered yet) and nothing is lost."""
+    victim = cluster.nodes[0]
+    cluster.stop_controller(victim)
+    try:
+        placed = 4
+        result = run_sipp(dtmf_script("0633"), calls=placed, rate=4, target=cluster.sip_target)
+        assert result.ok and result.successful == placed, result.describe()
+        done = wait_records(cluster, "0633", placed, placed)
+        assert sorted(done) == list(range(1, placed + 1))
+        # n1's Asterisk took some of them (its call ids), served by the other controller
+        assert any(r.call_id.startswith(victim.name + "-") for r in done.values())
+        assert all(r.outcome == "routed" for r in done.values())
+    finally:
+        cluster.start_controller(victim)
+
+
 def test_kill_one_asterisk_mid_run(cluster):
     """kill -9 node n1 while calls run: new calls go to n2, only n1's calls in progress fail, and
     records = calls placed - calls that never reached any Asterisk."""
