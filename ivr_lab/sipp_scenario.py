@@ -82,6 +82,9 @@ class CallScript:
     # False: such a BYE fails the call (SIPp "unexpected BYE")
     early_bye_ok: bool = True
     name: str = "ivr14 caller"
+    # through a SIP proxy that stays in the path (Kamailio's record_route): ACK and BYE go to the
+    # answering node's Contact along the recorded Route set instead of to the INVITE's target
+    via_proxy: bool = False
 
 
 # --- scenario XML ---------------------------------------------------------------------------------
@@ -156,6 +159,15 @@ def _play(pcap: Path) -> str:
     return f"  <nop><action><exec play_pcap_audio={quoteattr(str(pcap))}/></action></nop>\n"
 
 
+def _in_dialog(template: str, script: CallScript) -> str:
+    """ACK/BYE as sent to the target, or, through a proxy, to the remote Contact along the Route set."""
+    if not script.via_proxy:
+        return template
+    first, rest = template.lstrip("\n").split("\n", 1)
+    method = first.split()[0]
+    return f"\n      {method} [next_url] SIP/2.0\n      [routes]\n" + rest
+
+
 def render_scenario(script: CallScript, media_dir: Path | None = None) -> str:
     """The SIPp XML scenario for one caller.
 
@@ -172,8 +184,9 @@ def render_scenario(script: CallScript, media_dir: Path | None = None) -> str:
         '  <recv response="100" optional="true"/>\n',
         '  <recv response="180" optional="true"/>\n',
         '  <recv response="183" optional="true"/>\n',
-        f'  <recv response="200" rtd="true" timeout="{script.answer_timeout_ms}"/>\n',
-        f"  <send>{_cdata(_ACK.format(caller=c))}</send>\n",
+        f'  <recv response="200" rtd="true" timeout="{script.answer_timeout_ms}"'
+        + (' rrs="true"' if script.via_proxy else "") + "/>\n",
+        f"  <send>{_cdata(_in_dialog(_ACK, script).format(caller=c))}</send>\n",
     ]
     labels = iter(range(1, 1_000_000))
 
@@ -217,7 +230,7 @@ def render_scenario(script: CallScript, media_dir: Path | None = None) -> str:
             if step.wait:
                 body.append(wait(int(pcap_duration_s(pcap) * 1000) + 40))
         elif isinstance(step, HangUp):
-            body.append(f'  <send retrans="500">{_cdata(_BYE.format(caller=c))}</send>\n')
+            body.append(f'  <send retrans="500">{_cdata(_in_dialog(_BYE, script).format(caller=c))}</send>\n')
             body.append('  <recv response="200" next="end"/>\n')
             hung_up = True
         elif isinstance(step, WaitBye):
