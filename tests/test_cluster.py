@@ -126,6 +126,7 @@ def test_a_node_without_its_controller_uses_the_other_nodes(cluster):
         cluster.start_controller(victim)
 
 
+@pytest.mark.chaos
 def test_kill_one_asterisk_mid_run(cluster):
     """kill -9 node n1 while calls run: new calls go to n2, only n1's calls in progress fail, and
     records = calls placed - calls that never reached any Asterisk."""
