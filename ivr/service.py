@@ -54,7 +54,7 @@ class Service:
             flow_factory=self.new_flow, save=self.writer.save,
             caller_salt=settings.caller_salt.get_secret_value(),
             observer=_Collecting(observer, self) if settings.learn_collect else observer, callbacks=self.add_callback,
-            caller_lookup=self.caller_context,
+            caller_lookup=self.caller_context, find=self.store.get,
         )
         self._servers: list[asyncio.AbstractServer] = []
         self._audiosocket = None

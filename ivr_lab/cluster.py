@@ -137,18 +137,14 @@ class Cluster:
         edit("http.conf", ("bindport = 8088", f"bindport = {node.http_port}"))
         edit("rtp.conf", ("rtpstart = 20000", f"rtpstart = {node.rtp[0]}"), ("rtpend = 29999", f"rtpend = {node.rtp[1]}"))
         # own controller first; the peer's only when the own one never took the call (channel not answered)
+        # a controller that stopped mid-call is reported to the other node's (agi://…/lost)
         edit("extensions.conf",
-             (" same => n,AGI(agi://127.0.0.1:4573/call)\n"
-              ' same => n,GotoIf($["${AGISTATUS}" = "FAILURE"]?fallback)\n'
-              " same => n,Hangup()\n",
+             (" same => n,AGI(agi://127.0.0.1:4573/call)\n",
               f" same => n,AGI(agi://127.0.0.1:{node.agi_port}/call)\n"
-              ' same => n,GotoIf($["${AGISTATUS}" = "FAILURE" & "${CHANNEL(state)}" != "Up"]?peer)\n'
-              ' same => n,GotoIf($["${AGISTATUS}" = "FAILURE"]?fallback)\n'
-              " same => n,Hangup()\n"
-              f" same => n(peer),NoOp(controller of {node.name} unreachable: the one of {peer.name})\n"
-              f" same => n,AGI(agi://127.0.0.1:{peer.agi_port}/call)\n"
-              ' same => n,GotoIf($["${AGISTATUS}" = "FAILURE"]?fallback)\n'
-              " same => n,Hangup()\n"))
+              ' same => n,GotoIf($["${AGISTATUS}" != "FAILURE" | "${CHANNEL(state)}" = "Up"]?called)\n'
+              f" same => n,NoOp(controller of {node.name} unreachable: the one of {peer.name})\n"
+              f" same => n,AGI(agi://127.0.0.1:{peer.agi_port}/call)\n"),
+             ("agi://127.0.0.1:4573/lost", f"agi://127.0.0.1:{peer.agi_port}/lost"))
         for sub in ("var/lib/asterisk/keys", f"run/asterisk-{node.name}", f"var/log/asterisk-{node.name}", f"var/lib/asterisk-{node.name}",
                     f"var/spool/asterisk-{node.name}/recording"):
             (self.root / sub).mkdir(parents=True, exist_ok=True)
@@ -303,6 +299,18 @@ class Cluster:
                 raise RuntimeError(f"dispatcher view {view}, wanted {want}")
             time.sleep(0.05)
 
+    # -- PostgreSQL ---------------------------------------------------------------------------------
+
+    def start_postgres(self) -> None:
+        pg = subprocess.run(["bash", str(REPO / "scripts/postgres-start.sh"), str(self.pg_dir), str(self.pg_port)],
+                            capture_output=True, text=True)
+        if pg.returncode != 0:
+            raise RuntimeError(f"postgres-start.sh failed:\n{pg.stderr}")
+
+    def stop_postgres(self, keep_db: bool = True) -> None:
+        subprocess.run(["bash", str(REPO / "scripts/postgres-stop.sh"), str(self.pg_dir),
+                        *(["--keep"] if keep_db else [])], capture_output=True, text=True)
+
     # -- the whole ----------------------------------------------------------------------------------
 
     def up(self, install: bool = True) -> None:
@@ -314,10 +322,7 @@ class Cluster:
             inst = subprocess.run(["bash", str(REPO / "scripts/asterisk-install.sh")], capture_output=True, text=True)
             if inst.returncode != 0:
                 raise RuntimeError(f"asterisk-install.sh failed:\n{inst.stderr[-2000:]}")
-        pg = subprocess.run(["bash", str(REPO / "scripts/postgres-start.sh"), str(self.pg_dir), str(self.pg_port)],
-                            capture_output=True, text=True)
-        if pg.returncode != 0:
-            raise RuntimeError(f"postgres-start.sh failed:\n{pg.stderr}")
+        self.start_postgres()
         for node in self.nodes:
             self.start_asterisk(node)
         for node in self.nodes:
@@ -331,8 +336,7 @@ class Cluster:
             self.stop_controller(node)
         for node in self.nodes:
             self.stop_asterisk(node)
-        subprocess.run(["bash", str(REPO / "scripts/postgres-stop.sh"), str(self.pg_dir),
-                        *(["--keep"] if keep_db else [])], capture_output=True, text=True)
+        self.stop_postgres(keep_db=keep_db)
 
     def status(self) -> dict:
         try:

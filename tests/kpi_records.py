@@ -101,7 +101,7 @@ EXPECTED = {
     "hangup_during_transfer": 1 / 8,
     "all_transfer_results": {"answered": 9, "caller_hangup": 1, "failed": 1},
     "hangups_by_phase": {"greeting": 0, "menu": 1, "speech": 1, "confirm": 0, "transfer": 1, "suggest": 0},
-    "errors": {"transfer_failed": 1, "asterisk_lost": 0, "shutdown": 0, "other": 0},
+    "errors": {"transfer_failed": 1, "asterisk_lost": 0, "controller_lost": 0, "shutdown": 0, "other": 0},
     "ivr_p50": 8.0,
     "ivr_p95": 20.0,
     "ivr_sum": 113.5,

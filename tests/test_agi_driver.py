@@ -11,7 +11,8 @@ import sqlite3
 
 import pytest
 
-from ivr.adapters.asterisk.agi import CallController, parse_result
+from ivr.adapters.asterisk.agi import CallController, parse_result, started_at_of
+from ivr.core.callrecord import CallRecord, Outcome, Phase, hash_caller
 from ivr.core.flow import CallFlow
 from ivr.plan_files import load_base_plan
 from ivr.adapters.store import CallStore
@@ -19,11 +20,11 @@ from ivr.adapters.store import CallStore
 PLAN = load_base_plan()
 
 
-async def fake_asterisk(port: int, dialled: str, answer) -> list[str]:
+async def fake_asterisk(port: int, dialled: str, answer, script: str = "call", unique_id: str = "fake-1") -> list[str]:
     """Send AGI headers, then answer each command with ``answer(command, n)``: a result line,
     None to close the connection, or a list of lines."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    headers = {"agi_network_script": "call", "agi_uniqueid": "fake-1", "agi_extension": dialled,
+    headers = {"agi_network_script": script, "agi_uniqueid": unique_id, "agi_extension": dialled,
                "agi_callerid": "0612345678"}
     writer.write("".join(f"{k}: {v}\n" for k, v in headers.items()).encode() + b"\n")
     await writer.drain()
@@ -43,13 +44,13 @@ async def fake_asterisk(port: int, dialled: str, answer) -> list[str]:
     return commands
 
 
-async def run(tmp_path, dialled, answer, save=None):
+async def run(tmp_path, dialled, answer, save=None, **session):
     store = CallStore(tmp_path / "calls.sqlite")
     controller = CallController(flow_factory=lambda: CallFlow(PLAN, speech_available=False),
-                                save=save or store.save)
+                                save=save or store.save, find=store.get, caller_salt="salt")
     server = await asyncio.start_server(controller.handle, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
-    commands = await asyncio.wait_for(fake_asterisk(port, dialled, answer), 10)
+    commands = await asyncio.wait_for(fake_asterisk(port, dialled, answer, **session), 10)
     for _ in range(50):
         if controller.active == 0:
             break
@@ -246,3 +247,67 @@ def test_a_slow_or_broken_lookup_never_holds_up_the_call(tmp_path, how):
     assert streams[:3] == ["ivr14/welkom", "ivr14/en/kies_engels", "ivr14/kies_menu"]  # the usual menu
     [rec] = store.query()
     assert rec.suggested is None
+
+
+def test_every_call_ends_by_telling_the_dialplan_it_is_recorded(tmp_path):
+    """Without IVR_RECORDED the dialplan reports the call as lost: a killed controller's socket
+    closes like a finished one."""
+    commands, store = asyncio.run(run(tmp_path, "140111", lambda cmd, n: "200 result=0"))
+    assert commands[-1] == 'SET VARIABLE IVR_RECORDED "1"'
+    [rec] = store.query()
+    assert rec.ended_at is not None
+
+
+def lost_session(tmp_path, saved: CallRecord | None, dial_status: str = ""):
+    """Asterisk's report (agi://…/lost) of call n1-1700000000.7, whose controller stopped mid-call."""
+    store = CallStore(tmp_path / "calls.sqlite")
+    if saved is not None:
+        store.save(saved)
+    store.close()
+
+    def answer(cmd, n):
+        if cmd == "GET VARIABLE DIALSTATUS":
+            return f"200 result=1 ({dial_status})" if dial_status else "200 result=0"
+        return "200 result=1"
+
+    commands, store = asyncio.run(run(tmp_path, "140113", answer, script="lost", unique_id="n1-1700000000.7"))
+    return commands, store.get("n1-1700000000.7")
+
+
+def test_a_lost_call_keeps_what_its_dead_controller_saved_and_is_ended_as_failed(tmp_path):
+    saved = CallRecord(call_id="n1-1700000000.7", dialled="140113", caller="x", started_at=1700000000.25,
+                       area_code="0113", phase=Phase.MENU, recognition_attempts=1, digits="9")
+    commands, rec = lost_session(tmp_path, saved)
+    assert (rec.outcome, rec.error_kind, rec.phase) == ("failed", "controller_lost", "menu")
+    assert (rec.started_at, rec.area_code, rec.digits, rec.recognition_attempts) == (1700000000.25, "0113", "9", 1)
+    assert rec.ended_at is not None and rec.ended_at >= rec.started_at
+    assert commands == ["GET VARIABLE DIALSTATUS", 'SET VARIABLE IVR_RECORDED "1"']
+
+
+def test_a_lost_call_no_record_of_which_reached_the_store_is_written_from_the_channel(tmp_path):
+    _, rec = lost_session(tmp_path, None)
+    assert (rec.dialled, rec.caller, rec.started_at) == ("140113", hash_caller("0612345678", "salt"), 1700000000.0)
+    assert (rec.outcome, rec.error_kind) == ("failed", "controller_lost")
+
+
+def test_a_lost_call_whose_transfer_was_answered_reached_the_municipality(tmp_path):
+    saved = CallRecord(call_id="n1-1700000000.7", dialled="140113", started_at=1700000000.0,
+                       municipality="GM0703", phase=Phase.TRANSFER)
+    _, rec = lost_session(tmp_path, saved, dial_status="ANSWER")
+    assert (rec.outcome, rec.phase, rec.error_kind) == ("routed", "connected", "controller_lost")
+    _, rec = lost_session(tmp_path / "b", saved, dial_status="NOANSWER")
+    assert rec.outcome == "failed"
+
+
+def test_a_lost_call_already_finished_by_its_controller_stands(tmp_path):
+    saved = CallRecord(call_id="n1-1700000000.7", dialled="140113", started_at=1700000000.0,
+                       ended_at=1700000009.0, outcome=Outcome.CALLER_HANGUP)
+    commands, rec = lost_session(tmp_path, saved)
+    assert (rec.outcome, rec.error_kind, rec.ended_at) == ("caller_hangup", None, 1700000009.0)
+    assert commands[-1] == 'SET VARIABLE IVR_RECORDED "1"'  # so the hang-up does not report it again
+
+
+@pytest.mark.parametrize("unique_id, started", [("1700000000.12", 1700000000.0), ("n2-1700000001.3", 1700000001.0),
+                                                ("not-a-uniqueid", 5.0)])
+def test_when_a_channel_started_is_read_from_its_unique_id(unique_id, started):
+    assert started_at_of(unique_id, 5.0) == started

@@ -37,6 +37,43 @@ def dtmf_script(prefix: str) -> CallScript:
                       answer_timeout_ms=10000, bye_timeout_ms=12000)
 
 
+def unique_script(prefix: str) -> CallScript:
+    """Straight through: 14 0111 is Schouwen-Duiveland's alone (Dial at once, the caller hears it ring)."""
+    return CallScript("140111", caller=f"{prefix}[call_number]", via_proxy=True, answer_timeout_ms=10000,
+                      bye_timeout_ms=12000)
+
+
+def run_mixed(cluster: Cluster, prefixes: tuple[str, str], calls_each: int, rate_each: float, during) -> list:
+    """Unique and DTMF callers at once (two SIPp runs, Call-IDs ``chaos-…``), ``during()`` called while
+    they run; returns the two SippResults."""
+    scripts = (unique_script(prefixes[0]), dtmf_script(prefixes[1]))
+    out: dict[int, object] = {}
+    runners = [threading.Thread(target=lambda i=i, script=script: out.update({i: run_sipp(
+        script, calls=calls_each, rate=rate_each, target=cluster.sip_target,
+        extra_args=["-cid_str", f"chaos-{prefixes[i]}-%u@%s"])})) for i, script in enumerate(scripts)]
+    for r in runners:
+        r.start()
+    try:
+        during()
+    finally:
+        for r in runners:
+            r.join(180)
+    return [out[0], out[1]]
+
+
+def mixed_records(cluster: Cluster, prefixes: tuple[str, str], calls_each: int) -> tuple[int, dict]:
+    """(calls that never reached any Asterisk, the ended records by (prefix, call number)), once every
+    call that reached one has its ended record or 30 s passed."""
+    taken = {c for c in reached(cluster) if any(c.startswith(f"chaos-{p}-") for p in prefixes)}
+    never_reached = 2 * calls_each - len(taken)
+    deadline = time.monotonic() + 30
+    while True:
+        done = {(p, i): r for p in prefixes for i, r in wait_records(cluster, p, calls_each, 0, 0).items()}
+        if len(done) >= len(taken) or time.monotonic() > deadline:
+            return never_reached, done
+        time.sleep(0.3)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -137,13 +174,17 @@ def test_kill_one_asterisk_mid_run(cluster):
     runner = threading.Thread(target=lambda: out.update(r=run_sipp(
         script, calls=placed, rate=rate, target=cluster.sip_target, extra_args=["-cid_str", "chaos-%u@%s"])))
     runner.start()
-    time.sleep(kill_after_s)
-    pid = cluster.ast_pid(victim)
-    assert pid, "node n1 is not running"
-    os.kill(pid, signal.SIGKILL)
-    killed_at = time.time()
-    marked_down_s = cluster.wait_dispatcher({victim.name: "I", survivor.name: "A"}, timeout_s=10)
-    runner.join(120)
+    try:
+        time.sleep(kill_after_s)
+        pid = cluster.ast_pid(victim)
+        assert pid, "node n1 is not running"
+        os.kill(pid, signal.SIGKILL)
+        killed_at = time.time()
+        marked_down_s = cluster.wait_dispatcher({victim.name: "I", survivor.name: "A"}, timeout_s=10)
+    finally:
+        runner.join(120)
+        cluster.start_asterisk(victim)  # the next tests need both nodes
+        cluster.wait_dispatcher({n.name: "A" for n in cluster.nodes})
     result = out["r"]
 
     ports = {str(n.sip_port): n.name for n in cluster.nodes}
@@ -173,3 +214,75 @@ def test_kill_one_asterisk_mid_run(cluster):
     # so the failed calls are calls n1 had taken before it died, at least those whose record the kill ended
     ended_by_kill = [r for r in on_victim_at_kill if r.ended_at >= killed_at]
     assert len(ended_by_kill) <= failed <= len(on_victim_at_kill), (len(ended_by_kill), failed, len(on_victim_at_kill))
+
+
+def test_kill_one_controller_mid_run(cluster):
+    """kill -9 controller n1 under mixed load: its calls in progress are recorded as lost (by n2's
+    controller, which n1's dialplan tells), new calls are served, and records = calls placed - calls
+    that never reached any Asterisk."""
+    victim = cluster.nodes[0]
+    cluster.wait_dispatcher({n.name: "A" for n in cluster.nodes})
+    prefixes, calls_each, rate_each = ("0641", "0642"), 16, 2
+    killed: dict[str, float] = {}
+
+    def kill() -> None:
+        time.sleep(3.0)
+        pid = cluster.ctl_pid(victim)
+        assert pid, "controller n1 is not running"
+        os.kill(pid, signal.SIGKILL)
+        killed["at"] = time.time()
+
+    try:
+        results = run_mixed(cluster, prefixes, calls_each, rate_each, kill)
+        never_reached, done = mixed_records(cluster, prefixes, calls_each)
+    finally:
+        cluster.start_controller(victim)
+    lost = [r for r in done.values() if r.error_kind == "controller_lost"]
+    placed = 2 * calls_each
+    print(f"\nchaos (controller): placed {placed}, SIPp ok {sum(r.successful for r in results)}, never reached an "
+          f"Asterisk {never_reached}, records {len(done)}, recorded as lost {len(lost)} "
+          f"({sorted(r.outcome for r in lost)})")
+    assert all(r.stats.get("TotalCallCreated") == str(calls_each) for r in results), [r.describe() for r in results]
+    assert never_reached == 0  # both Asterisks stayed up
+    assert len(done) == placed - never_reached, (len(done), placed)
+    # the calls the killed controller held: reported by n1's dialplan, written by n2's controller
+    assert lost and all(r.call_id.startswith(victim.name + "-") and r.started_at <= killed["at"] for r in lost)
+    # every other call was served: n1's new calls by n2's controller (n1's channel not answered yet)
+    others = [r for r in done.values() if r.error_kind != "controller_lost"]
+    assert all(r.outcome == "routed" for r in others), sorted((r.call_id, r.outcome, r.error) for r in others)
+    assert any(r.call_id.startswith(victim.name + "-") and r.started_at > killed["at"] + 0.5 for r in others)
+
+
+def test_restart_postgres_mid_run(cluster):
+    """PostgreSQL stopped for 4 s under mixed load: calls go on, the controllers keep their records in
+    memory and write them when it is back - records = calls placed - calls that never reached any Asterisk."""
+    prefixes, calls_each, rate_each = ("0651", "0652"), 16, 2
+
+    def restart() -> None:
+        time.sleep(2.0)
+        cluster.stop_postgres(keep_db=True)
+        time.sleep(4.0)
+        cluster.start_postgres()
+
+    results = run_mixed(cluster, prefixes, calls_each, rate_each, restart)
+    never_reached, done = mixed_records(cluster, prefixes, calls_each)
+    placed = 2 * calls_each
+    retries = sum(_metric(cluster, node, "ivr_record_save_retries_total") for node in cluster.nodes)
+    print(f"\nchaos (PostgreSQL): placed {placed}, SIPp ok {sum(r.successful for r in results)}, never reached "
+          f"an Asterisk {never_reached}, records {len(done)}, record batches retried {retries:g}")
+    assert all(r.ok and r.successful == calls_each for r in results), [r.describe() for r in results]
+    assert never_reached == 0
+    assert len(done) == placed
+    assert all(r.outcome == "routed" for r in done.values())
+    assert retries > 0  # the outage was real: saves failed and were retried
+    assert all(_metric(cluster, node, "ivr_records_pending") == 0 for node in cluster.nodes)
+
+
+def _metric(cluster: Cluster, node, name: str) -> float:
+    """One unlabelled sample from a controller's /metrics."""
+    import urllib.request
+
+    text = urllib.request.urlopen(f"http://127.0.0.1:{node.api_port}/metrics", timeout=5).read().decode()
+    m = re.search(rf"^{re.escape(name)} (\S+)$", text, re.M)
+    assert m, f"{name} not in {node.name}'s /metrics"
+    return float(m.group(1))

@@ -106,7 +106,7 @@ class Metrics:
             ["area_code", "mode", "target", "result"], namespace=ns, registry=r)
         self.hangups = Counter("hangups", "Callers who hung up before being connected, by IVR phase.",
                                ["area_code", "mode", "phase"], namespace=ns, registry=r)
-        self.errors = Counter("errors", "Errors by kind (calls: transfer_failed, asterisk_lost, shutdown, other; "
+        self.errors = Counter("errors", "Errors by kind (calls: transfer_failed, asterisk_lost, controller_lost, shutdown, other; "
                               "controller: observer, api).", ["kind"], namespace=ns, registry=r)
         for kind in (*ERROR_KINDS, *OTHER_ERROR_KINDS):
             self.errors.labels(kind)
@@ -188,6 +188,13 @@ class ServiceCollector(Collector):
         controller = getattr(s, "controller", None)
         yield GaugeMetricFamily(f"{NAMESPACE}_agi_sessions_in_progress", "FastAGI sessions open right now.",
                                 value=float(getattr(controller, "active", 0) or 0))
+        writer = getattr(s, "writer", None)
+        if writer is not None:
+            # the database away (PostgreSQL restarting): records wait in memory and are written after
+            yield GaugeMetricFamily(f"{NAMESPACE}_records_pending", "Call record saves waiting to be written.",
+                                    value=float(writer.pending))
+            yield CounterMetricFamily(f"{NAMESPACE}_record_save_retries", "Record batches that failed and were retried.",
+                                      value=float(writer.failed_attempts))
         plan = getattr(s, "plan", None)
         if plan is not None:
             yield InfoMetricFamily(f"{NAMESPACE}_plan", "The numbering plan loaded (version = fingerprint).",

@@ -373,6 +373,12 @@ class RecordWriter:
             self._queued += 1
         self._queue.put((record.call_id, row))
 
+    @property
+    def pending(self) -> int:
+        """Saves not yet in the database (snapshots of one call count once each)."""
+        with self._done:
+            return self._queued - self._written
+
     def flush(self, timeout_s: float = 10.0) -> bool:
         """Wait until everything saved so far is in the database."""
         with self._done:

@@ -77,6 +77,7 @@ class ErrorKind(StrEnum):
 
     TRANSFER_FAILED = "transfer_failed"
     ASTERISK_LOST = "asterisk_lost"
+    CONTROLLER_LOST = "controller_lost"  # the controller that held the call died; another one wrote this
     SHUTDOWN = "shutdown"
     OTHER = "other"
 
@@ -206,6 +207,28 @@ class CallRecord:
         d["calamity"] = bool(d.get("calamity"))
         d["alt_number_given"] = bool(d.get("alt_number_given"))
         return cls(**d)
+
+
+def controller_lost(record: CallRecord | None, *, call_id: str, dialled: str, caller: str, started_at: float,
+                    at: float, reason: str, transfer_answered: bool) -> CallRecord | None:
+    """The record of a call whose controller died while holding it, as another controller finishes it
+    when Asterisk reports the loss (the dialplan's ``lost`` AGI). ``record`` is what the dead controller
+    had saved, or None when none reached the store (it is then made from what Asterisk knows). None when
+    that record was finished already: the controller died after writing the end, which stands.
+    A caller whose transfer had been answered reached the municipality; anyone else did not."""
+    if record is not None and record.ended_at is not None:
+        return None
+    if record is None:
+        record = CallRecord(call_id=call_id, dialled=dialled, caller=caller, started_at=started_at)
+    record.error = reason
+    record.error_kind = ErrorKind.CONTROLLER_LOST
+    record.ended_at = at
+    if transfer_answered and record.municipality:
+        record.phase = Phase.CONNECTED
+        record.outcome = Outcome.ROUTED
+    else:
+        record.outcome = Outcome.FAILED
+    return record
 
 
 def hash_caller(number: str, salt: str) -> str:

@@ -16,7 +16,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Awaitable, Callable, Protocol, Sequence
 
-from ivr.core.callrecord import CallRecord, ErrorKind, hash_caller
+from ivr.core.callrecord import CallRecord, ErrorKind, controller_lost, hash_caller
 from ivr.core.drive import answer_first, drive
 from ivr.core.flow import (
     Action,
@@ -46,6 +46,7 @@ ALL_DIGITS = "0123456789*#"
 DIAL_TIMEOUT_S = 30
 INTER_DIGIT_TIMEOUT_S = 5.0  # a keyed number is complete when the caller stops keying this long
 CALLER_LOOKUP_TIMEOUT_S = 0.5  # what is known about a caller must never hold up the call
+LOST_LOOKUP_TIMEOUT_S = 2.0  # reading a lost call's saved record; without it, the record is made from the channel
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,8 +170,10 @@ class CallController:
                  answered_by: Callable[[str], Awaitable[tuple[str, float] | None]] | None = None,
                  observer: CallObserver | None = None, clock: Callable[[], float] = time.monotonic,
                  callbacks: Callable[[str, RequestCallback], None] | None = None,
-                 caller_lookup: CallerLookup | None = None):
+                 caller_lookup: CallerLookup | None = None,
+                 find: Callable[[str], CallRecord | None] | None = None):
         self.flow_factory = flow_factory
+        self.find = find  # a saved record by call id: what a controller that died had written
         self.caller_lookup = caller_lookup
         self.callbacks = callbacks
         self.save = save
@@ -188,7 +191,11 @@ class CallController:
             headers = await _read_headers(reader)
             if headers is None:
                 return
-            await self.run_call(AgiChannel(reader, writer, headers))
+            channel = AgiChannel(reader, writer, headers)
+            if headers.get("agi_network_script", "").strip("/") == "lost":
+                await self.record_lost(channel)
+            else:
+                await self.run_call(channel)
         except Exception:  # one broken call must never take the server down
             log.exception("AGI session failed")
         finally:
@@ -235,6 +242,41 @@ class CallController:
             self._persist(record)
             if self.observer:
                 self.observer.call_ended(record)
+            await _mark_recorded(channel)
+        return record
+
+    async def record_lost(self, channel: AgiChannel) -> CallRecord | None:
+        """Asterisk reports a call whose controller died while holding it (``agi://…/lost`` in the
+        dialplan's fallback): finish its record as lost, so a call a controller took is never left
+        without an ended record - also when the dead controller's last save never reached the store."""
+        h = channel.headers
+        call_id = h.get("agi_uniqueid", "")
+        saved = None
+        if self.find is not None:
+            try:
+                saved = await asyncio.wait_for(asyncio.to_thread(self.find, call_id), LOST_LOOKUP_TIMEOUT_S)
+            except Exception:
+                log.warning("lost call %s: its saved record could not be read; writing it from the channel",
+                            call_id, exc_info=True)
+        try:
+            dial_status = await channel.get_variable("DIALSTATUS")
+        except (ChannelHungUp, AsteriskLost):
+            dial_status = ""
+        now = time.time()
+        record = controller_lost(saved, call_id=call_id, dialled=h.get("agi_extension", ""),
+                                 caller=hash_caller(h.get("agi_callerid", ""), self.caller_salt),
+                                 started_at=started_at_of(call_id, now), at=now,
+                                 reason="controller lost: the controller holding the call stopped (reported by Asterisk)",
+                                 transfer_answered=dial_status == "ANSWER")
+        if record is None:
+            log.info("lost call %s: its controller had finished the record already", call_id)
+            await _mark_recorded(channel)
+            return None
+        log.warning("lost call %s: its controller stopped mid-call; recorded as %s", call_id, record.outcome)
+        self._persist(record)
+        if self.observer:
+            self.observer.call_ended(record)
+        await _mark_recorded(channel)
         return record
 
     async def _caller_context(self, number: str, caller: str, dialled: str) -> CallerContext:
@@ -362,6 +404,23 @@ class AgiPort:
             return await asyncio.wait_for(self.channel.get_variable("HANGUPCAUSE"), 1.0)
         except Exception:
             return ""
+
+
+async def _mark_recorded(channel: AgiChannel) -> None:
+    """Tell the dialplan this call's record is finished: without IVR_RECORDED it reports the call as
+    lost (the controller stopped mid-call), because a closed socket looks the same either way."""
+    try:
+        await channel.set_variable("IVR_RECORDED", "1")
+    except (ChannelHungUp, AsteriskLost):
+        pass  # the channel or Asterisk is gone: nobody is left to report the call
+
+
+def started_at_of(unique_id: str, default: float) -> float:
+    """When Asterisk created the channel: its UNIQUEID is ``[systemname-]epoch.sequence``."""
+    try:
+        return float(unique_id.rsplit("-", 1)[-1].split(".", 1)[0])
+    except ValueError:
+        return default
 
 
 def _int(text: str) -> int | None:
