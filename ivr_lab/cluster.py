@@ -16,7 +16,8 @@ controller: a node whose controller died still answers OPTIONS, so Kamailio woul
 calls. A controller that dies mid-call leaves the channel answered: that caller gets the existing
 fallback (apology, operator) and the call is recorded as lost by the other side (issue 13 item 5).
 
-Environment: IVR_CLUSTER_DIR (default /var/lib/ivr14-cluster; not below the 0700 state dir, PostgreSQL runs as user postgres), IVR_ASTERISK_ROOT, IVR_STATE_DIR.
+The controllers recognise speech with IVR_SPEECH_ENGINE (default: fusion, as a single node); ``up``
+returns once both have loaded it. Environment: IVR_CLUSTER_DIR (default /var/lib/ivr14-cluster; not below the 0700 state dir, PostgreSQL runs as user postgres), IVR_ASTERISK_ROOT, IVR_STATE_DIR.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+DEFAULT_SPEECH_ENGINE = "fusion"  # as scripts/run.sh: each controller loads it (~20 s, ~0.7 GB) after start
 KAMAILIO_CFG = REPO / "dialplan/kamailio/kamailio.cfg"
 
 
@@ -200,7 +202,7 @@ class Cluster:
         return {**os.environ, "IVR_DB_URL": self.db_url, "IVR_AGI_PORT": str(node.agi_port),
                 "IVR_AMI_PORT": str(node.ami_port), "IVR_API_PORT": str(node.api_port),
                 "IVR_AUDIOSOCKET_PORT": str(node.audiosocket_port),
-                "IVR_SPEECH_ENGINE": os.environ.get("IVR_SPEECH_ENGINE", "none"), **self.extra_env}
+                "IVR_SPEECH_ENGINE": os.environ.get("IVR_SPEECH_ENGINE", DEFAULT_SPEECH_ENGINE), **self.extra_env}
 
     def start_controller(self, node: Node) -> None:
         if self.ctl_pid(node):
@@ -221,6 +223,23 @@ class Cluster:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"controller {node.name} did not listen within 90 s")
             time.sleep(0.1)
+
+    def wait_speech_ready(self, node: Node, timeout_s: float = 400) -> None:
+        """Until the node's controller has loaded its recogniser (calls before that get the DTMF menu);
+        at once when speech is off."""
+        if self.controller_env(node)["IVR_SPEECH_ENGINE"] == "none":
+            return
+        log = self.dir / f"logs/controller-{node.name}.log"
+        deadline = time.monotonic() + timeout_s
+        while True:
+            text = log.read_text(errors="replace")
+            if "speech recognition ready" in text:
+                return
+            if not self.ctl_pid(node):
+                raise RuntimeError(f"controller {node.name} is not running:\n{text[-2000:]}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"controller {node.name}: no recogniser after {timeout_s:.0f} s")
+            time.sleep(0.2)
 
     def stop_controller(self, node: Node) -> None:
         pid = self.ctl_pid(node)
@@ -329,6 +348,8 @@ class Cluster:
             self.start_controller(node)
         self.start_kamailio()
         self.wait_dispatcher({n.name: "A" for n in self.nodes})
+        for node in self.nodes:
+            self.wait_speech_ready(node)
 
     def down(self, keep_db: bool = True) -> None:
         self.stop_kamailio()

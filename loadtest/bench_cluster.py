@@ -117,7 +117,7 @@ def main() -> int:
     args = ap.parse_args()
     rates = [float(x) for x in args.rates.split(",")]
     directory = Path(tempfile.mkdtemp(prefix="ivr14-bench-cluster-", dir="/tmp"))
-    cluster = Cluster(dir=directory, pg_port=55477, extra_env={"IVR_CALLER_SALT": SALT})
+    cluster = Cluster(dir=directory, pg_port=55477, extra_env={"IVR_CALLER_SALT": SALT, "IVR_SPEECH_ENGINE": "none"})  # the DTMF path
     result: dict = {"rates": rates, "seconds": args.seconds, "cpus": os.cpu_count()}
     try:
         cluster.up(install=False)

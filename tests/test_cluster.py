@@ -20,14 +20,18 @@ from pathlib import Path
 import pytest
 
 from ivr.adapters.store import open_store
+from ivr.config import load_settings
 from ivr.core.callrecord import hash_caller
 from ivr.plan_files import load_base_plan
 from ivr_lab.cluster import Cluster
-from ivr_lab.sipp import CallScript, Dtmf, Pause, run_sipp
+from ivr_lab.pcap import wav_to_pcap
+from ivr_lab.sipp import Audio, CallScript, Dtmf, Pause, run_sipp
+from test_e2e_speech import speak
 
 pytestmark = pytest.mark.asterisk
 
 SALT = "cluster-test-salt"
+KAPELLE = next(m.cbs_code for m in load_base_plan().candidates("0113") if m.name == "Kapelle")
 
 
 def dtmf_script(prefix: str) -> CallScript:
@@ -43,14 +47,37 @@ def unique_script(prefix: str) -> CallScript:
                       bye_timeout_ms=12000)
 
 
-def run_mixed(cluster: Cluster, prefixes: tuple[str, str], calls_each: int, rate_each: float, during) -> list:
-    """Unique and DTMF callers at once (two SIPp runs, Call-IDs ``chaos-…``), ``during()`` called while
-    they run; returns the two SippResults."""
-    scripts = (unique_script(prefixes[0]), dtmf_script(prefixes[1]))
-    out: dict[int, object] = {}
-    runners = [threading.Thread(target=lambda i=i, script=script: out.update({i: run_sipp(
-        script, calls=calls_each, rate=rate_each, target=cluster.sip_target,
-        extra_args=["-cid_str", f"chaos-{prefixes[i]}-%u@%s"])})) for i, script in enumerate(scripts)]
+def speech_script(prefix: str, pcap: Path) -> CallScript:
+    """A spoken name on 14 0113 (Kapelle); a doubtful hearing is confirmed with 1."""
+    return CallScript("140113", caller=f"{prefix}[call_number]", steps=[Pause(1500), Audio(pcap), Pause(3500), Dtmf("1")],
+                      via_proxy=True, answer_timeout_ms=10000, bye_timeout_ms=15000)
+
+
+@pytest.fixture(scope="module")
+def kapelle(tmp_path_factory) -> Path:
+    workdir = tmp_path_factory.mktemp("cluster-speech")
+    speak("Kapelle", workdir / "kapelle.wav")
+    wav_to_pcap(workdir / "kapelle.wav", workdir / "kapelle.pcap")
+    return workdir / "kapelle.pcap"
+
+
+def mixed_load(kapelle: Path, prefixes: tuple[str, str, str], calls: int) -> dict[str, tuple[CallScript, int, float]]:
+    """Unique, DTMF and speech callers (the last fewer and slower: each spoken name costs a decode)."""
+    return {prefixes[0]: (unique_script(prefixes[0]), calls, 2.0), prefixes[1]: (dtmf_script(prefixes[1]), calls, 2.0),
+            prefixes[2]: (speech_script(prefixes[2], kapelle), calls // 2, 1.0)}
+
+
+def run_mixed(cluster: Cluster, load: dict[str, tuple[CallScript, int, float]], during) -> dict[str, object]:
+    """Every kind of caller at once (a SIPp run each, Call-IDs ``chaos-<prefix>-…``), ``during()`` called
+    while they run; the SippResults by prefix."""
+    out: dict[str, object] = {}
+
+    def place(prefix: str) -> None:
+        script, calls, rate = load[prefix]
+        out[prefix] = run_sipp(script, calls=calls, rate=rate, target=cluster.sip_target,
+                               extra_args=["-cid_str", f"chaos-{prefix}-%u@%s"])
+
+    runners = [threading.Thread(target=place, args=(prefix,)) for prefix in load]
     for r in runners:
         r.start()
     try:
@@ -58,17 +85,18 @@ def run_mixed(cluster: Cluster, prefixes: tuple[str, str], calls_each: int, rate
     finally:
         for r in runners:
             r.join(180)
-    return [out[0], out[1]]
+    return out
 
 
-def mixed_records(cluster: Cluster, prefixes: tuple[str, str], calls_each: int) -> tuple[int, dict]:
+def mixed_records(cluster: Cluster, load: dict[str, tuple[CallScript, int, float]]) -> tuple[int, dict]:
     """(calls that never reached any Asterisk, the ended records by (prefix, call number)), once every
     call that reached one has its ended record or 30 s passed."""
-    taken = {c for c in reached(cluster) if any(c.startswith(f"chaos-{p}-") for p in prefixes)}
-    never_reached = 2 * calls_each - len(taken)
+    taken = {c for c in reached(cluster) if any(c.startswith(f"chaos-{p}-") for p in load)}
+    never_reached = sum(calls for _, calls, _ in load.values()) - len(taken)
     deadline = time.monotonic() + 30
     while True:
-        done = {(p, i): r for p in prefixes for i, r in wait_records(cluster, p, calls_each, 0, 0).items()}
+        done = {(p, i): r for p, (_, calls, _) in load.items()
+                for i, r in wait_records(cluster, p, calls, 0, 0).items()}
         if len(done) >= len(taken) or time.monotonic() > deadline:
             return never_reached, done
         time.sleep(0.3)
@@ -84,7 +112,9 @@ def free_port() -> int:
 def cluster(asterisk):
     """The whole cluster, started once for the module (the asterisk fixture has rendered the configs)."""
     directory = Path(f"/tmp/ivr14-cluster-test-{os.getpid()}")
-    c = Cluster(dir=directory, root=asterisk.root, pg_port=free_port(), extra_env={"IVR_CALLER_SALT": SALT})
+    # speech on, as in production: the mixed chaos runs include spoken names
+    c = Cluster(dir=directory, root=asterisk.root, pg_port=free_port(),
+                extra_env={"IVR_CALLER_SALT": SALT, "IVR_SPEECH_ENGINE": load_settings().speech_engine})
     try:
         c.up(install=False)
         yield c
@@ -92,6 +122,14 @@ def cluster(asterisk):
         c.down(keep_db=False)
         import shutil
         shutil.rmtree(directory, ignore_errors=True)
+
+
+def all_serving(cluster: Cluster) -> None:
+    """Both nodes up in Kamailio's view and both controllers listening with speech: an earlier test
+    may have killed and restarted one (a restarted controller loads its recogniser again)."""
+    cluster.wait_dispatcher({n.name: "A" for n in cluster.nodes})
+    for node in cluster.nodes:
+        cluster.wait_speech_ready(node)
 
 
 def records(cluster: Cluster, prefix: str, placed: int) -> dict[int, object]:
@@ -216,13 +254,13 @@ def test_kill_one_asterisk_mid_run(cluster):
     assert len(ended_by_kill) <= failed <= len(on_victim_at_kill), (len(ended_by_kill), failed, len(on_victim_at_kill))
 
 
-def test_kill_one_controller_mid_run(cluster):
+def test_kill_one_controller_mid_run(cluster, kapelle):
     """kill -9 controller n1 under mixed load: its calls in progress are recorded as lost (by n2's
     controller, which n1's dialplan tells), new calls are served, and records = calls placed - calls
     that never reached any Asterisk."""
     victim = cluster.nodes[0]
-    cluster.wait_dispatcher({n.name: "A" for n in cluster.nodes})
-    prefixes, calls_each, rate_each = ("0641", "0642"), 16, 2
+    all_serving(cluster)
+    load = mixed_load(kapelle, ("0641", "0642", "0643"), 16)
     killed: dict[str, float] = {}
 
     def kill() -> None:
@@ -233,30 +271,34 @@ def test_kill_one_controller_mid_run(cluster):
         killed["at"] = time.time()
 
     try:
-        results = run_mixed(cluster, prefixes, calls_each, rate_each, kill)
-        never_reached, done = mixed_records(cluster, prefixes, calls_each)
+        results = run_mixed(cluster, load, kill)
+        never_reached, done = mixed_records(cluster, load)
     finally:
         cluster.start_controller(victim)
     lost = [r for r in done.values() if r.error_kind == "controller_lost"]
-    placed = 2 * calls_each
-    print(f"\nchaos (controller): placed {placed}, SIPp ok {sum(r.successful for r in results)}, never reached an "
-          f"Asterisk {never_reached}, records {len(done)}, recorded as lost {len(lost)} "
-          f"({sorted(r.outcome for r in lost)})")
-    assert all(r.stats.get("TotalCallCreated") == str(calls_each) for r in results), [r.describe() for r in results]
+    placed = sum(calls for _, calls, _ in load.values())
+    print(f"\nchaos (controller): placed {placed}, SIPp ok {sum(r.successful for r in results.values())}, never "
+          f"reached an Asterisk {never_reached}, records {len(done)}, recorded as lost {len(lost)} "
+          f"({', '.join(sorted(f'{p}:{r.outcome}' for (p, _), r in done.items() if r in lost))})")
+    assert all(r.stats.get("TotalCallCreated") == str(load[p][1]) for p, r in results.items()), \
+        [r.describe() for r in results.values()]
     assert never_reached == 0  # both Asterisks stayed up
     assert len(done) == placed - never_reached, (len(done), placed)
     # the calls the killed controller held: reported by n1's dialplan, written by n2's controller
     assert lost and all(r.call_id.startswith(victim.name + "-") and r.started_at <= killed["at"] for r in lost)
     # every other call was served: n1's new calls by n2's controller (n1's channel not answered yet)
-    others = [r for r in done.values() if r.error_kind != "controller_lost"]
-    assert all(r.outcome == "routed" for r in others), sorted((r.call_id, r.outcome, r.error) for r in others)
-    assert any(r.call_id.startswith(victim.name + "-") and r.started_at > killed["at"] + 0.5 for r in others)
+    others = {key: r for key, r in done.items() if r.error_kind != "controller_lost"}
+    assert all(r.outcome == "routed" for r in others.values()), sorted((r.call_id, r.outcome, r.error) for r in others.values())
+    assert any(r.call_id.startswith(victim.name + "-") and r.started_at > killed["at"] + 0.5 for r in others.values())
+    # spoken names were heard on the way: the speech callers reached Kapelle
+    assert all(r.municipality == KAPELLE for (p, _), r in others.items() if p == "0643")
 
 
-def test_restart_postgres_mid_run(cluster):
+def test_restart_postgres_mid_run(cluster, kapelle):
     """PostgreSQL stopped for 4 s under mixed load: calls go on, the controllers keep their records in
     memory and write them when it is back - records = calls placed - calls that never reached any Asterisk."""
-    prefixes, calls_each, rate_each = ("0651", "0652"), 16, 2
+    all_serving(cluster)
+    load = mixed_load(kapelle, ("0651", "0652", "0653"), 16)
 
     def restart() -> None:
         time.sleep(2.0)
@@ -264,16 +306,17 @@ def test_restart_postgres_mid_run(cluster):
         time.sleep(4.0)
         cluster.start_postgres()
 
-    results = run_mixed(cluster, prefixes, calls_each, rate_each, restart)
-    never_reached, done = mixed_records(cluster, prefixes, calls_each)
-    placed = 2 * calls_each
+    results = run_mixed(cluster, load, restart)
+    never_reached, done = mixed_records(cluster, load)
+    placed = sum(calls for _, calls, _ in load.values())
     retries = sum(_metric(cluster, node, "ivr_record_save_retries_total") for node in cluster.nodes)
-    print(f"\nchaos (PostgreSQL): placed {placed}, SIPp ok {sum(r.successful for r in results)}, never reached "
-          f"an Asterisk {never_reached}, records {len(done)}, record batches retried {retries:g}")
-    assert all(r.ok and r.successful == calls_each for r in results), [r.describe() for r in results]
+    print(f"\nchaos (PostgreSQL): placed {placed}, SIPp ok {sum(r.successful for r in results.values())}, never "
+          f"reached an Asterisk {never_reached}, records {len(done)}, record batches retried {retries:g}")
+    assert all(r.ok and r.successful == load[p][1] for p, r in results.items()), [r.describe() for r in results.values()]
     assert never_reached == 0
     assert len(done) == placed
     assert all(r.outcome == "routed" for r in done.values())
+    assert all(r.municipality == KAPELLE for (p, _), r in done.items() if p == "0653")
     assert retries > 0  # the outage was real: saves failed and were retried
     assert all(_metric(cluster, node, "ivr_records_pending") == 0 for node in cluster.nodes)
 

@@ -5,10 +5,9 @@ instead (a name is decided as the first answer to the name question)."""
 
 from __future__ import annotations
 
-import subprocess
-
 import pytest
 from e2e import SALT, run_calls, start_controller, wait_until_speech_ready, answered_since
+from test_e2e_speech import speak
 
 from ivr.config import load_settings
 from ivr_lab.pcap import wav_to_pcap
@@ -19,10 +18,6 @@ pytestmark = [pytest.mark.asterisk, pytest.mark.speech]
 KAPELLE, NOORD_BEVELAND, GOES = "GM0678", "GM1695", "GM0664"
 # name: (caller, first utterance, second utterance)
 CALLERS = {"yes": ("0620002101", "Kapelle", "ja"), "named": ("0620002102", "Noord-Beveland", "Goes")}
-
-
-def speak(text: str, wav) -> None:
-    subprocess.run(["espeak-ng", "-v", "nl", "-s", "150", "-w", str(wav), text], check=True)
 
 
 @pytest.fixture(scope="module")
