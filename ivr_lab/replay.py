@@ -86,8 +86,10 @@ class NationalPass:
         self.codes = tuple(m.cbs_code for m in plan.national_candidates())
         self.matcher = Matcher(plan.national_candidates())
 
-    def decide(self, utterance: bytes) -> MatchResult:
-        return self.matcher.decide(hear_again(self.recogniser, self.codes, utterance))
+    def decide(self, utterance: bytes) -> tuple[MatchResult, float | None]:
+        """The national decision and the engine's certainty of it (``Recognition.p_right``)."""
+        recognition = hear_again(self.recogniser, self.codes, utterance)
+        return self.matcher.decide(recognition), recognition.p_right
 
 
 def run_item(row: dict[str, str], base: Path, plan: NumberingPlan, recogniser: Recogniser,
@@ -133,8 +135,8 @@ def fill_from_verdict(item: ItemResult, verdict: Verdict, matcher: Matcher, nati
     item.verdict = str(result.verdict)
     if national is not None and worth_a_second_pass(result) and verdict.utterance:
         t0 = time.perf_counter()
-        found = national.decide(verdict.utterance)
-        outside = outside_the_code(found, {m.cbs_code for m in matcher.candidates})
+        found, p_right = national.decide(verdict.utterance)
+        outside = outside_the_code(found, {m.cbs_code for m in matcher.candidates}, p_right)
         item.national_ms = round((time.perf_counter() - t0) * 1000, 1)
         item.national_verdict, item.national_best = str(found.verdict), found.best.cbs_code if found.best else ""
         item.latency_ms = round(item.latency_ms + item.national_ms, 1)

@@ -21,7 +21,7 @@ from ivr.core.flow import (
 )
 from ivr.core.matcher import Matcher, MatchResult, MatchVerdict, Scored
 from ivr.core.recognition import Candidate, EngineVerdict, Recognition
-from ivr.core.second_pass import outside_the_code, worth_a_second_pass
+from ivr.core.second_pass import SURE_P, outside_the_code, worth_a_second_pass
 from ivr.core.signals import second_pass_paths
 from ivr.core.yes_no import yes_no
 from ivr.plan_files import load_base_plan
@@ -75,6 +75,19 @@ def test_only_an_unsure_first_decision_is_decided_again():
 ])
 def test_what_the_national_decision_proposes(national, proposed):
     assert tuple(s.cbs_code for s in outside_the_code(national, {"A", "B"})) == proposed
+
+
+def test_a_shared_place_is_proposed_only_when_the_engine_is_sure_of_it():
+    velp = result(MatchVerdict.CHOOSE, "X", "Y", heard="Velp")
+    assert [s.cbs_code for s in outside_the_code(velp, {"A"}, p_right=0.9997)] == ["X", "Y"]
+    # an American "Goes" on 14 0113 heard nationally as the hamlet "Schouw" (two municipalities) at p 0.98
+    assert outside_the_code(result(MatchVerdict.CHOOSE, "X", "Y", heard="Schouw"), {"A"}, p_right=0.98) == ()
+    assert [s.cbs_code for s in outside_the_code(result(MatchVerdict.ACCEPT, "X"), {"A"}, p_right=0.98)] == ["X"]
+
+
+def test_sure_means_what_the_fusion_engine_accepts():
+    from ivr.speech.fusion_engine import FusionSettings
+    assert SURE_P == FusionSettings().accept_p
 
 
 # --- the flow --------------------------------------------------------------------------

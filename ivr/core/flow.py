@@ -427,7 +427,7 @@ class CallFlow:
         (first, attempt), st.first_pass = st.first_pass, None
         national = self._matcher_factory(self.plan.national_candidates()).decide(ev.recognition)
         in_code = {m.cbs_code for m in st.candidates}
-        outside = outside_the_code(national, in_code)
+        outside = outside_the_code(national, in_code, ev.recognition.p_right)
         national_attempt = Attempt(
             AttemptKind.NATIONAL, InputKind.SPEECH, ev.recognition.heard, candidates=_ranked(national),
             verdict=AttemptVerdict(national.verdict), chosen=outside[0].cbs_code if outside else "",

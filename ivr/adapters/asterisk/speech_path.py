@@ -126,6 +126,9 @@ class AudioSocketSpeech:
         except Exception:
             log.exception("call %s: deciding the answer again failed", call_id)
             return NoInput(time.monotonic())
+        best = recognition.candidates[0].key if recognition.candidates else "-"
+        log.info("call %s decided again among %d: verdict %s best %s p_right %s", call_id, len(action.candidates),
+                 recognition.verdict or "-", best, "-" if recognition.p_right is None else f"{recognition.p_right:.4f}")
         return SpeechHeard(time.monotonic(), recognition, started, recognition.engine_ms)
 
     def _answered(self, call_id: str, utterance: bytes, recognition) -> None:
