@@ -207,3 +207,12 @@ def test_asterisk_entrypoint_edits_find_their_lines_in_the_dialplan():
     assert re.search(r"^match = 127\.0\.0\.1$", identify, re.M)
     assert re.search(r"^bindaddr = 127\.0\.0\.1$", (dialplan / "http.conf").read_text(), re.M)
     assert re.search(r"^bind = 127\.0\.0\.1:5060$", (dialplan / "pjsip.conf").read_text(), re.M)
+
+
+def test_lab_cluster_without_prometheus_warns_and_goes_on(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("PATH", str(tmp_path))  # no prometheus binary on it
+    cluster = Cluster(dir=tmp_path)
+    cluster.run.mkdir()
+    assert cluster.start_prometheus() is False
+    assert "prometheus not installed" in capsys.readouterr().err
+    assert cluster.prom_targets() == "not running"
