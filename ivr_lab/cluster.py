@@ -17,7 +17,13 @@ calls. A controller that dies mid-call leaves the channel answered: that caller 
 fallback (apology, operator) and the call is recorded as lost by the other side (issue 13 item 5).
 
 The controllers recognise speech with IVR_SPEECH_ENGINE (default: fusion, as a single node); ``up``
-returns once both have loaded it. Environment: IVR_CLUSTER_DIR (default /var/lib/ivr14-cluster; not below the 0700 state dir, PostgreSQL runs as user postgres), IVR_ASTERISK_ROOT, IVR_STATE_DIR.
+returns once both have loaded it.
+
+Prometheus (Debian's ``prometheus`` package, its own service kept off: it would take 9090) runs as the
+cluster's own process on 127.0.0.1:9290 with a config rendered into the cluster dir: both controllers'
+and both Asterisks' /metrics every second, each target labelled ``node``. The jobs are named as in
+docker/prometheus.yml, so the Grafana dashboard reads either. Without the binary the cluster runs
+unmonitored (a warning, not an error). Environment: IVR_CLUSTER_DIR (default /var/lib/ivr14-cluster; not below the 0700 state dir, PostgreSQL runs as user postgres), IVR_ASTERISK_ROOT, IVR_STATE_DIR.
 """
 
 from __future__ import annotations
@@ -31,12 +37,16 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.parse
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_SPEECH_ENGINE = "fusion"  # as scripts/run.sh: each controller loads it (~20 s, ~0.7 GB) after start
 KAMAILIO_CFG = REPO / "dialplan/kamailio/kamailio.cfg"
+CONTROLLER_JOB, ASTERISK_JOB = "ivr14-controller", "asterisk"  # as docker/prometheus.yml: one dashboard for both
 
 
 @dataclass(frozen=True)
@@ -68,6 +78,8 @@ class Cluster:
     nodes: tuple[Node, ...] = NODES
     sip_port: int = 5090  # Kamailio: where callers send their INVITEs
     pg_port: int = 55433
+    prom_port: int = 9290  # the cluster's Prometheus (the Debian package's own service would take 9090)
+    scrape_interval_s: float = 1.0  # short: a lab run lasts seconds
     extra_env: dict[str, str] = field(default_factory=dict)  # for the controllers (tests: a known salt)
 
     @property
@@ -330,6 +342,102 @@ class Cluster:
         subprocess.run(["bash", str(REPO / "scripts/postgres-stop.sh"), str(self.pg_dir),
                         *(["--keep"] if keep_db else [])], capture_output=True, text=True)
 
+    # -- Prometheus ---------------------------------------------------------------------------------
+
+    @property
+    def prom_url(self) -> str:
+        return f"http://127.0.0.1:{self.prom_port}"
+
+    @property
+    def prom_pidfile(self) -> Path:
+        return self.run / "prometheus.pid"
+
+    def prom_pid(self) -> int | None:
+        return _live_pid(self.prom_pidfile, "prometheus")
+
+    def render_prometheus(self) -> Path:
+        """The scrape config: every controller's and every Asterisk's /metrics, labelled with its node.
+        JSON is YAML, so the config is written with the standard library."""
+        def job(name: str, port_of) -> dict:
+            return {"job_name": name, "metrics_path": "/metrics",
+                    "static_configs": [{"targets": [f"127.0.0.1:{port_of(n)}"], "labels": {"node": n.name}}
+                                       for n in self.nodes]}
+
+        interval = f"{int(self.scrape_interval_s * 1000)}ms"
+        config = {"global": {"scrape_interval": interval, "scrape_timeout": interval, "evaluation_interval": interval},
+                  "scrape_configs": [job(CONTROLLER_JOB, lambda n: n.api_port), job(ASTERISK_JOB, lambda n: n.http_port)]}
+        path = self.run / "prometheus.yml"
+        path.write_text(json.dumps(config, indent=2) + "\n")
+        return path
+
+    def start_prometheus(self) -> bool:
+        """Started, or already running; False (with a warning) when the binary is not installed."""
+        if self.prom_pid():
+            return True
+        binary = shutil.which("prometheus")
+        if binary is None:
+            print("warning: prometheus not installed (apt-get install --no-install-recommends prometheus): "
+                  "the cluster runs without its Prometheus", file=sys.stderr)
+            return False
+        if not _port_free(self.prom_port):
+            raise RuntimeError(f"Prometheus: port {self.prom_port} already in use")
+        cfg = self.render_prometheus()
+        log = self.dir / "logs/prometheus.log"
+        proc = subprocess.Popen([binary, f"--config.file={cfg}", f"--storage.tsdb.path={self.dir / 'prometheus'}",
+                                 "--storage.tsdb.retention.time=2d", f"--web.listen-address=127.0.0.1:{self.prom_port}"],
+                                cwd=self.dir, stdin=subprocess.DEVNULL, stdout=log.open("w"), stderr=subprocess.STDOUT,
+                                start_new_session=True)
+        self.prom_pidfile.write_text(str(proc.pid))
+        deadline = time.monotonic() + 30
+        while not self._prom_ready():
+            if proc.poll() is not None:
+                raise RuntimeError(f"Prometheus exited:\n{log.read_text()[-2000:]}")
+            if time.monotonic() > deadline:
+                raise RuntimeError("Prometheus not ready within 30 s")
+            time.sleep(0.1)
+        return True
+
+    def _prom_ready(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"{self.prom_url}/-/ready", timeout=1) as r:
+                return r.status == 200
+        except OSError:
+            return False
+
+    def stop_prometheus(self) -> None:
+        pid = self.prom_pid()
+        if pid:
+            os.kill(pid, signal.SIGTERM)
+            _wait_gone(pid, 10)
+        self.prom_pidfile.unlink(missing_ok=True)
+
+    def prom_query(self, expr: str) -> list[dict]:
+        """An instant PromQL query against the cluster's Prometheus: the result vector. A query Prometheus
+        refuses (bad syntax) raises with its error."""
+        url = f"{self.prom_url}/api/v1/query?" + urllib.parse.urlencode({"query": expr})
+        try:
+            with urllib.request.urlopen(url, timeout=10) as r:
+                body = json.load(r)
+        except urllib.error.HTTPError as exc:
+            body = json.load(exc)
+        if body.get("status") != "success":
+            raise ValueError(f"{expr}: {body.get('errorType')}: {body.get('error')}")
+        return body["data"]["result"]
+
+    def prom_targets(self) -> dict[str, dict[str, str]] | str:
+        """Prometheus's view of its targets: ``{job: {node: health}}`` (``up``, ``down``, ``unknown``)."""
+        if not self.prom_pid():
+            return "not running"
+        try:
+            with urllib.request.urlopen(f"{self.prom_url}/api/v1/targets?state=active", timeout=5) as r:
+                active = json.load(r)["data"]["activeTargets"]
+        except OSError as exc:
+            return f"unavailable ({exc})"
+        view: dict[str, dict[str, str]] = {}
+        for t in active:
+            view.setdefault(t["labels"]["job"], {})[t["labels"].get("node", t["labels"]["instance"])] = t["health"]
+        return view
+
     # -- the whole ----------------------------------------------------------------------------------
 
     def up(self, install: bool = True) -> None:
@@ -347,11 +455,13 @@ class Cluster:
         for node in self.nodes:
             self.start_controller(node)
         self.start_kamailio()
+        self.start_prometheus()
         self.wait_dispatcher({n.name: "A" for n in self.nodes})
         for node in self.nodes:
             self.wait_speech_ready(node)
 
     def down(self, keep_db: bool = True) -> None:
+        self.stop_prometheus()
         self.stop_kamailio()
         for node in self.nodes:
             self.stop_controller(node)
@@ -368,6 +478,7 @@ class Cluster:
         return {
             "postgres": {"url": self.db_url, "ready": pg.returncode == 0},
             "kamailio": {"pid": self.kam_pid(), "sip": self.sip_target, "dispatcher": view},
+            "prometheus": {"pid": self.prom_pid(), "url": self.prom_url, "targets": self.prom_targets()},
             "nodes": {n.name: {"asterisk_pid": self.ast_pid(n), "sip": n.sip_port, "ami": n.ami_port,
                                "controller_pid": self.ctl_pid(n), "agi": n.agi_port, "api": n.api_port}
                       for n in self.nodes},
@@ -385,11 +496,25 @@ def _live_pid(pidfile: Path, comm: str | None) -> int | None:
     return pid if comm is None or name == comm else None
 
 
+def _gone(pid: int) -> bool:
+    """Exited: no process, or a zombie. A process this one started (tests) stays a zombie until reaped,
+    so it is reaped here; otherwise every stop waited out its whole timeout."""
+    try:
+        if os.waitpid(pid, os.WNOHANG)[0] == pid:
+            return True
+    except ChildProcessError:  # not our child: its parent reaps it
+        pass
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except (OSError, IndexError):
+        return True
+
+
 def _wait_gone(pid: int, timeout_s: float) -> None:
     deadline = time.monotonic() + timeout_s
-    while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+    while not _gone(pid) and time.monotonic() < deadline:
         time.sleep(0.1)
-    if Path(f"/proc/{pid}").exists():
+    if not _gone(pid):
         os.kill(pid, signal.SIGKILL)
 
 

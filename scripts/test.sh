@@ -6,13 +6,19 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install.sh
-# what only the tests need: a PostgreSQL server (the records store's tests) and Kamailio (the
-# cluster tests); their own services stay off (Kamailio's would take Asterisk's port 5060)
+# what only the tests need: a PostgreSQL server (the records store's tests), Kamailio and Prometheus
+# (the cluster tests); their own services stay off (Kamailio's would take Asterisk's port 5060,
+# Prometheus's 9090: the lab cluster starts its own on 9290)
 need=()
 for p in postgresql kamailio; do dpkg -s "$p" >/dev/null 2>&1 || need+=("$p"); done
-if ((${#need[@]})); then
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
-  for service in kamailio postgresql; do systemctl disable --now "$service" >/dev/null 2>&1 || true; done
+need_prometheus=$(dpkg -s prometheus >/dev/null 2>&1 || echo yes)
+if ((${#need[@]})) || [ -n "$need_prometheus" ]; then
+  apt-get update -qq
+  if ((${#need[@]})); then DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null; fi
+  if [ -n "$need_prometheus" ]; then
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+  fi
+  for service in kamailio postgresql prometheus; do systemctl disable --now "$service" >/dev/null 2>&1 || true; done
 fi
 ROOT=${IVR_ASTERISK_ROOT:-/var/lib/ivr14/asterisk-root}
 pid=$(cat "$ROOT/run/asterisk/asterisk.pid" 2>/dev/null || true)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import re
 import signal
-import socket
 import threading
 import time
 from pathlib import Path
@@ -26,6 +25,7 @@ from ivr.plan_files import load_base_plan
 from ivr_lab.cluster import Cluster
 from ivr_lab.pcap import wav_to_pcap
 from ivr_lab.sipp import Audio, CallScript, Dtmf, Pause, run_sipp
+from cluster_lab import running_cluster
 from test_e2e_speech import speak
 
 pytestmark = pytest.mark.asterisk
@@ -102,26 +102,12 @@ def mixed_records(cluster: Cluster, load: dict[str, tuple[CallScript, int, float
         time.sleep(0.3)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def cluster(asterisk):
     """The whole cluster, started once for the module (the asterisk fixture has rendered the configs)."""
-    directory = Path(f"/tmp/ivr14-cluster-test-{os.getpid()}")
     # speech on, as in production: the mixed chaos runs include spoken names
-    c = Cluster(dir=directory, root=asterisk.root, pg_port=free_port(),
-                extra_env={"IVR_CALLER_SALT": SALT, "IVR_SPEECH_ENGINE": load_settings().speech_engine})
-    try:
-        c.up(install=False)
+    with running_cluster(asterisk.root, {"IVR_CALLER_SALT": SALT, "IVR_SPEECH_ENGINE": load_settings().speech_engine}) as c:
         yield c
-    finally:
-        c.down(keep_db=False)
-        import shutil
-        shutil.rmtree(directory, ignore_errors=True)
 
 
 def all_serving(cluster: Cluster) -> None:

@@ -1,0 +1,33 @@
+"""The lab cluster for a test module (tests/test_cluster.py, tests/test_cluster_metrics.py): started
+once from the chroot the ``asterisk`` fixture installed, on a free PostgreSQL port and a folder of its
+own, and taken down with its data at the end. Run such modules under flock /tmp/ivr-asterisk.lock."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from ivr_lab.cluster import Cluster
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def running_cluster(root: Path, extra_env: dict[str, str]) -> Iterator[Cluster]:
+    """The whole cluster up (``root``: the installed chroot; ``extra_env`` for the controllers), down after."""
+    directory = Path(f"/tmp/ivr14-cluster-test-{os.getpid()}")
+    c = Cluster(dir=directory, root=root, pg_port=free_port(), extra_env=extra_env)
+    try:
+        c.up(install=False)
+        yield c
+    finally:
+        c.down(keep_db=False)
+        shutil.rmtree(directory, ignore_errors=True)
