@@ -30,4 +30,5 @@ def running_cluster(root: Path, extra_env: dict[str, str]) -> Iterator[Cluster]:
         yield c
     finally:
         c.down(keep_db=False)
-        shutil.rmtree(directory, ignore_errors=True)
+        if not os.environ.get("IVR_KEEP_CLUSTER_DIR"):  # set it to read the logs after a failed run
+            shutil.rmtree(directory, ignore_errors=True)
