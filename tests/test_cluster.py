@@ -37,11 +37,14 @@ KAPELLE = next(m.cbs_code for m in load_base_plan().candidates("0113") if m.name
 def dtmf_script(prefix: str) -> CallScript:
     """The DTMF path: 14 0113 has several municipalities; the caller picks Kapelle's neighbour from the menu.
     Where the controllers hear speech, the first key asks for the menu (a key while the IVR listens) and
-    the second, keyed into the menu as it is read, picks; without speech the first picks and the second
-    falls on the transfer, which ignores it."""
+    the next, keyed into the menu as it is read, picks; without speech the first picks. The caller keys
+    a third time, as callers do when nothing happens: a controller that has just taken over a dead
+    peer's calls may start listening only after the first key (1.9 s late, seen in a chaos run), and
+    a key nobody listens for is lost. Keys after the pick fall on the transfer, which ignores them."""
     digit = str([m.cbs_code for m in load_base_plan().candidates("0113")].index("GM0703") + 1)
-    return CallScript("140113", caller=f"{prefix}[call_number]", steps=[Pause(1200), Dtmf(digit), Pause(1500), Dtmf(digit)],
-                      via_proxy=True, answer_timeout_ms=10000, bye_timeout_ms=20000)
+    steps = [Pause(1200), Dtmf(digit), Pause(1500), Dtmf(digit), Pause(1500), Dtmf(digit)]
+    return CallScript("140113", caller=f"{prefix}[call_number]", steps=steps, via_proxy=True,
+                      answer_timeout_ms=10000, bye_timeout_ms=20000)
 
 
 def unique_script(prefix: str) -> CallScript:
