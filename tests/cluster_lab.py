@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import shutil
 import socket
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -23,7 +24,9 @@ def free_port() -> int:
 @contextmanager
 def running_cluster(root: Path, extra_env: dict[str, str]) -> Iterator[Cluster]:
     """The whole cluster up (``root``: the installed chroot; ``extra_env`` for the controllers), down after."""
-    directory = Path(f"/tmp/ivr14-cluster-test-{os.getpid()}")
+    # a folder of its own for every cluster: a kept one (IVR_KEEP_CLUSTER_DIR) must not hand its
+    # Prometheus data or pid files to the next module's cluster
+    directory = Path(tempfile.mkdtemp(prefix="ivr14-cluster-test-", dir="/tmp"))
     c = Cluster(dir=directory, root=root, pg_port=free_port(), extra_env=extra_env)
     try:
         c.up(install=False)

@@ -249,6 +249,7 @@ def test_kill_one_asterisk_mid_run(cluster, kapelle):
     assert len(ended_by_kill) <= failed <= len(on_victim_at_kill), (len(ended_by_kill), failed, len(on_victim_at_kill))
 
 
+@pytest.mark.chaos
 def test_kill_one_controller_mid_run(cluster, kapelle):
     """kill -9 controller n1 under mixed load: its calls in progress are recorded as lost (by n2's
     controller, which n1's dialplan tells), new calls are served, and records = calls placed - calls
@@ -289,6 +290,7 @@ def test_kill_one_controller_mid_run(cluster, kapelle):
     assert all(r.municipality == KAPELLE for (p, _), r in others.items() if p == "0643")
 
 
+@pytest.mark.chaos
 def test_restart_postgres_mid_run(cluster, kapelle):
     """PostgreSQL stopped for 4 s under mixed load: calls go on, the controllers keep their records in
     memory and write them when it is back - records = calls placed - calls that never reached any Asterisk."""
