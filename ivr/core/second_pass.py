@@ -21,7 +21,7 @@ was recognised among the code's names; nor is a national ``choose`` between two 
 merely sound alike. A phrase two municipalities share ("Velp") is itself decided by the ear,
 so their ``choose`` is proposed only when the engine was as sure of the phrase as an accept
 needs (its calibrated ``p_right``, where it has one): an American "Goes" on 14 0113 fits the
-hamlet "Schouw" of De Fryske Marren and Gemert-Bakel at p 0.98 nationally, below the 0.995 an
+hamlet "Schouw" of De Fryske Marren and Gemert-Bakel at p 0.97 nationally (live), below the 0.995 an
 accept needs, and must leave the code's own "Bedoelt u Goes?" standing. On the human bench's dev split (``ivr bench human --second-pass``, 60
 clips each asked on their own code and on one without their phrase) every one of 7 in-code
 clips sent elsewhere was sent by such a ``choose``, and 10 of 10 national ``accept`` s of a
