@@ -43,6 +43,8 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ivr_lab.controller import wait_speech_ready
+
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_SPEECH_ENGINE = "fusion"  # as scripts/run.sh: each controller loads it (~20 s, ~0.7 GB) after start
 KAMAILIO_CFG = REPO / "dialplan/kamailio/kamailio.cfg"
@@ -239,19 +241,8 @@ class Cluster:
     def wait_speech_ready(self, node: Node, timeout_s: float = 400) -> None:
         """Until the node's controller has loaded its recogniser (calls before that get the DTMF menu);
         at once when speech is off."""
-        if self.controller_env(node)["IVR_SPEECH_ENGINE"] == "none":
-            return
-        log = self.dir / f"logs/controller-{node.name}.log"
-        deadline = time.monotonic() + timeout_s
-        while True:
-            text = log.read_text(errors="replace")
-            if "speech recognition ready" in text:
-                return
-            if not self.ctl_pid(node):
-                raise RuntimeError(f"controller {node.name} is not running:\n{text[-2000:]}")
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"controller {node.name}: no recogniser after {timeout_s:.0f} s")
-            time.sleep(0.2)
+        if self.controller_env(node)["IVR_SPEECH_ENGINE"] != "none":
+            wait_speech_ready(self.dir / f"logs/controller-{node.name}.log", lambda: bool(self.ctl_pid(node)), timeout_s)
 
     def stop_controller(self, node: Node) -> None:
         pid = self.ctl_pid(node)

@@ -12,6 +12,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,6 +37,22 @@ def free_port() -> int:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
+
+
+def wait_speech_ready(log_path: Path, running: Callable[[], bool], timeout_s: float = 400.0) -> None:
+    """Until the controller logging to ``log_path`` has loaded its recogniser (calls before that get
+    the DTMF menu); RuntimeError with the log's end when it stopped (``running()`` false) or after
+    ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        text = log_path.read_text(errors="replace") if log_path.exists() else ""
+        if "speech recognition ready" in text:
+            return
+        if not running():
+            raise RuntimeError(f"the controller stopped before its recogniser was ready:\n{text[-2000:]}")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"no recogniser after {timeout_s:.0f} s:\n{text[-2000:]}")
+        time.sleep(0.2)
 
 @dataclass
 class Controller:

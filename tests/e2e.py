@@ -8,7 +8,7 @@ import subprocess
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from ivr_lab.controller import REPO, Controller, start_controller  # noqa: F401 - re-exported for the tests
+from ivr_lab.controller import REPO, Controller, start_controller, wait_speech_ready  # noqa: F401 - re-exported for the tests
 from ivr_lab.sipp import CallScript, SippResult, run_sipp
 
 SALT = "e2e-test-salt"
@@ -35,13 +35,7 @@ def run_calls(scripts: dict[str, CallScript], workdir: Path, at_once: int | None
 
 def wait_until_speech_ready(controller: Controller, timeout_s: float = 400.0) -> None:
     """Until the controller's recogniser has warmed up (calls before it get the DTMF menu)."""
-    import time
-
-    deadline = time.monotonic() + timeout_s
-    while "speech recognition ready" not in controller.log_path.read_text():
-        assert controller.proc.poll() is None, controller.log_path.read_text()  # it died: say why at once
-        assert time.monotonic() < deadline, controller.log_path.read_text()
-        time.sleep(0.2)
+    wait_speech_ready(controller.log_path, lambda: controller.proc.poll() is None, timeout_s)
 
 
 def answered_since(ami, mark) -> dict[str, str]:

@@ -116,6 +116,15 @@ def cluster(asterisk):
         yield c
 
 
+def kill_after(delay_s: float, pid_of, what: str) -> float:
+    """``kill -9`` of the process ``pid_of()`` names, ``delay_s`` into a run; when it was killed."""
+    time.sleep(delay_s)
+    pid = pid_of()
+    assert pid, f"{what} is not running"
+    os.kill(pid, signal.SIGKILL)
+    return time.time()
+
+
 def all_serving(cluster: Cluster) -> None:
     """Both nodes up in Kamailio's view and both controllers listening with speech: an earlier test
     may have killed and restarted one (a restarted controller loads its recogniser again)."""
@@ -203,11 +212,7 @@ def test_kill_one_asterisk_mid_run(cluster, kapelle):
     killed: dict[str, float] = {}
 
     def kill() -> None:
-        time.sleep(4.0)
-        pid = cluster.ast_pid(victim)
-        assert pid, "node n1 is not running"
-        os.kill(pid, signal.SIGKILL)
-        killed["at"] = time.time()
+        killed["at"] = kill_after(4.0, lambda: cluster.ast_pid(victim), "node n1")
         killed["down_s"] = cluster.wait_dispatcher({victim.name: "I", survivor.name: "A"}, timeout_s=10)
 
     try:
@@ -260,11 +265,7 @@ def test_kill_one_controller_mid_run(cluster, kapelle):
     killed: dict[str, float] = {}
 
     def kill() -> None:
-        time.sleep(3.0)
-        pid = cluster.ctl_pid(victim)
-        assert pid, "controller n1 is not running"
-        os.kill(pid, signal.SIGKILL)
-        killed["at"] = time.time()
+        killed["at"] = kill_after(3.0, lambda: cluster.ctl_pid(victim), "controller n1")
 
     try:
         results = run_mixed(cluster, load, kill)
